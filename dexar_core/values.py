@@ -1,0 +1,281 @@
+"""Frozen value records shared by the core, the plugins and the adapters.
+
+Records are ``attrs.frozen(kw_only=True)``: converters normalise, validators enforce,
+arrays are stored read-only and compared with ``numpy.array_equal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from dexar_core.errors import LayoutError, PluginError
+
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
+    from dexar_core.methods.base import Method
+
+
+def readonly_bool_vector(value: Any) -> np.ndarray:
+    """Convert to a read-only 1-D boolean array."""
+    array = np.array(value, dtype=bool).reshape(-1)
+    array.setflags(write=False)
+    return array
+
+
+def readonly_index_vector(value: Any) -> np.ndarray:
+    """Convert to a read-only 1-D int64 array."""
+    array = np.array(value, dtype=np.int64).reshape(-1)
+    array.setflags(write=False)
+    return array
+
+
+_array_eq = attrs.cmp_using(eq=np.array_equal)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise LayoutError(
+            f"{type(instance).__name__}.{attribute.name} must be a positive integer, got {value}."
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Grid:
+    """One 2D grid of visual tokens: an image, a tile or a group of video frames.
+
+    Attributes:
+        name: what the grid shows, e.g. ``"image 0"`` or ``"video 0, frames 0-1"``.
+        height: rows of tokens.
+        width: columns of tokens.
+        positions: key-sequence index of each token, in row-major order (``height*width``).
+        pixel_box: ``(left, top, right, bottom)`` in the original image's pixels that the
+            grid covers after the processor's resize and crop.
+        image_index: which input image (or video) the grid belongs to.
+    """
+
+    name: str
+    height: int = attrs.field(validator=_positive)
+    width: int = attrs.field(validator=_positive)
+    positions: np.ndarray = attrs.field(converter=readonly_index_vector, eq=_array_eq)
+    pixel_box: tuple[float, float, float, float] = attrs.field(
+        converter=lambda box: tuple(float(v) for v in box)
+    )
+    image_index: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.positions.size != self.height * self.width:
+            raise LayoutError(
+                f"Grid {self.name!r}: positions has {self.positions.size} entries but the grid "
+                f"is {self.height}x{self.width} = {self.height * self.width} cells; "
+                "give exactly one key position per grid cell."
+            )
+        if len(self.pixel_box) != 4:
+            raise LayoutError(
+                f"Grid {self.name!r}: pixel_box must be (left, top, right, bottom), "
+                f"got {self.pixel_box!r}."
+            )
+        left, top, right, bottom = self.pixel_box
+        if right <= left or bottom <= top:
+            raise LayoutError(
+                f"Grid {self.name!r}: pixel_box {self.pixel_box!r} has no area; "
+                "right must exceed left and bottom must exceed top."
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the token grid."""
+        return (self.height, self.width)
+
+
+@attrs.frozen(kw_only=True)
+class VisualLayout:
+    """Where the visual tokens sit in the key sequence, and how they form grids.
+
+    Attributes:
+        visual_mask: True at key positions holding visual tokens (the set V).
+        text_mask: True at the key positions of the text set T_set (every non-visual
+            position in the paper's reading).
+        template_mask: True at chat-template and special-token positions; the
+            ``text_set="prompt_only"`` option drops them from the text set.
+        grids: one grid per image, tile or frame group; together they cover V exactly once.
+    """
+
+    visual_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
+    text_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
+    template_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
+    grids: tuple[Grid, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        length = self.visual_mask.size
+        for name in ("text_mask", "template_mask"):
+            other = getattr(self, name)
+            if other.size != length:
+                raise LayoutError(
+                    f"VisualLayout.{name} has length {other.size} but visual_mask has "
+                    f"{length}; both must cover the whole key sequence."
+                )
+        if np.any(self.visual_mask & self.text_mask):
+            overlap = np.flatnonzero(self.visual_mask & self.text_mask)[:5].tolist()
+            raise LayoutError(
+                f"VisualLayout.text_mask overlaps visual_mask at positions {overlap}; "
+                "a key position is either visual or text, never both."
+            )
+        if not self.grids:
+            raise LayoutError("VisualLayout.grids is empty; give one grid per image.")
+        if not self.visual_mask.any():
+            raise LayoutError(
+                "VisualLayout.visual_mask selects no position: the prompt holds no image "
+                "tokens. Put the model's image placeholder in the prompt."
+            )
+        covered = np.concatenate([grid.positions for grid in self.grids])
+        if covered.min() < 0 or covered.max() >= length:
+            raise LayoutError(
+                f"VisualLayout.grids name positions outside the key sequence of length {length}."
+            )
+        if covered.size != np.unique(covered).size:
+            raise LayoutError("VisualLayout.grids name some visual position twice.")
+        expected = np.flatnonzero(self.visual_mask)
+        if covered.size != expected.size or not np.array_equal(np.sort(covered), expected):
+            raise LayoutError(
+                f"VisualLayout.grids cover {covered.size} positions but visual_mask holds "
+                f"{expected.size}, or they differ; every visual position belongs to exactly "
+                "one grid cell."
+            )
+
+    @property
+    def sequence_length(self) -> int:
+        """Length of the key sequence the masks cover."""
+        return int(self.visual_mask.size)
+
+    @property
+    def visual_positions(self) -> np.ndarray:
+        """Key indices of V in increasing order."""
+        return np.flatnonzero(self.visual_mask)
+
+    def text_set(self, mode: str = "all_non_visual") -> np.ndarray:
+        """The T_set mask for a ``text_set`` option value.
+
+        Args:
+            mode: ``"all_non_visual"`` (the paper) or ``"prompt_only"`` (drops template
+                and special-token positions).
+
+        Raises:
+            LayoutError: for an unknown mode.
+        """
+        if mode == "all_non_visual":
+            return self.text_mask
+        if mode == "prompt_only":
+            return self.text_mask & ~self.template_mask
+        raise LayoutError(
+            f"text_set must be 'all_non_visual' or 'prompt_only', got {mode!r}."
+        )
+
+    def with_length(self, length: int) -> VisualLayout:
+        """The same layout over a longer key sequence; new positions are text."""
+        extra = length - self.sequence_length
+        if extra < 0:
+            raise LayoutError(
+                f"VisualLayout.with_length({length}) would cut the sequence of "
+                f"{self.sequence_length}."
+            )
+        pad_false = np.zeros(extra, dtype=bool)
+        return attrs.evolve(
+            self,
+            visual_mask=np.concatenate([self.visual_mask, pad_false]),
+            text_mask=np.concatenate([self.text_mask, ~pad_false]),
+            template_mask=np.concatenate([self.template_mask, pad_false]),
+        )
+
+
+def _nonempty_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise PluginError(
+            f"{type(instance).__name__}.{attribute.name} must be a non-empty name without "
+            f"surrounding spaces, got {value!r}."
+        )
+
+
+def _callable(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not callable(value):
+        raise PluginError(
+            f"{type(instance).__name__}.{attribute.name} must be callable, got {value!r}."
+        )
+
+
+def _str_tuple(value: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class AdapterSpec:
+    """What an adapter plugin registers through the ``dexar_adapters`` hook.
+
+    Attributes:
+        name: unique adapter name, e.g. ``"llava"``.
+        model_types: Hugging Face ``config.model_type`` values served.
+        architectures: model class names (``config.architectures`` entries) served.
+        factory: zero-argument callable returning a fresh ``ModelAdapter``.
+        priority: the highest priority wins when several adapters serve one model.
+        description: one line for ``dexar plugins``.
+    """
+
+    name: str = attrs.field(validator=_nonempty_name)
+    model_types: tuple[str, ...] = attrs.field(converter=_str_tuple, default=())
+    architectures: tuple[str, ...] = attrs.field(converter=_str_tuple, default=())
+    factory: Callable[[], ModelAdapter] = attrs.field(validator=_callable)
+    priority: int = 0
+    description: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.model_types and not self.architectures:
+            raise PluginError(
+                f"AdapterSpec {self.name!r} serves no model: give model_types or architectures."
+            )
+
+    def serves(self, model_type: str | None, class_names: Sequence[str]) -> bool:
+        """Whether this adapter claims a model of this type or one of these classes."""
+        return (model_type is not None and model_type in self.model_types) or any(
+            name in self.architectures for name in class_names
+        )
+
+
+@attrs.frozen(kw_only=True)
+class MethodSpec:
+    """What the ``dexar_methods`` hook registers: one explanation method.
+
+    Attributes:
+        name: unique method name, e.g. ``"dexar"``.
+        factory: callable taking the method's options as keyword arguments and
+            returning a ``Method``.
+        needs_gradients: whether the method needs the backward pass.
+        description: one line for ``dexar plugins``.
+    """
+
+    name: str = attrs.field(validator=_nonempty_name)
+    factory: Callable[..., Method] = attrs.field(validator=_callable)
+    needs_gradients: bool = True
+    description: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddedModelSpec:
+    """A checkpoint shipped inside a plugin, named for ``--model``.
+
+    Attributes:
+        name: the name users type, e.g. ``"shapes-llava"``.
+        path: folder in Hugging Face format (``config.json``, weights, processor files).
+        adapter: name of the adapter that serves it.
+        description: one line for ``dexar models``.
+    """
+
+    name: str = attrs.field(validator=_nonempty_name)
+    path: Path = attrs.field(converter=Path)
+    adapter: str = attrs.field(validator=_nonempty_name)
+    description: str = ""
