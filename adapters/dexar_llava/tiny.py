@@ -1,0 +1,220 @@
+"""Offline builders of tiny LLaVA models: the real transformers classes, tiny configs.
+
+A tiny LLaVA is a :class:`transformers.LlavaForConditionalGeneration` (CLIP vision
+tower, two-layer GELU projector, Llama language model) with a few layers and a
+word-level vocabulary, paired with a real :class:`transformers.LlavaProcessor`. It
+builds in well under a second without any download, saves with ``save_pretrained`` and
+loads back with ``from_pretrained`` / ``AutoProcessor.from_pretrained``: exactly the
+code path of a hub checkpoint.
+
+The image processor resizes straight to ``image_size x image_size`` (no centre crop),
+so the ``(image_size / patch_size) ** 2`` visual tokens cover the whole image, row by
+row from the top left. The processor expands each ``<image>`` in the prompt to that
+many image tokens (the vision tower's CLS feature is dropped by the ``"default"``
+feature-selection strategy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
+from dexar_core.errors import InputError
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
+"""The prompt every tiny and embedded LLaVA is trained and queried with."""
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if not loop.first %}{{ ' ' }}{% endif %}{{ 'USER:' }}"
+    "{% if message['content'] is string %}{{ ' ' + message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ ' <image>\\n' }}"
+    "{% elif item['type'] == 'text' %}{{ (' ' if loop.first else '') + item['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ASSISTANT: ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] if item['type'] == 'text' %}"
+    "{{ item['text'] }}{% endfor %}{% endif %}{{ '</s>' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ ' ASSISTANT:' }}{% endif %}"
+)
+"""Chat template rendering ``[user(image, text)]`` as :data:`PROMPT_TEMPLATE`."""
+
+PROMPT_WORDS: tuple[str, ...] = ("user", "assistant")
+"""Words of the prompt format itself, always in the vocabulary."""
+
+
+def format_prompt(question: str) -> str:
+    """Return the tiny LLaVA prompt for one image and one question.
+
+    Args:
+        question: The question or instruction, e.g. ``"what color is the circle?"``.
+
+    Returns:
+        ``"USER: <image>\\n{question} ASSISTANT:"``; the answer follows after a space.
+    """
+    return PROMPT_TEMPLATE.format(question=question)
+
+
+def build_tiny_llava(
+    *,
+    seed: int = 0,
+    vocabulary: Iterable[str] | None = None,
+    image_size: int = 64,
+    patch_size: int = 8,
+    text_layers: int = 2,
+    vision_layers: int = 2,
+    hidden_size: int = 128,
+    heads: int = 4,
+    kv_heads: int | None = None,
+    attn_implementation: str = "sdpa",
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """Build a randomly initialised tiny LLaVA and its processor, offline.
+
+    Args:
+        seed: Seed of the weight initialisation; the same seed gives the same weights.
+        vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
+            defaults to the shapes benchmark's vocabulary. The prompt words ``user`` and
+            ``assistant`` are always added.
+        image_size: Side of the square input image in pixels, after resizing.
+        patch_size: Side of a vision patch; must divide ``image_size``.
+        text_layers: Number of Llama decoder layers.
+        vision_layers: Number of CLIP encoder layers.
+        hidden_size: Width of both the vision tower and the language model.
+        heads: Attention heads per layer (vision and text).
+        kv_heads: Key/value heads of the language model (grouped-query attention);
+            ``None`` for one per attention head.
+        attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+
+    Returns:
+        ``(model, processor)``: a ``LlavaForConditionalGeneration`` in eval mode and a
+        ``LlavaProcessor`` whose ``<image>`` expands to ``(image_size // patch_size) ** 2``
+        tokens.
+
+    Raises:
+        InputError: If the sizes are not positive, ``patch_size`` does not divide
+            ``image_size``, or ``heads`` / ``kv_heads`` do not divide the widths.
+    """
+    _check_sizes(image_size, patch_size, hidden_size, heads, kv_heads)
+
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
+    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
+    grid = image_size // patch_size
+    image_tokens = grid * grid
+
+    vision_config = CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden_size,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=text_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads if kv_heads is None else kv_heads,
+        # The prompt is the image tokens plus a short question; the longest answer
+        # is a three-object caption.
+        max_position_embeddings=image_tokens + 192,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.image_token_id,
+        image_seq_length=image_tokens,
+        vision_feature_select_strategy="default",
+        # The last vision layer's output; the default (-2) would leave the last layer
+        # of a tiny tower unused.
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = attn_implementation
+
+    # Weight initialisation draws from the global generator: fork it so building a
+    # model neither depends on nor disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.eval()
+
+    image_processor = CLIPImageProcessor(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        crop_size={"height": image_size, "width": image_size},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+    return model, processor
+
+
+def _check_sizes(
+    image_size: int, patch_size: int, hidden_size: int, heads: int, kv_heads: int | None
+) -> None:
+    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
+    sizes = {
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "heads": heads,
+    }
+    if kv_heads is not None:
+        sizes["kv_heads"] = kv_heads
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise InputError(
+                f"build_tiny_llava: expected {name} to be a positive integer, found {value!r}."
+            )
+    if image_size % patch_size:
+        raise InputError(
+            f"build_tiny_llava: expected patch_size to divide image_size, found "
+            f"image_size={image_size}, patch_size={patch_size}; choose e.g. patch_size=8 "
+            f"with image_size=64."
+        )
+    if hidden_size % heads:
+        raise InputError(
+            f"build_tiny_llava: expected heads to divide hidden_size, found "
+            f"hidden_size={hidden_size}, heads={heads}."
+        )
+    if kv_heads is not None and heads % kv_heads:
+        raise InputError(
+            f"build_tiny_llava: expected kv_heads to divide heads, found "
+            f"heads={heads}, kv_heads={kv_heads}."
+        )

@@ -1,0 +1,5 @@
+"""The model zoo: offline tokenizers, tiny-model training, and the embedded checkpoints.
+
+Nothing heavy is imported here; ``dexar_core.zoo.tokenizer`` and ``dexar_core.zoo.train``
+import ``tokenizers``, ``transformers`` and ``torch`` when their functions run.
+"""
