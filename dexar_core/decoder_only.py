@@ -1,0 +1,224 @@
+"""A generic adapter base for Hugging Face decoder-only VLMs (LLaVA, Qwen-VL, ...).
+
+The image tokens sit inside the prompt; the explained attention is the language
+model's self-attention; the key sequence is prompt + answer. A concrete adapter
+states where the decoder lives and lays the image tokens on grids; everything else
+(prompting, generation, teacher forcing, the template mask) is shared here.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexar_core.capture import TransformersAttentionCapture
+from dexar_core.engine import LogitLensGradients
+from dexar_core.errors import CheckpointError, InputError
+from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
+from dexar_core.values import Grid, VisualLayout
+
+
+class PromptLocator(VisualTokenLocator):
+    """Finds the image tokens of a decoder-only prompt; the adapter lays out the grids."""
+
+    def __init__(self, adapter: HFDecoderOnlyAdapter) -> None:
+        self._adapter = adapter
+
+    def locate(self, prepared: PreparedPrompt) -> VisualLayout:
+        """See :meth:`VisualTokenLocator.locate`."""
+        input_ids = prepared.inputs["input_ids"][0].cpu().numpy()
+        grids = self._adapter.grids(prepared)
+        visual = np.zeros(input_ids.size, dtype=bool)
+        for grid in grids:
+            visual[grid.positions] = True
+        image_tokens = np.isin(input_ids, list(prepared.extras["image_token_ids"]))
+        template = np.asarray(prepared.extras["template_mask"], dtype=bool)
+        return VisualLayout(
+            visual_mask=visual,
+            # image tokens that lie on no grid (a CLS feature) are neither visual nor text
+            text_mask=~visual & ~image_tokens,
+            template_mask=template & ~image_tokens,
+            grids=grids,
+        )
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    count = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+class HFDecoderOnlyAdapter(ModelAdapter):
+    """Shared behaviour of transformers decoder-only VLM adapters.
+
+    Subclasses set ``name`` and ``model_class`` and implement :meth:`language_model`,
+    :meth:`format_prompt`, :meth:`image_facts` and :meth:`grids`.
+    """
+
+    model_class: str
+
+    def __init__(self) -> None:
+        self.capture = TransformersAttentionCapture(self.decoder_parts)
+        self.locator = PromptLocator(self)
+        self.gradients = LogitLensGradients()
+
+    # --- what a concrete adapter states ------------------------------------------------
+
+    @abstractmethod
+    def language_model(self, model: Any) -> Any:
+        """The decoder stack (a module with ``layers`` and ``norm``)."""
+
+    @abstractmethod
+    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
+        """One grid per image (or tile or frame group) over the prompt's positions."""
+
+    @abstractmethod
+    def image_facts(
+        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
+    ) -> dict[str, Any]:
+        """Facts :meth:`grids` needs, stored in ``prepared.extras``.
+
+        Must include ``"image_token_ids"``: the ids of the placeholder tokens the
+        processor expands for images.
+        """
+
+    @abstractmethod
+    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
+        """The full prompt text with the model's template and image placeholders."""
+
+    def processor_inputs(
+        self, loaded: LoadedModel, text: str, images: Sequence[Any]
+    ) -> dict[str, Any]:
+        """Run the processor; subclasses add model-specific keyword arguments."""
+        return dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
+
+    # --- shared behaviour --------------------------------------------------------------
+
+    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+        """See :meth:`ModelAdapter.load`."""
+        import transformers
+
+        model_cls = getattr(transformers, self.model_class)
+        kwargs: dict[str, Any] = {}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if device_map is not None:
+            kwargs["device_map"] = device_map
+        try:
+            model = model_cls.from_pretrained(path, **kwargs)
+            processor = transformers.AutoProcessor.from_pretrained(path)
+        except (OSError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"{self.name} adapter could not load {path!r} with "
+                f"{self.model_class}.from_pretrained: {error}. Check that the folder holds "
+                "config.json, the weights and the processor files, or that the hub id is "
+                "in your local cache."
+            ) from error
+        if device is not None and device_map is None:
+            model = model.to(device)
+        model.eval()
+        return LoadedModel(model=model, processor=processor, adapter=self, model_id=path)
+
+    def prepare(
+        self, loaded: LoadedModel, images: Sequence[Any], prompt: str
+    ) -> PreparedPrompt:
+        """See :meth:`ModelAdapter.prepare`."""
+        text = self.format_prompt(loaded, prompt, len(images))
+        bare = self.format_prompt(loaded, "", len(images))
+        inputs = self.processor_inputs(loaded, text, images)
+        bare_ids = self.processor_inputs(loaded, bare, images)["input_ids"][0].tolist()
+        ids = inputs["input_ids"][0].tolist()
+        prefix = _common_prefix(ids, bare_ids)
+        suffix = _common_prefix(ids[::-1], bare_ids[::-1])
+        template = np.zeros(len(ids), dtype=bool)
+        if prompt:
+            template[:prefix] = True
+            template[len(ids) - min(suffix, len(ids) - prefix) :] = True
+        special = set(getattr(loaded.tokenizer, "all_special_ids", []))
+        template |= np.isin(ids, list(special))
+        device = loaded.model.device
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if "pixel_values" in moved and moved["pixel_values"].is_floating_point():
+            moved["pixel_values"] = moved["pixel_values"].to(loaded.model.dtype)
+        return PreparedPrompt(
+            inputs=moved,
+            prompt=prompt,
+            prompt_text=text,
+            image_sizes=tuple(image.size for image in images),
+            extras={"template_mask": template, **self.image_facts(loaded, inputs, images)},
+        )
+
+    def _stop_ids(self, loaded: LoadedModel) -> set[int]:
+        config = loaded.model.generation_config
+        stops: set[int] = set()
+        for value in (config.eos_token_id, config.pad_token_id, loaded.tokenizer.eos_token_id):
+            if value is None:
+                continue
+            stops.update([value] if isinstance(value, int) else value)
+        return stops
+
+    def generate(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
+    ) -> list[int]:
+        """See :meth:`ModelAdapter.generate`."""
+        prompt_length = prepared.inputs["input_ids"].shape[1]
+        with torch.no_grad():
+            sequences = loaded.model.generate(
+                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False
+            )
+        stops = self._stop_ids(loaded)
+        answer: list[int] = []
+        for token in sequences[0, prompt_length:].tolist():
+            if token in stops:
+                break
+            answer.append(int(token))
+        return answer
+
+    def encode_answer(self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str) -> list[int]:
+        """See :meth:`ModelAdapter.encode_answer`."""
+        return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+    def teacher_forced(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
+    ) -> TeacherForcedPass:
+        """See :meth:`ModelAdapter.teacher_forced`."""
+        prompt_ids = prepared.inputs["input_ids"]
+        answer = torch.tensor([list(answer_ids)], dtype=prompt_ids.dtype, device=prompt_ids.device)
+        inputs = dict(prepared.inputs)
+        inputs["input_ids"] = torch.cat([prompt_ids, answer], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        inputs.update(self.extend_inputs(prepared, len(answer_ids)))
+        inputs["use_cache"] = False
+        inputs["logits_to_keep"] = 1
+        prompt_length = prompt_ids.shape[1]
+        return TeacherForcedPass(
+            inputs=inputs,
+            query_rows=[prompt_length - 1 + t for t in range(len(answer_ids))],
+            answer_ids=answer_ids,
+            key_length=prompt_length + len(answer_ids),
+        )
+
+    def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
+        """Inputs other than ids and mask that grow with the answer (e.g. token types)."""
+        return {}
+
+    def decoder_parts(self, model: Any) -> DecoderParts:
+        """See :meth:`ModelAdapter.decoder_parts`."""
+        decoder = self.language_model(model)
+        head = model.get_output_embeddings()
+        return DecoderParts(
+            layers=list(decoder.layers),
+            attentions=[layer.self_attn for layer in decoder.layers],
+            final_norm=decoder.norm,
+            lm_head_weight=head.weight,
+            lm_head_bias=getattr(head, "bias", None),
+            logit_softcap=getattr(model.config.get_text_config(), "final_logit_softcapping", None),
+        )

@@ -1,0 +1,211 @@
+"""The explanation pass: one forward and one backward over prompt + answer (METHOD.md §7).
+
+The adapter's capture makes the answer rows of each explained layer's attention
+autograd leaves and detaches every decoder layer's input; forward hooks read each
+explained layer's output at the query rows; the logit-lens targets of all layers and
+tokens are summed and differentiated once. Because each layer's input is detached and
+attention is causal, the gradient on row q_t of layer l's leaf is exactly
+d s^{l,t} / d A^l[q_t, :].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexar_core.errors import DexarError, MethodError
+from dexar_core.interfaces import GradientExtractor
+from dexar_core.records import (
+    AttentionGradients,
+    DecoderParts,
+    LoadedModel,
+    TeacherForcedPass,
+)
+from dexar_core.values import VisualLayout
+
+
+class LogitLensGradients(GradientExtractor):
+    """Targets s^{l,t} = LMHead(FinalNorm(y^l[q_t]))[v_t], from the head's rows only.
+
+    Only the explained tokens' rows of the output projection are used (a dot product per
+    layer and token), never the full-vocabulary projection.
+    """
+
+    def logit_lens_targets(
+        self, parts: DecoderParts, layer_outputs: torch.Tensor, token_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """See :meth:`GradientExtractor.logit_lens_targets`."""
+        hidden = layer_outputs
+        if parts.final_norm is not None:
+            hidden = parts.final_norm(hidden)
+        hidden = hidden.float()
+        if parts.output_scale is not None:
+            hidden = hidden * parts.output_scale
+        rows = parts.lm_head_weight[token_ids.to(parts.lm_head_weight.device)]
+        targets = (hidden * rows.to(hidden.device).float()).sum(dim=-1)
+        if parts.lm_head_bias is not None:
+            bias = parts.lm_head_bias.reshape(-1)[token_ids.to(parts.lm_head_bias.device)]
+            targets = targets + bias.to(targets.device).float()
+        if parts.logit_softcap is not None:
+            targets = torch.tanh(targets / parts.logit_softcap) * parts.logit_softcap
+        return targets
+
+
+@contextmanager
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Set ``requires_grad=False`` on every parameter, restoring the flags on exit."""
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def resolve_layers(layers: Any, num_layers: int) -> tuple[int, ...]:
+    """The explained layer indices for a ``layers`` option.
+
+    Args:
+        layers: ``"all"``, a positive int k (the last k layers) or a sequence of indices
+            (negative indices count from the end).
+        num_layers: L, the decoder's layer count.
+
+    Raises:
+        MethodError: for an empty selection, a k larger than L or an index out of range.
+    """
+    if isinstance(layers, str):
+        if layers == "all":
+            return tuple(range(num_layers))
+        if layers.startswith("last"):
+            layers = int(layers.removeprefix("last").lstrip("_") or 0)
+        else:
+            raise MethodError(
+                f"layers must be 'all', an int k (the last k layers) or a list of indices, "
+                f"got {layers!r}."
+            )
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        if not 1 <= layers <= num_layers:
+            raise MethodError(
+                f"layers={layers} asks for the last {layers} layers but the model has "
+                f"{num_layers}; choose 1..{num_layers}."
+            )
+        return tuple(range(num_layers - int(layers), num_layers))
+    chosen = []
+    for index in layers:
+        if not -num_layers <= int(index) < num_layers:
+            raise MethodError(
+                f"layer index {index} is out of range for a decoder of {num_layers} layers; "
+                f"use 0..{num_layers - 1} (or negative indices from the end)."
+            )
+        chosen.append(int(index) % num_layers)
+    if not chosen:
+        raise MethodError("layers is empty; give at least one decoder layer to explain.")
+    return tuple(sorted(set(chosen)))
+
+
+def _record_outputs(
+    parts: DecoderParts, layers: Sequence[int], rows: torch.Tensor, store: dict[int, torch.Tensor]
+) -> ExitStack:
+    stack = ExitStack()
+    for index in layers:
+
+        def hook(module: Any, args: Any, output: Any, index: int = index) -> None:
+            hidden = parts.layer_output(output)
+            store[index] = hidden[0, rows.to(hidden.device)]
+
+        stack.callback(parts.layers[index].register_forward_hook(hook).remove)
+    return stack
+
+
+def attention_gradients(
+    loaded: LoadedModel,
+    forced: TeacherForcedPass,
+    layout: VisualLayout,
+    layers: Sequence[int],
+    *,
+    chunk_size: int | None = None,
+) -> AttentionGradients:
+    """Run the explanation pass and return the per-token, per-layer attention gradients.
+
+    Args:
+        loaded: model, processor and adapter.
+        forced: the teacher-forced inputs and query rows.
+        layout: the visual layout over the explained attention's key sequence.
+        layers: decoder layer indices to explain.
+        chunk_size: explain at most this many answer tokens per pass (several passes of
+            fewer leaves bound the memory of long answers); None explains all at once.
+
+    Returns:
+        The gradients, realised attentions and targets for every answer token.
+    """
+    if layout.sequence_length != forced.key_length:
+        raise DexarError(
+            f"the visual layout covers {layout.sequence_length} keys but the explained "
+            f"attention has {forced.key_length}; the adapter's locator and teacher_forced "
+            "disagree."
+        )
+    total = len(forced.query_rows)
+    size = total if chunk_size is None else int(chunk_size)
+    if size < 1:
+        raise MethodError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+    pieces = [
+        _one_pass(loaded, forced, layers, list(range(start, min(start + size, total))))
+        for start in range(0, total, size)
+    ]
+    gradients, attentions, targets, visible = (np.concatenate(arrays, axis) for arrays, axis in
+                                               zip(zip(*pieces), (0, 0, 1, 0)))
+    return AttentionGradients(
+        gradients=gradients,
+        attentions=attentions,
+        targets=targets,
+        visible=visible,
+        layers=tuple(layers),
+        layout=layout,
+        answer_ids=forced.answer_ids,
+        query_rows=forced.query_rows,
+    )
+
+
+def _one_pass(
+    loaded: LoadedModel, forced: TeacherForcedPass, layers: Sequence[int], tokens: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    adapter, model = loaded.adapter, loaded.model
+    parts = adapter.decoder_parts(model)
+    query_rows = [forced.query_rows[t] for t in tokens]
+    rows = torch.tensor(query_rows, dtype=torch.long)
+    token_ids = torch.tensor([forced.answer_ids[t] for t in tokens], dtype=torch.long)
+    outputs: dict[int, torch.Tensor] = {}
+    with ExitStack() as stack:
+        stack.enter_context(frozen_parameters(model))
+        captured = stack.enter_context(adapter.capture.capture(model, layers, query_rows))
+        stack.enter_context(_record_outputs(parts, layers, rows, outputs))
+        stack.enter_context(torch.enable_grad())
+        model(**forced.inputs)
+        missing = [index for index in layers if index not in captured.leaves or index not in outputs]
+        if missing:
+            raise DexarError(
+                f"the forward pass did not run the attention of layers {missing}; the "
+                f"adapter {adapter.name!r} names modules the model does not call."
+            )
+        hidden = torch.stack([outputs[index] for index in layers])
+        targets = adapter.gradients.logit_lens_targets(parts, hidden, token_ids)
+        leaves = [captured.leaves[index] for index in layers]
+        grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
+    visible = captured.visible[layers[0]].cpu()
+    stacked = torch.stack(
+        [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves)]
+    )
+    gradients = torch.relu(stacked.float()).cpu() * visible
+    attentions = torch.stack([leaf.detach() for leaf in leaves]).float().cpu()
+    return (
+        gradients.permute(2, 0, 1, 3).numpy(),
+        attentions.permute(2, 0, 1, 3).numpy(),
+        targets.detach().float().cpu().numpy(),
+        visible.numpy(),
+    )

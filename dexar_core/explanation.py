@@ -1,0 +1,238 @@
+"""The Explanation record: what ``explain()`` returns, saves and loads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from dexar_core.errors import InputError
+from dexar_core.heatmap import paste_to_image
+from dexar_core.values import Grid
+
+FORMAT_VERSION = 1
+
+
+def _readonly_float_array(value: Any) -> np.ndarray:
+    array = np.array(value, dtype=np.float32)
+    array.setflags(write=False)
+    return array
+
+
+def _readonly_maps(value: Any) -> tuple[np.ndarray, ...]:
+    return tuple(_readonly_float_array(item) for item in value)
+
+
+def _maps_eq(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of an options value (tuples become lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Explanation:
+    """Per-token and sequence heatmaps of one answer, with everything needed to read them.
+
+    Maps are given per grid (one grid per image, tile or frame group), at token-grid
+    resolution, min-max normalised to [0, 1]; :meth:`upsample` draws them at pixel
+    resolution over the original images.
+
+    Attributes:
+        method: name of the method that made the maps, e.g. ``"dexar"``.
+        options: the method's options as used.
+        model_id: the model path, hub id or embedded name.
+        adapter: the adapter that served the model.
+        prompt: the user's prompt.
+        answer: the explained answer text.
+        token_ids: ``[T]`` the explained tokens.
+        tokens: ``[T]`` their text.
+        grids: where each map lies (token grid and pixel box of the original image).
+        image_sizes: ``(width, height)`` of each original image.
+        token_maps: per grid, ``[T, h, w]``.
+        sequence_maps: per grid, ``[h, w]``.
+        token_weights: ``[T]`` delta^t (ones for methods without token weighting).
+        head_weights: ``[T, L, H]`` (empty for methods without head weighting).
+        layers: decoder layers explained.
+        sequence_fallback: True when every delta was 0 and the sequence map weighs
+            every token by 1 instead.
+        generated: True for a free-run answer, False for a given (teacher-forced) one.
+        timings: seconds spent per stage.
+        metadata: adapter facts and anything else worth keeping.
+    """
+
+    method: str
+    options: Mapping[str, Any] = attrs.field(converter=_plain)
+    model_id: str
+    adapter: str
+    prompt: str
+    answer: str
+    token_ids: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(x) for x in v))
+    tokens: tuple[str, ...] = attrs.field(converter=tuple)
+    grids: tuple[Grid, ...] = attrs.field(converter=tuple)
+    image_sizes: tuple[tuple[int, int], ...] = attrs.field(
+        converter=lambda v: tuple((int(w), int(h)) for w, h in v)
+    )
+    token_maps: tuple[np.ndarray, ...] = attrs.field(
+        converter=_readonly_maps, eq=attrs.cmp_using(eq=_maps_eq)
+    )
+    sequence_maps: tuple[np.ndarray, ...] = attrs.field(
+        converter=_readonly_maps, eq=attrs.cmp_using(eq=_maps_eq)
+    )
+    token_weights: np.ndarray = attrs.field(
+        converter=_readonly_float_array, eq=attrs.cmp_using(eq=np.array_equal)
+    )
+    head_weights: np.ndarray = attrs.field(
+        converter=_readonly_float_array, eq=attrs.cmp_using(eq=np.array_equal)
+    )
+    layers: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(x) for x in v))
+    sequence_fallback: bool = False
+    generated: bool = True
+    timings: Mapping[str, float] = attrs.field(factory=dict, converter=_plain)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
+
+    def __attrs_post_init__(self) -> None:
+        count = len(self.token_ids)
+        if len(self.tokens) != count or self.token_weights.shape != (count,):
+            raise InputError(
+                f"Explanation: {count} token ids but {len(self.tokens)} token strings and "
+                f"token_weights of shape {self.token_weights.shape}; they must match."
+            )
+        if not (len(self.grids) == len(self.token_maps) == len(self.sequence_maps)):
+            raise InputError(
+                "Explanation: give one token map stack and one sequence map per grid."
+            )
+        for grid, tokens, sequence in zip(self.grids, self.token_maps, self.sequence_maps):
+            if tokens.shape != (count, *grid.shape) or sequence.shape != grid.shape:
+                raise InputError(
+                    f"Explanation: grid {grid.name!r} is {grid.shape} but its maps are "
+                    f"{tokens.shape} and {sequence.shape}."
+                )
+
+    @property
+    def sequence_map(self) -> np.ndarray:
+        """The sequence map of the only grid (see ``sequence_maps`` for several)."""
+        return self._single(self.sequence_maps, "sequence_map")
+
+    @property
+    def token_map_stack(self) -> np.ndarray:
+        """The ``[T, h, w]`` token maps of the only grid (see ``token_maps`` for several)."""
+        return self._single(self.token_maps, "token_map_stack")
+
+    def _single(self, maps: tuple[np.ndarray, ...], name: str) -> np.ndarray:
+        if len(maps) != 1:
+            names = ", ".join(grid.name for grid in self.grids)
+            raise InputError(
+                f"Explanation.{name} needs exactly one grid but this explanation has "
+                f"{len(maps)} ({names}); index the per-grid tuples instead."
+            )
+        return maps[0]
+
+    def upsample(self, grid: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Token maps and sequence map of one grid at the original image's resolution.
+
+        The grid's maps are upsampled bilinearly onto its pixel box of the original
+        image (zero outside the box, e.g. where the processor cropped).
+
+        Returns:
+            ``([T, H, W], [H, W])`` float32 arrays in [0, 1].
+        """
+        if not 0 <= grid < len(self.grids):
+            raise InputError(f"Explanation.upsample: no grid {grid}; it has {len(self.grids)}.")
+        box = self.grids[grid].pixel_box
+        size = self.image_sizes[self.grids[grid].image_index]
+        tokens = np.stack([paste_to_image(m, box, size) for m in self.token_maps[grid]])
+        if tokens.size == 0:
+            tokens = np.zeros((0, size[1], size[0]), np.float32)
+        return tokens, paste_to_image(self.sequence_maps[grid], box, size)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (everything else).
+
+        Returns:
+            The JSON sidecar's path.
+        """
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "token_weights": self.token_weights,
+            "head_weights": self.head_weights,
+        }
+        for index, (tokens, sequence) in enumerate(zip(self.token_maps, self.sequence_maps)):
+            arrays[f"token_maps_{index}"] = tokens
+            arrays[f"sequence_map_{index}"] = sequence
+        np.savez(base.with_suffix(".npz"), **arrays)
+        record = {
+            "format_version": FORMAT_VERSION,
+            **{
+                field.name: getattr(self, field.name)
+                for field in attrs.fields(type(self))
+                if field.name
+                not in ("token_maps", "sequence_maps", "token_weights", "head_weights", "grids")
+            },
+            "grids": [
+                {
+                    "name": grid.name,
+                    "height": grid.height,
+                    "width": grid.width,
+                    "positions": grid.positions.tolist(),
+                    "pixel_box": list(grid.pixel_box),
+                    "image_index": grid.image_index,
+                }
+                for grid in self.grids
+            ],
+        }
+        sidecar = base.with_suffix(".json")
+        sidecar.write_text(json.dumps(_plain(record), indent=2))
+        return sidecar
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an explanation written by :meth:`save` (give either file or the stem)."""
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        sidecar, arrays_path = base.with_suffix(".json"), base.with_suffix(".npz")
+        for needed in (sidecar, arrays_path):
+            if not needed.is_file():
+                raise InputError(
+                    f"Explanation.load: {needed} does not exist; an explanation is saved as "
+                    "a .json and an .npz file of the same stem."
+                )
+        try:
+            record = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"Explanation.load: {sidecar} is not valid JSON: {error}") from error
+        if record.pop("format_version", None) != FORMAT_VERSION:
+            raise InputError(
+                f"Explanation.load: {sidecar} was written by another dexar format version; "
+                f"this one reads version {FORMAT_VERSION}."
+            )
+        with np.load(arrays_path) as arrays:
+            count = len(record["grids"])
+            token_maps = [arrays[f"token_maps_{i}"] for i in range(count)]
+            sequence_maps = [arrays[f"sequence_map_{i}"] for i in range(count)]
+            token_weights, head_weights = arrays["token_weights"], arrays["head_weights"]
+        record["grids"] = [Grid(**grid) for grid in record["grids"]]
+        record["image_sizes"] = [tuple(size) for size in record["image_sizes"]]
+        return cls(
+            **record,
+            token_maps=token_maps,
+            sequence_maps=sequence_maps,
+            token_weights=token_weights,
+            head_weights=head_weights,
+        )

@@ -1,0 +1,62 @@
+"""The interface every explanation method shares, and its raw result."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from dexar_core.engine import resolve_layers
+from dexar_core.records import AttentionGradients
+
+
+@attrs.frozen(kw_only=True)
+class MethodResult:
+    """A method's relevance over the visual positions, before maps are drawn.
+
+    Attributes:
+        token_relevance: ``[T, N]`` per answer token, over the layout's visual
+            positions in increasing key order (raw, not normalised).
+        sequence_relevance: ``[N]`` the aggregated relevance of the whole answer.
+        token_weights: ``[T]`` how visually grounded each token is (DEX-AR's delta;
+            ones for methods without token weighting).
+        head_weights: ``[T, L, H]`` per-head weights, or an empty array.
+        sequence_fallback: True when every token weight was 0 and the sequence map
+            fell back to weighting every token by 1.
+    """
+
+    token_relevance: np.ndarray
+    sequence_relevance: np.ndarray
+    token_weights: np.ndarray
+    head_weights: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 0, 0), np.float32))
+    sequence_fallback: bool = False
+
+
+class Method(ABC):
+    """An explanation method: from the engine's record to relevance over V.
+
+    Args:
+        layers: ``"all"``, ``k`` (the last k layers) or a list of layer indices.
+    """
+
+    name: str = ""
+    needs_gradients: bool = True
+
+    def __init__(self, *, layers: Any = "all") -> None:
+        self.layers_option = layers
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        """The decoder layers this method needs captured."""
+        return resolve_layers(self.layers_option, num_layers)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The options as given, for the Explanation's record."""
+        return {"layers": self.layers_option}
+
+    @abstractmethod
+    def explain(self, record: AttentionGradients) -> MethodResult:
+        """Relevance of the visual positions for each answer token and the sequence."""

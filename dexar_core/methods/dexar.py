@@ -1,0 +1,139 @@
+"""DEX-AR: dynamic head filtering and sequence-level token filtering (METHOD.md §3-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from dexar_core.errors import MethodError
+from dexar_core.heatmap import minmax
+from dexar_core.methods.base import Method, MethodResult
+from dexar_core.records import AttentionGradients
+
+HEAD_AGGREGATIONS = ("max", "topk_mean", "mean")
+TEXT_SETS = ("all_non_visual", "prompt_only")
+
+
+def aggregate_keys(
+    gradients: np.ndarray, keys: np.ndarray, how: str, topk: int
+) -> np.ndarray:
+    """Aggregate ``[T, L, H, K]`` gradients over a per-token key set ``[T, K]``.
+
+    Returns ``[T, L, H]``; an empty key set aggregates to 0.
+
+    Args:
+        gradients: non-negative gradients.
+        keys: boolean mask of the keys in the set, per token.
+        how: ``"max"``, ``"topk_mean"`` (mean of the ``topk`` largest) or ``"mean"``.
+        topk: k for ``"topk_mean"``.
+    """
+    mask = keys[:, None, None, :]
+    if how == "max":
+        return np.where(mask, gradients, 0.0).max(axis=-1, initial=0.0)
+    count = keys.sum(axis=-1)[:, None, None]
+    if how == "mean":
+        total = np.where(mask, gradients, 0.0).sum(axis=-1)
+        return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    if how == "topk_mean":
+        masked = np.where(mask, gradients, -np.inf)
+        k = min(topk, gradients.shape[-1])
+        top = -np.sort(-masked, axis=-1)[..., :k]
+        top = np.where(np.isfinite(top), top, 0.0)
+        used = np.minimum(count, k)
+        return np.divide(top.sum(axis=-1), used, out=np.zeros(top.shape[:-1]), where=used > 0)
+    raise MethodError(f"head_agg must be one of {HEAD_AGGREGATIONS}, got {how!r}.")
+
+
+class DexarMethod(Method):
+    """DEX-AR (Bousselham et al., arXiv 2603.06302).
+
+    Args:
+        layers: ``"all"`` (the paper), ``k`` for the last k layers, or layer indices.
+        head_agg: how S_v and S_text aggregate a head's gradients over a key set:
+            ``"max"`` (default), ``"topk_mean"`` or ``"mean"``.
+        topk: k of ``"topk_mean"``.
+        text_set: ``"all_non_visual"`` (the paper) or ``"prompt_only"`` (drops
+            chat-template and special tokens from T_set).
+        normalize_tokens: aggregate the sequence map as ``sum_t delta_t minmax(E^t)``
+            instead of the raw ``sum_t delta_t E^t``.
+        head_weighting: False gives the ``dexar_nohead`` ablation (w = 1).
+        token_weighting: False gives the ``dexar_nodelta`` ablation (delta = 1).
+    """
+
+    name = "dexar"
+
+    def __init__(
+        self,
+        *,
+        layers: Any = "all",
+        head_agg: str = "max",
+        topk: int = 5,
+        text_set: str = "all_non_visual",
+        normalize_tokens: bool = False,
+        head_weighting: bool = True,
+        token_weighting: bool = True,
+    ) -> None:
+        super().__init__(layers=layers)
+        if head_agg not in HEAD_AGGREGATIONS:
+            raise MethodError(f"head_agg must be one of {HEAD_AGGREGATIONS}, got {head_agg!r}.")
+        if text_set not in TEXT_SETS:
+            raise MethodError(f"text_set must be one of {TEXT_SETS}, got {text_set!r}.")
+        if int(topk) < 1:
+            raise MethodError(f"topk must be a positive int, got {topk!r}.")
+        self.head_agg = head_agg
+        self.topk = int(topk)
+        self.text_set = text_set
+        self.normalize_tokens = bool(normalize_tokens)
+        self.head_weighting = bool(head_weighting)
+        self.token_weighting = bool(token_weighting)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """See :attr:`Method.options`."""
+        return {
+            **super().options,
+            "head_agg": self.head_agg,
+            "topk": self.topk,
+            "text_set": self.text_set,
+            "normalize_tokens": self.normalize_tokens,
+            "head_weighting": self.head_weighting,
+            "token_weighting": self.token_weighting,
+        }
+
+    def explain(self, record: AttentionGradients) -> MethodResult:
+        """See :meth:`Method.explain`."""
+        gradients = record.gradients.astype(np.float32, copy=False)
+        layout = record.layout
+        visual = np.broadcast_to(layout.visual_mask, record.visible.shape) & record.visible
+        text = layout.text_set(self.text_set)[None, :] & record.visible
+        visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk)
+        text_score = aggregate_keys(gradients, text, self.head_agg, self.topk)
+        if self.head_weighting:
+            head_weights = np.maximum(visual_score - text_score, 0.0)
+        else:
+            head_weights = np.ones_like(visual_score)
+        on_visual = gradients[..., layout.visual_positions]
+        token_relevance = np.einsum("tlh,tlhn->tn", head_weights, on_visual, dtype=np.float32)
+        if self.token_weighting:
+            token_weights = np.maximum(
+                visual_score.max(axis=(1, 2)) - text_score.max(axis=(1, 2)), 0.0
+            )
+        else:
+            token_weights = np.ones(gradients.shape[0])
+        fallback = bool(np.all(token_weights == 0))
+        weights = np.ones_like(token_weights) if fallback else token_weights
+        per_token = (
+            np.stack([minmax(row) for row in token_relevance])
+            if self.normalize_tokens
+            else token_relevance
+        )
+        sequence = np.einsum("t,tn->n", weights, per_token, dtype=np.float32)
+        return MethodResult(
+            token_relevance=token_relevance.astype(np.float32),
+            sequence_relevance=sequence.astype(np.float32),
+            token_weights=token_weights.astype(np.float32),
+            head_weights=head_weights.astype(np.float32),
+            sequence_fallback=fallback,
+        )

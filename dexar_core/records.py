@@ -1,0 +1,154 @@
+"""Records passed between an adapter, the engine and the methods.
+
+Unlike :mod:`dexar_core.values`, these hold live torch objects (models, tensors) and
+live only for the duration of one explanation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from dexar_core.values import VisualLayout
+
+
+@attrs.frozen(kw_only=True)
+class LoadedModel:
+    """A model with its processor and the adapter that serves it.
+
+    Attributes:
+        model: the transformers (or other) model, in eval mode.
+        processor: its processor (tokenizer + image processor).
+        adapter: the ``ModelAdapter`` chosen by the registry.
+        model_id: what the user passed to ``load`` (path, hub id or embedded name).
+    """
+
+    model: Any
+    processor: Any
+    adapter: Any
+    model_id: str
+
+    @property
+    def tokenizer(self) -> Any:
+        """The processor's tokenizer (or the processor itself when it is one)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
+
+@attrs.frozen(kw_only=True)
+class PreparedPrompt:
+    """Model inputs for the prompt and images, before any answer token.
+
+    Attributes:
+        inputs: tensors for the model's forward / generate (batch of one).
+        prompt: the user's prompt text.
+        prompt_text: the full text given to the processor (template applied).
+        image_sizes: ``(width, height)`` of each original image.
+        extras: adapter-specific facts (e.g. the template's prompt-free token ids).
+    """
+
+    inputs: Mapping[str, Any]
+    prompt: str
+    prompt_text: str
+    image_sizes: tuple[tuple[int, int], ...]
+    extras: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class TeacherForcedPass:
+    """Inputs of the one forward over prompt + answer that the explanation runs.
+
+    Attributes:
+        inputs: the forward's keyword arguments (no cache).
+        query_rows: ``[T]`` positions (in the attention's query sequence) whose output
+            predicts each answer token: q_t.
+        answer_ids: ``[T]`` the explained tokens v_t.
+        key_length: length of the key sequence of the explained attention.
+    """
+
+    inputs: Mapping[str, Any]
+    query_rows: tuple[int, ...] = attrs.field(converter=lambda rows: tuple(int(r) for r in rows))
+    answer_ids: tuple[int, ...] = attrs.field(converter=lambda ids: tuple(int(i) for i in ids))
+    key_length: int
+
+
+@attrs.frozen(kw_only=True)
+class DecoderParts:
+    """The pieces of a language-model decoder the generic engine needs: plain data.
+
+    Attributes:
+        layers: the decoder layers, in order (their inputs are detached, their outputs
+            give the logit-lens hidden states y^l).
+        attentions: the attention module of each layer whose probabilities are
+            explained (self-attention, or cross-attention for encoder-decoders).
+        final_norm: the norm applied before the LM head, or None (post-LN decoders).
+        lm_head_weight: ``[vocab, hidden]`` rows of the output projection.
+        lm_head_bias: ``[vocab]`` bias (including BART's ``final_logits_bias``) or None.
+        logit_softcap: Gemma-style final soft-capping value, or None.
+        output_scale: factor applied to the hidden state before the head (e.g. T5's
+            ``d_model**-0.5`` with tied embeddings), or None.
+        layer_output: picks the hidden state from a layer's forward output.
+    """
+
+    layers: Sequence[Any]
+    attentions: Sequence[Any]
+    final_norm: Any
+    lm_head_weight: Any
+    lm_head_bias: Any = None
+    logit_softcap: float | None = None
+    output_scale: float | None = None
+    layer_output: Callable[[Any], Any] = attrs.field(
+        default=lambda output: output[0] if isinstance(output, tuple) else output
+    )
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers L."""
+        return len(self.layers)
+
+
+@attrs.define(kw_only=True)
+class AttentionLeaves:
+    """What an AttentionCapture filled during one forward pass.
+
+    Attributes:
+        layers: explained layer indices, in order.
+        query_rows: the captured query positions.
+        leaves: per explained layer, ``[H, R, K]`` attention probabilities (float32)
+            that are autograd leaves.
+        visible: per explained layer, ``[R, K]`` bool, the keys each row may attend to.
+    """
+
+    layers: tuple[int, ...]
+    query_rows: tuple[int, ...]
+    leaves: dict[int, Any] = attrs.field(factory=dict)
+    visible: dict[int, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class AttentionGradients:
+    """The engine's output, the input of every method.
+
+    Attributes:
+        gradients: ``[T, L, H, K]`` float32, ReLU(d s^{l,t} / d A^{l,i}[q_t, :]),
+            zero at keys row q_t cannot see.
+        attentions: ``[T, L, H, K]`` float32, the realised probabilities A^{l,i}[q_t, :].
+        targets: ``[L, T]`` the logit-lens targets s^{l,t}.
+        visible: ``[T, K]`` bool, the keys row q_t can attend to (its text set is the
+            visible non-visual keys).
+        layers: the decoder layer index of each of the L entries.
+        layout: the visual layout over the K keys.
+        answer_ids: ``[T]`` explained tokens.
+        query_rows: ``[T]`` the query positions q_t.
+    """
+
+    gradients: np.ndarray
+    attentions: np.ndarray
+    targets: np.ndarray
+    visible: np.ndarray
+    layers: tuple[int, ...]
+    layout: VisualLayout
+    answer_ids: tuple[int, ...]
+    query_rows: tuple[int, ...]
