@@ -6,11 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from dexar_core.errors import CheckpointError, InputError
 from dexar_core.explanation import Explanation
-from dexar_core.heatmap import minmax, to_grid
 from dexar_core.images import load_image
 from dexar_core.records import LoadedModel
 
@@ -171,14 +168,7 @@ def explain(
     result = explainer.explain(record)
     timings["explain"] = time.perf_counter() - start
 
-    visual_positions = record.layout.visual_positions
-    token_maps = []
-    sequence_maps = []
-    for grid in record.layout.grids:
-        token_maps.append(
-            np.stack([minmax(to_grid(row, grid, visual_positions)) for row in result.token_relevance])
-        )
-        sequence_maps.append(minmax(to_grid(result.sequence_relevance, grid, visual_positions)))
+    token_maps, sequence_maps = result.maps(record.layout)
     tokens = adapter.token_strings(loaded, answer_ids)
     return Explanation(
         method=method,

@@ -10,7 +10,9 @@ import attrs
 import numpy as np
 
 from dexar_core.engine import resolve_layers
+from dexar_core.heatmap import minmax, to_grid
 from dexar_core.records import AttentionGradients
+from dexar_core.values import VisualLayout
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +35,18 @@ class MethodResult:
     token_weights: np.ndarray
     head_weights: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 0, 0), np.float32))
     sequence_fallback: bool = False
+
+    def maps(self, layout: VisualLayout) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per grid: min-max normalised ``[T, h, w]`` token maps and ``[h, w]`` sequence map."""
+        positions = layout.visual_positions
+        token_maps, sequence_maps = [], []
+        for grid in layout.grids:
+            rows = [minmax(to_grid(row, grid, positions)) for row in self.token_relevance]
+            token_maps.append(
+                np.stack(rows) if rows else np.zeros((0, *grid.shape), dtype=np.float32)
+            )
+            sequence_maps.append(minmax(to_grid(self.sequence_relevance, grid, positions)))
+        return token_maps, sequence_maps
 
 
 class Method(ABC):

@@ -108,8 +108,8 @@ class DexarMethod(Method):
         layout = record.layout
         visual = np.broadcast_to(layout.visual_mask, record.visible.shape) & record.visible
         text = layout.text_set(self.text_set)[None, :] & record.visible
-        visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk)
-        text_score = aggregate_keys(gradients, text, self.head_agg, self.topk)
+        visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk).astype(np.float32)
+        text_score = aggregate_keys(gradients, text, self.head_agg, self.topk).astype(np.float32)
         if self.head_weighting:
             head_weights = np.maximum(visual_score - text_score, 0.0)
         else:
