@@ -6,7 +6,7 @@ arrays are stored read-only and compared with ``numpy.array_equal``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,11 @@ class Grid:
         return (self.height, self.width)
 
 
+def _grid_tuple(grids: Iterable[Grid]) -> tuple[Grid, ...]:
+    """Convert to a tuple; a typed converter so mypy checks what callers pass."""
+    return tuple(grids)
+
+
 @attrs.frozen(kw_only=True)
 class VisualLayout:
     """Where the visual tokens sit in the key sequence, and how they form grids.
@@ -108,7 +113,7 @@ class VisualLayout:
     visual_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
     text_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
     template_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
-    grids: tuple[Grid, ...] = attrs.field(converter=tuple)
+    grids: tuple[Grid, ...] = attrs.field(converter=_grid_tuple)
 
     def __attrs_post_init__(self) -> None:
         length = self.visual_mask.size
@@ -171,9 +176,7 @@ class VisualLayout:
             return self.text_mask
         if mode == "prompt_only":
             return self.text_mask & ~self.template_mask
-        raise LayoutError(
-            f"text_set must be 'all_non_visual' or 'prompt_only', got {mode!r}."
-        )
+        raise LayoutError(f"text_set must be 'all_non_visual' or 'prompt_only', got {mode!r}.")
 
     def with_length(self, length: int) -> VisualLayout:
         """The same layout over a longer key sequence; new positions are text."""
@@ -273,9 +276,15 @@ class EmbeddedModelSpec:
         path: folder in Hugging Face format (``config.json``, weights, processor files).
         adapter: name of the adapter that serves it.
         description: one line for ``dexar models``.
+        example_image: an image shipped with the model for ``dexar explain --example``.
+        example_prompt: the prompt of that example.
     """
 
     name: str = attrs.field(validator=_nonempty_name)
     path: Path = attrs.field(converter=Path)
     adapter: str = attrs.field(validator=_nonempty_name)
     description: str = ""
+    example_image: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    example_prompt: str = ""
