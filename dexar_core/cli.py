@@ -1,0 +1,187 @@
+"""The ``dexar`` command line.
+
+Each subcommand is one ``run_<name>(args) -> int`` function plus one entry in
+:data:`SUBCOMMANDS` naming its help line and its arguments. Heavy imports (torch,
+transformers) belong inside the run functions so ``dexar --version`` stays fast.
+
+Exit codes: 0 success; 1 the command ran and found something broken (e.g. a plugin
+that failed to load); 2 bad usage or a ``DexarError``, printed as
+``dexar: error: <message>``; 3 an unexpected exception, a bug (``--traceback`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import attrs
+
+import dexar_core
+from dexar_core.errors import DexarError
+from dexar_plugins import PluginWarning, default_catalog, list_embedded_models, plugin_inventory
+
+
+@attrs.frozen
+class Argument:
+    """One ``add_argument`` call: its flags and keyword options."""
+
+    flags: tuple[str, ...]
+    options: Mapping[str, Any]
+
+
+def argument(*flags: str, **options: Any) -> Argument:
+    """Describe a command-line argument with ``argparse.add_argument``'s parameters."""
+    return Argument(flags, options)
+
+
+@attrs.frozen(kw_only=True)
+class Subcommand:
+    """A subcommand: what runs, its one-line help, and its arguments."""
+
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: tuple[Argument, ...] = ()
+
+
+JSON_FLAG = argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, headers first."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def print_json(value: Any, stream: TextIO | None = None) -> None:
+    """Print JSON with a stable layout (two-space indent, keys in given order)."""
+    print(json.dumps(value, indent=2), file=stream or sys.stdout)
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    """List every plugin, what it registered, and every failure; 1 when one is broken."""
+    with warnings.catch_warnings():
+        # The listing reports failures and conflicts itself, as rows.
+        warnings.simplefilter("ignore", PluginWarning)
+        rows = plugin_inventory(default_catalog())
+    broken = [row for row in rows if row.status != "ok"]
+    if args.json:
+        print_json([attrs.asdict(row) for row in rows])
+        return 1 if broken else 0
+    print(
+        format_table(
+            ("NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS"),
+            [(row.name, row.kind, row.distribution, row.version, row.status) for row in rows],
+        )
+    )
+    if broken:
+        print("\nProblems:")
+        for row in broken:
+            print(f"- {row.kind} {row.name!r} ({row.distribution} {row.version}): {row.error}")
+    return 1 if broken else 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """List the embedded models the installed plugins ship."""
+    registrations = list_embedded_models()
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": reg.spec.name,
+                    "adapter": reg.spec.adapter,
+                    "path": str(reg.spec.path),
+                    "description": reg.spec.description,
+                    "distribution": reg.distribution,
+                    "version": reg.version,
+                }
+                for reg in registrations
+            ]
+        )
+        return 0
+    if not registrations:
+        print("No embedded models are installed; `dexar plugins` shows what is.")
+        return 0
+    print(
+        format_table(
+            ("NAME", "ADAPTER", "PATH", "DESCRIPTION"),
+            [
+                (reg.spec.name, reg.spec.adapter, str(reg.spec.path), reg.spec.description)
+                for reg in registrations
+            ],
+        )
+    )
+    return 0
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "plugins": Subcommand(
+        run=run_plugins,
+        help="list plugins, the adapters, methods and models they register, and failures",
+        arguments=(JSON_FLAG,),
+    ),
+    "models": Subcommand(
+        run=run_models, help="list the embedded models usable with --model", arguments=(JSON_FLAG,)
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per entry of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="dexar", description="DEX-AR explanations for vision-language models."
+    )
+    parser.add_argument("--version", action="version", version=f"dexar {dexar_core.__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the traceback of an unexpected error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, subcommand in SUBCOMMANDS.items():
+        subparser = commands.add_parser(name, help=subcommand.help, description=subcommand.help)
+        for arg in subcommand.arguments:
+            subparser.add_argument(*arg.flags, **arg.options)
+        subparser.set_defaults(run=subcommand.run)
+    return parser
+
+
+def _print_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"dexar: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dexar`` command line and return its exit code.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when None.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:
+        code = exit_request.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        try:
+            return int(args.run(args))
+        except DexarError as exc:
+            print(f"dexar: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("dexar: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if args.traceback:
+                raise
+            print(
+                f"dexar: internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in dexar or in a plugin; rerun with --traceback and report it.",
+                file=sys.stderr,
+            )
+            return 3

@@ -1,0 +1,59 @@
+"""The dexar plugin system: hooks, entry-point loading, and the adapter registry.
+
+Adapter packages write ``from dexar_plugins import hookimpl``; callers look things up
+with :func:`resolve_adapter`, :func:`get_method` and :func:`get_embedded_model`, or
+build their own :class:`Catalog` with :func:`build_catalog`.
+"""
+
+from dexar_plugins.hookspecs import hookimpl, hookspec
+from dexar_plugins.manager import (
+    Catalog,
+    LoadedPlugin,
+    LoadedPlugins,
+    NameConflict,
+    PluginFailure,
+    PluginSettings,
+    PluginWarning,
+    Registration,
+    build_catalog,
+    default_catalog,
+    load_plugins,
+    reset_default_catalog,
+)
+from dexar_plugins.registry import (
+    InventoryRow,
+    get_adapter,
+    get_embedded_model,
+    get_method,
+    list_adapters,
+    list_embedded_models,
+    list_methods,
+    plugin_inventory,
+    resolve_adapter,
+)
+
+__all__ = [
+    "Catalog",
+    "InventoryRow",
+    "LoadedPlugin",
+    "LoadedPlugins",
+    "NameConflict",
+    "PluginFailure",
+    "PluginSettings",
+    "PluginWarning",
+    "Registration",
+    "build_catalog",
+    "default_catalog",
+    "get_adapter",
+    "get_embedded_model",
+    "get_method",
+    "hookimpl",
+    "hookspec",
+    "list_adapters",
+    "list_embedded_models",
+    "list_methods",
+    "load_plugins",
+    "plugin_inventory",
+    "reset_default_catalog",
+    "resolve_adapter",
+]
