@@ -121,7 +121,47 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explain(args: argparse.Namespace) -> int:
+    """Explain one answer (see :mod:`dexar_core.commands.explain`)."""
+    from dexar_core.commands.explain import run_explain as run
+
+    return run(args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "explain": Subcommand(
+        run=run_explain,
+        help="explain which image regions the model used for each token of its answer",
+        arguments=(
+            argument(
+                "--model",
+                help="embedded model name, checkpoint folder or cached hub id "
+                "(default: shapes-llava)",
+            ),
+            argument("--image", help="image file (default with an embedded model: its example)"),
+            argument("--prompt", help="question or instruction (default: the example's)"),
+            argument("--answer", help="explain this text instead of generating an answer"),
+            argument("--method", default="dexar", help="explanation method (default: dexar)"),
+            argument(
+                "--example",
+                action="store_true",
+                help="run the embedded model's bundled example image and prompt",
+            ),
+            argument("--out", default="dexar-out", help="output folder (default: dexar-out)"),
+            argument("--max-new-tokens", type=int, default=32, help="longest generated answer"),
+            argument("--layers", help="'all', k (the last k layers) or indices like 0,3,5"),
+            argument(
+                "--option",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="a method option, e.g. head_agg=mean or text_set=prompt_only",
+            ),
+            argument("--chunk-size", type=int, help="answer tokens per backward pass"),
+            argument("--device", help="cpu, cuda, cuda:1 ..."),
+            argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+        ),
+    ),
     "plugins": Subcommand(
         run=run_plugins,
         help="list plugins, the adapters, methods and models they register, and failures",

@@ -127,13 +127,18 @@ class HFDecoderOnlyAdapter(ModelAdapter):
         model.eval()
         return LoadedModel(model=model, processor=processor, adapter=self, model_id=path)
 
-    def prepare(
-        self, loaded: LoadedModel, images: Sequence[Any], prompt: str
-    ) -> PreparedPrompt:
+    def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """See :meth:`ModelAdapter.prepare`."""
         text = self.format_prompt(loaded, prompt, len(images))
         bare = self.format_prompt(loaded, "", len(images))
-        inputs = self.processor_inputs(loaded, text, images)
+        try:
+            inputs = self.processor_inputs(loaded, text, images)
+        except ValueError as error:
+            raise InputError(
+                f"the {self.name} processor rejected the prompt and {len(images)} image(s): "
+                f"{str(error).rstrip('.')}. Put exactly one image placeholder per image in the prompt, or none "
+                "to let dexar apply the model's template."
+            ) from error
         bare_ids = self.processor_inputs(loaded, bare, images)["input_ids"][0].tolist()
         ids = inputs["input_ids"][0].tolist()
         prefix = _common_prefix(ids, bare_ids)
@@ -171,8 +176,13 @@ class HFDecoderOnlyAdapter(ModelAdapter):
         """See :meth:`ModelAdapter.generate`."""
         prompt_length = prepared.inputs["input_ids"].shape[1]
         with torch.no_grad():
+            # An image placeholder in the answer would break the model's own bookkeeping of
+            # image features (an untrained model can emit one): it is never generated.
             sequences = loaded.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False
+                **prepared.inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                suppress_tokens=sorted(prepared.extras["image_token_ids"]),
             )
         stops = self._stop_ids(loaded)
         answer: list[int] = []
@@ -182,7 +192,9 @@ class HFDecoderOnlyAdapter(ModelAdapter):
             answer.append(int(token))
         return answer
 
-    def encode_answer(self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str) -> list[int]:
+    def encode_answer(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
+    ) -> list[int]:
         """See :meth:`ModelAdapter.encode_answer`."""
         return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
 

@@ -6,7 +6,7 @@ arrays are stored read-only and compared with ``numpy.array_equal``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +97,88 @@ def _grid_tuple(grids: Iterable[Grid]) -> tuple[Grid, ...]:
     return tuple(grids)
 
 
+def _readonly_weights(value: Any) -> np.ndarray:
+    array = np.array(value, dtype=np.float32)
+    array.setflags(write=False)
+    return array
+
+
+def _plain_details(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class RelevanceProjection:
+    """A linear map from relevance over V to relevance over units that lie on image grids.
+
+    Most models put image patches in the key sequence, and V lies on the image directly.
+    Some do not: BLIP-2's language model sees learned query tokens, each a mixture of
+    patches. Their adapter gives the weight of every patch in every visual token, and the
+    maps are drawn over the patches from ``relevance @ weights`` (a plain matrix product,
+    applied to the raw relevance before any normalisation).
+
+    Attributes:
+        name: what the weights are, e.g. ``"qformer_cross_attention_mean"``; recorded in
+            each Explanation's metadata.
+        weights: ``[N, U]`` float32: row k belongs to the k-th visual position (increasing
+            key order), column u to unit u.
+        grids: grids over the units: their ``positions`` are unit indices ``0..U-1``, each
+            unit in exactly one grid cell.
+        details: plain, JSON-ready facts about how the weights were made (recorded too).
+    """
+
+    name: str
+    weights: np.ndarray = attrs.field(converter=_readonly_weights, eq=_array_eq)
+    grids: tuple[Grid, ...] = attrs.field(converter=_grid_tuple)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain_details)
+
+    def __attrs_post_init__(self) -> None:
+        if self.weights.ndim != 2 or 0 in self.weights.shape:
+            raise LayoutError(
+                f"RelevanceProjection {self.name!r}: weights must be a non-empty [N, U] matrix "
+                f"(visual tokens x units), got shape {self.weights.shape}."
+            )
+        if not np.isfinite(self.weights).all():
+            raise LayoutError(
+                f"RelevanceProjection {self.name!r}: weights hold NaN or infinite entries; "
+                "check how the adapter computed them."
+            )
+        self.unit_layout  # noqa: B018 -- builds the layout over the units, validating grids
+
+    @property
+    def units(self) -> int:
+        """U, the number of units the relevance is projected onto."""
+        return int(self.weights.shape[1])
+
+    @property
+    def unit_layout(self) -> VisualLayout:
+        """A layout over the U units (all visual), whose grids the maps are drawn on."""
+        return VisualLayout(
+            visual_mask=np.ones(self.units, dtype=bool),
+            text_mask=np.zeros(self.units, dtype=bool),
+            template_mask=np.zeros(self.units, dtype=bool),
+            grids=self.grids,
+        )
+
+    def project(self, relevance: Any) -> np.ndarray:
+        """``[..., N]`` relevance over V to ``[..., U]`` over the units (float32).
+
+        Raises:
+            LayoutError: when the last axis is not N.
+        """
+        array = np.asarray(relevance, dtype=np.float64)
+        if array.ndim < 1 or array.shape[-1] != self.weights.shape[0]:
+            raise LayoutError(
+                f"RelevanceProjection {self.name!r} maps {self.weights.shape[0]} visual tokens "
+                f"but the relevance has shape {array.shape}; pass relevance over V."
+            )
+        return (array @ self.weights.astype(np.float64)).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What an Explanation's metadata records about the projection."""
+        return {"name": self.name, "units": self.units, **self.details}
+
+
 @attrs.frozen(kw_only=True)
 class VisualLayout:
     """Where the visual tokens sit in the key sequence, and how they form grids.
@@ -108,12 +190,16 @@ class VisualLayout:
         template_mask: True at chat-template and special-token positions; the
             ``text_set="prompt_only"`` option drops them from the text set.
         grids: one grid per image, tile or frame group; together they cover V exactly once.
+        projection: for visual tokens that are not image patches (BLIP-2's query tokens),
+            how relevance over V maps onto patch grids; the maps are then drawn over the
+            projection's grids. None (the default) draws them over ``grids``.
     """
 
     visual_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
     text_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
     template_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
     grids: tuple[Grid, ...] = attrs.field(converter=_grid_tuple)
+    projection: RelevanceProjection | None = None
 
     def __attrs_post_init__(self) -> None:
         length = self.visual_mask.size
@@ -150,6 +236,12 @@ class VisualLayout:
                 f"VisualLayout.grids cover {covered.size} positions but visual_mask holds "
                 f"{expected.size}, or they differ; every visual position belongs to exactly "
                 "one grid cell."
+            )
+        if self.projection is not None and self.projection.weights.shape[0] != expected.size:
+            raise LayoutError(
+                f"VisualLayout.projection {self.projection.name!r} has weights for "
+                f"{self.projection.weights.shape[0]} visual tokens but visual_mask holds "
+                f"{expected.size}; give one weight row per visual position."
             )
 
     @property

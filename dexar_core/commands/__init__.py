@@ -1,0 +1,1 @@
+"""The heavier ``dexar`` subcommands, one module each; ``dexar_core.cli`` registers them."""

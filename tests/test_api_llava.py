@@ -1,0 +1,146 @@
+"""load() and explain() end to end on a saved tiny LLaVA, and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llava_fixtures import noise_image
+from PIL import Image
+
+from dexar_core import errors
+from dexar_core.api import explain, load
+from dexar_core.explanation import Explanation
+from dexar_llava.tiny import build_tiny_llava
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    model, processor = build_tiny_llava(seed=0)
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir):
+    return load(str(tiny_dir))
+
+
+@pytest.fixture(scope="module")
+def explanation(loaded):
+    return explain(loaded, noise_image(1), "what color is the circle?", max_new_tokens=4)
+
+
+def test_explain_free_run_gives_one_map_per_token_on_the_patch_grid(explanation):
+    tokens = len(explanation.token_ids)
+    assert 1 <= tokens <= 4
+    assert explanation.generated
+    assert explanation.adapter == "llava"
+    assert explanation.token_map_stack.shape == (tokens, 8, 8)
+    assert explanation.sequence_map.shape == (8, 8)
+    assert explanation.head_weights.shape == (tokens, 2, 4)
+    assert explanation.layers == (0, 1)
+    assert explanation.grids[0].pixel_box == (0.0, 0.0, 64.0, 64.0)
+    token_maps, sequence = explanation.upsample()
+    assert token_maps.shape == (tokens, 64, 64) and sequence.shape == (64, 64)
+
+
+def test_teacher_forced_answer_is_explained_as_given(loaded):
+    result = explain(loaded, noise_image(2), "describe the image", answer="a red circle")
+    assert result.answer == "a red circle"
+    assert result.tokens == ("a", "red", "circle")
+    assert not result.generated
+
+
+def test_save_and_load_round_trip_exactly(explanation, tmp_path):
+    sidecar = explanation.save(tmp_path / "explanation")
+    assert sidecar.suffix == ".json" and sidecar.with_suffix(".npz").is_file()
+    assert Explanation.load(sidecar) == explanation
+
+
+def test_last_k_and_explicit_layers(loaded):
+    last = explain(loaded, noise_image(3), "what", answer="red", layers=1)
+    assert last.layers == (1,) and last.head_weights.shape[1] == 1
+    explicit = explain(loaded, noise_image(3), "what", answer="red", layers=[-2])
+    assert explicit.layers == (0,)
+
+
+@pytest.mark.parametrize(
+    "mode", ["RGBA", "L", "I;16", "P"], ids=["rgba", "grayscale", "16-bit", "palette"]
+)
+def test_unusual_image_modes_are_converted(loaded, mode, tmp_path):
+    if mode == "I;16":
+        pixels = np.random.default_rng(0).integers(0, 65535, (40, 50), dtype=np.uint16)
+        picture = Image.fromarray(pixels)
+        assert picture.mode.startswith("I;16")
+    else:
+        picture = noise_image(4, (50, 40)).convert(mode)
+    path = tmp_path / f"image-{mode.replace(';', '')}.png"
+    picture.save(path)
+    result = explain(loaded, path, "what", answer="red")
+    assert result.image_sizes == ((50, 40),)
+    assert np.isfinite(result.sequence_map).all()
+
+
+def test_very_large_image_is_resized_by_the_processor(loaded):
+    result = explain(loaded, noise_image(5, (3000, 2000)), "what", answer="red")
+    assert result.sequence_map.shape == (8, 8)
+    assert result.grids[0].pixel_box == (0.0, 0.0, 3000.0, 2000.0)
+
+
+def test_missing_unreadable_and_non_image_files(loaded, tmp_path):
+    with pytest.raises(errors.ImageError, match="does not exist"):
+        explain(loaded, tmp_path / "nope.png", "what", answer="red")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(errors.ImageError, match="could not be read as an image"):
+        explain(loaded, text, "what", answer="red")
+    with pytest.raises(errors.ImageError, match="is not a file"):
+        explain(loaded, tmp_path, "what", answer="red")
+
+
+def test_bad_prompts_answers_and_options(loaded):
+    image = noise_image(6)
+    with pytest.raises(errors.InputError, match="one image placeholder per image"):
+        explain(loaded, image, "USER: <image><image>\nwhat ASSISTANT:", answer="red")
+    with pytest.raises(errors.InputError, match="at least one image"):
+        explain(loaded, [], "what", answer="red")
+    with pytest.raises(errors.InputError, match="answer is empty"):
+        explain(loaded, image, "what", answer="  ")
+    with pytest.raises(errors.InputError, match="max_new_tokens"):
+        explain(loaded, image, "what", max_new_tokens=0)
+    with pytest.raises(errors.MethodError, match="out of range"):
+        explain(loaded, image, "what", answer="red", layers=[5])
+    with pytest.raises(errors.MethodError, match="last 3 layers"):
+        explain(loaded, image, "what", answer="red", layers=3)
+    with pytest.raises(errors.InputError, match="No method named 'gradcam'"):
+        explain(loaded, image, "what", answer="red", method="gradcam")
+    with pytest.raises(errors.MethodError, match="head_agg"):
+        explain(loaded, image, "what", answer="red", head_agg="median")
+
+
+def test_a_text_only_model_has_no_adapter(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(errors.UnsupportedModelError, match="llava"):
+        load(str(tmp_path))
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(errors.CheckpointError, match="config.json"):
+        load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(errors.CheckpointError):
+        load(str(tmp_path))
+    with pytest.raises(errors.CheckpointError):
+        load(str(tmp_path / "does-not-exist"))
