@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from dexar_core.errors import CheckpointError, InputError
 from dexar_core.explanation import Explanation
-from dexar_core.images import load_image
+from dexar_core.images import load_visual
 from dexar_core.records import LoadedModel
 
 if TYPE_CHECKING:
@@ -112,7 +114,8 @@ def explain(
 
     Args:
         loaded: what :func:`load` returned.
-        image: a path, PIL image or array, or a list of them (one map per image).
+        image: a path, PIL image or array, or a list of them (one map per image); a
+            :class:`dexar_core.images.Video` (its frames) where the adapter takes videos.
         prompt: the question or instruction, without template (applied by the adapter)
             or with the model's image placeholder(s) to use it verbatim.
         answer: explain this text (teacher-forced) instead of generating an answer.
@@ -129,7 +132,9 @@ def explain(
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    images = [load_image(item) for item in (image if isinstance(image, (list, tuple)) else [image])]
+    images = [
+        load_visual(item) for item in (image if isinstance(image, (list, tuple)) else [image])
+    ]
     if not images:
         raise InputError("no image given; explain() needs at least one image.")
     if not isinstance(prompt, str):
@@ -161,6 +166,7 @@ def explain(
 
     start = time.perf_counter()
     forced = adapter.teacher_forced(loaded, prepared, answer_ids)
+    layout = adapter.layout_for_answer(loaded, prepared, forced, layout)
     layers = explainer.layers(adapter.decoder_parts(loaded.model).num_layers)
     record = attention_gradients(
         loaded, forced, layout.with_length(forced.key_length), layers, chunk_size=chunk_size
@@ -168,7 +174,20 @@ def explain(
     result = explainer.explain(record)
     timings["explain"] = time.perf_counter() - start
 
-    token_maps, sequence_maps = result.maps(record.layout)
+    maps_layout = record.layout
+    metadata = dict(adapter.describe())
+    if maps_layout.projection is not None:
+        # V is not on the image (BLIP-2's query tokens): draw the maps over the units
+        # the adapter's projection reaches, from the projected raw relevance.
+        projection = maps_layout.projection
+        result = attrs.evolve(
+            result,
+            token_relevance=projection.project(result.token_relevance),
+            sequence_relevance=projection.project(result.sequence_relevance),
+        )
+        maps_layout = projection.unit_layout
+        metadata["projection"] = projection.describe()
+    token_maps, sequence_maps = result.maps(maps_layout)
     tokens = adapter.token_strings(loaded, answer_ids)
     return Explanation(
         method=method,
@@ -179,7 +198,7 @@ def explain(
         answer=loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True),
         token_ids=answer_ids,
         tokens=tokens,
-        grids=record.layout.grids,
+        grids=maps_layout.grids,
         image_sizes=prepared.image_sizes,
         token_maps=token_maps,
         sequence_maps=sequence_maps,
@@ -189,6 +208,5 @@ def explain(
         sequence_fallback=result.sequence_fallback,
         generated=answer is None,
         timings=timings,
-        metadata=dict(adapter.describe()),
+        metadata=metadata,
     )
-

@@ -30,9 +30,10 @@ _ACTIVE: ContextVar[_CaptureState | None] = ContextVar("dexar_capture", default=
 class _CaptureState:
     """Which modules to capture, their original implementations, and the leaves."""
 
-    def __init__(self, leaves: AttentionLeaves, rows: torch.Tensor) -> None:
+    def __init__(self, leaves: AttentionLeaves, rows: torch.Tensor, full: bool = False) -> None:
         self.leaves = leaves
         self.rows = rows
+        self.full = full  # every query row, differentiable through the whole model
         self.layer_of: dict[int, int] = {}
         self.original: dict[int, str] = {}  # by id(config): the implementation replaced
 
@@ -168,6 +169,8 @@ def _capturing_attention(
     layer = state.layer_of.get(id(module))
     if layer is None:
         return output, weights
+    if state.full:
+        return _full_rows(state, layer, module, query, key, value, attention_mask, scaling, kwargs)
     rows = state.rows.to(query.device)
     probabilities, visible = _row_probabilities(
         module, query.detach(), key.detach(), attention_mask, scaling, rows, kwargs
@@ -179,6 +182,35 @@ def _capturing_attention(
     state.leaves.leaves[layer] = leaf
     state.leaves.visible[layer] = visible[0].amax(dim=0) if visible.shape[1] > 1 else visible[0, 0]
     return output, weights
+
+
+def _full_rows(
+    state: _CaptureState,
+    layer: int,
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, Any]:
+    """Every row explicitly, from the live query and key, so gradients flow everywhere.
+
+    The zero leaf makes the probabilities part of the graph even where nothing upstream
+    requires grad (frozen parameters), so ``autograd.grad`` can take them as inputs and
+    the derivative includes every later layer's dependence on them.
+    """
+    rows = torch.arange(query.shape[2], device=query.device)
+    probabilities, visible = _row_probabilities(
+        module, query, key, attention_mask, scaling, rows, kwargs
+    )
+    probabilities = probabilities[0] + torch.zeros_like(probabilities[0], requires_grad=True)
+    values = _repeat_heads(value, query.shape[1])
+    output = torch.matmul(probabilities.unsqueeze(0).to(values.dtype), values)
+    state.leaves.leaves[layer] = probabilities
+    state.leaves.visible[layer] = visible[0].amax(dim=0) if visible.shape[1] > 1 else visible[0, 0]
+    return output.transpose(1, 2).contiguous(), None
 
 
 def _detach_first_input(
@@ -209,9 +241,41 @@ class TransformersAttentionCapture(AttentionCapture):
         self, model: Any, layers: Sequence[int], query_rows: Sequence[int]
     ) -> Iterator[AttentionLeaves]:
         """See :meth:`AttentionCapture.capture`."""
+        state = _CaptureState(
+            AttentionLeaves(layers=tuple(layers), query_rows=tuple(query_rows)),
+            torch.tensor(list(query_rows), dtype=torch.long),
+        )
+        with self._installed(model, layers, state, detach_layer_inputs=True) as leaves:
+            yield leaves
+
+    @contextmanager
+    def capture_full(self, model: Any, layers: Sequence[int]) -> Iterator[AttentionLeaves]:
+        """Capture every query row of ``layers``' attention during one forward.
+
+        Unlike :meth:`capture`, no layer input is detached and the probabilities are not
+        cut from the graph: they are intermediate tensors (``AttentionLeaves.leaves``,
+        ``[H, Q, K]``) whose gradients are total derivatives, as attention rollout and
+        Chefer et al.'s relevance propagation need.
+        """
+        state = _CaptureState(
+            AttentionLeaves(layers=tuple(layers), query_rows=()),
+            torch.zeros(0, dtype=torch.long),
+            full=True,
+        )
+        with self._installed(model, layers, state, detach_layer_inputs=False) as leaves:
+            yield leaves
+
+    @contextmanager
+    def _installed(
+        self,
+        model: Any,
+        layers: Sequence[int],
+        state: _CaptureState,
+        *,
+        detach_layer_inputs: bool,
+    ) -> Iterator[AttentionLeaves]:
         parts: DecoderParts = self._parts_of(model)
-        leaves = AttentionLeaves(layers=tuple(layers), query_rows=tuple(query_rows))
-        state = _CaptureState(leaves, torch.tensor(list(query_rows), dtype=torch.long))
+        leaves = state.leaves
         wanted = set(layers)
         with ExitStack() as restore:
             token = _ACTIVE.set(state)
@@ -230,7 +294,7 @@ class TransformersAttentionCapture(AttentionCapture):
                 _set_implementation(config, captured_name)
             for index in wanted:
                 state.layer_of[id(parts.attentions[index])] = index
-            for layer in parts.layers:
+            for layer in parts.layers if detach_layer_inputs else ():
                 handle = layer.register_forward_pre_hook(_detach_first_input, with_kwargs=True)
                 restore.callback(handle.remove)
             yield leaves

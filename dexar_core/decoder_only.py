@@ -18,6 +18,7 @@ import torch
 from dexar_core.capture import TransformersAttentionCapture
 from dexar_core.engine import LogitLensGradients
 from dexar_core.errors import CheckpointError, InputError
+from dexar_core.images import Video
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, VisualLayout
@@ -60,10 +61,12 @@ class HFDecoderOnlyAdapter(ModelAdapter):
     """Shared behaviour of transformers decoder-only VLM adapters.
 
     Subclasses set ``name`` and ``model_class`` and implement :meth:`language_model`,
-    :meth:`format_prompt`, :meth:`image_facts` and :meth:`grids`.
+    :meth:`format_prompt`, :meth:`image_facts` and :meth:`grids`. An adapter whose
+    model takes videos sets ``accepts_video`` and overrides :meth:`format_visual_prompt`.
     """
 
     model_class: str
+    accepts_video: bool = False
 
     def __init__(self) -> None:
         self.capture = TransformersAttentionCapture(self.decoder_parts)
@@ -93,6 +96,14 @@ class HFDecoderOnlyAdapter(ModelAdapter):
     @abstractmethod
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """The full prompt text with the model's template and image placeholders."""
+
+    def format_visual_prompt(self, loaded: LoadedModel, prompt: str, visuals: Sequence[Any]) -> str:
+        """The full prompt for these visual inputs (images and ``Video`` s, in order).
+
+        The default is :meth:`format_prompt` with their count; adapters whose models
+        take videos override it to place each kind's placeholder.
+        """
+        return self.format_prompt(loaded, prompt, len(visuals))
 
     def processor_inputs(
         self, loaded: LoadedModel, text: str, images: Sequence[Any]
@@ -129,15 +140,21 @@ class HFDecoderOnlyAdapter(ModelAdapter):
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """See :meth:`ModelAdapter.prepare`."""
-        text = self.format_prompt(loaded, prompt, len(images))
-        bare = self.format_prompt(loaded, "", len(images))
+        videos = sum(isinstance(item, Video) for item in images)
+        if videos and not self.accepts_video:
+            raise InputError(
+                f"the {self.name} adapter explains images only, but {videos} video(s) were "
+                "given; pass images, or a model whose adapter takes videos (e.g. Qwen2-VL)."
+            )
+        text = self.format_visual_prompt(loaded, prompt, images)
+        bare = self.format_visual_prompt(loaded, "", images)
         try:
             inputs = self.processor_inputs(loaded, text, images)
         except ValueError as error:
             raise InputError(
                 f"the {self.name} processor rejected the prompt and {len(images)} image(s): "
-                f"{str(error).rstrip('.')}. Put exactly one image placeholder per image in the prompt, or none "
-                "to let dexar apply the model's template."
+                f"{str(error).rstrip('.')}. Put exactly one image placeholder per image in "
+                "the prompt, or none to let dexar apply the model's template."
             ) from error
         bare_ids = self.processor_inputs(loaded, bare, images)["input_ids"][0].tolist()
         ids = inputs["input_ids"][0].tolist()
@@ -151,8 +168,9 @@ class HFDecoderOnlyAdapter(ModelAdapter):
         template |= np.isin(ids, list(special))
         device = loaded.model.device
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        if "pixel_values" in moved and moved["pixel_values"].is_floating_point():
-            moved["pixel_values"] = moved["pixel_values"].to(loaded.model.dtype)
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in moved and moved[key].is_floating_point():
+                moved[key] = moved[key].to(loaded.model.dtype)
         return PreparedPrompt(
             inputs=moved,
             prompt=prompt,

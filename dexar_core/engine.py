@@ -158,8 +158,9 @@ def attention_gradients(
         _one_pass(loaded, forced, layers, list(range(start, min(start + size, total))))
         for start in range(0, total, size)
     ]
-    gradients, attentions, targets, visible = (np.concatenate(arrays, axis) for arrays, axis in
-                                               zip(zip(*pieces), (0, 0, 1, 0)))
+    gradients, attentions, targets, visible = (
+        np.concatenate(arrays, axis) for arrays, axis in zip(zip(*pieces), (0, 0, 1, 0))
+    )
     return AttentionGradients(
         gradients=gradients,
         attentions=attentions,
@@ -187,7 +188,9 @@ def _one_pass(
         stack.enter_context(_record_outputs(parts, layers, rows, outputs))
         stack.enter_context(torch.enable_grad())
         model(**forced.inputs)
-        missing = [index for index in layers if index not in captured.leaves or index not in outputs]
+        missing = [
+            index for index in layers if index not in captured.leaves or index not in outputs
+        ]
         if missing:
             raise DexarError(
                 f"the forward pass did not run the attention of layers {missing}; the "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ def _readonly_float_array(value: Any) -> np.ndarray:
 
 def _readonly_maps(value: Any) -> tuple[np.ndarray, ...]:
     return tuple(_readonly_float_array(item) for item in value)
+
+
+def _grid_tuple(value: Iterable[Grid]) -> tuple[Grid, ...]:
+    return tuple(value)
 
 
 def _maps_eq(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
@@ -81,7 +85,7 @@ class Explanation:
     answer: str
     token_ids: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(x) for x in v))
     tokens: tuple[str, ...] = attrs.field(converter=tuple)
-    grids: tuple[Grid, ...] = attrs.field(converter=tuple)
+    grids: tuple[Grid, ...] = attrs.field(converter=_grid_tuple)
     image_sizes: tuple[tuple[int, int], ...] = attrs.field(
         converter=lambda v: tuple((int(w), int(h)) for w, h in v)
     )
@@ -111,9 +115,7 @@ class Explanation:
                 f"token_weights of shape {self.token_weights.shape}; they must match."
             )
         if not (len(self.grids) == len(self.token_maps) == len(self.sequence_maps)):
-            raise InputError(
-                "Explanation: give one token map stack and one sequence map per grid."
-            )
+            raise InputError("Explanation: give one token map stack and one sequence map per grid.")
         for grid, tokens, sequence in zip(self.grids, self.token_maps, self.sequence_maps):
             if tokens.shape != (count, *grid.shape) or sequence.shape != grid.shape:
                 raise InputError(
@@ -175,7 +177,8 @@ class Explanation:
         for index, (tokens, sequence) in enumerate(zip(self.token_maps, self.sequence_maps)):
             arrays[f"token_maps_{index}"] = tokens
             arrays[f"sequence_map_{index}"] = sequence
-        np.savez(base.with_suffix(".npz"), **arrays)
+        save_arrays: Any = np.savez  # numpy's stubs reject **arrays of ndarrays
+        save_arrays(base.with_suffix(".npz"), **arrays)
         record = {
             "format_version": FORMAT_VERSION,
             **{

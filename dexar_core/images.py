@@ -1,10 +1,11 @@
-"""Reading the user's images into RGB PIL images, with clear errors."""
+"""Reading images and videos (frame sequences) into RGB PIL images, with clear errors."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -70,3 +71,55 @@ def load_image(source: Any) -> Image.Image:
         ) from error
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+def _load_frames(frames: Any) -> tuple[Image.Image, ...]:
+    if isinstance(frames, (str, Path, Image.Image, np.ndarray)) or not hasattr(frames, "__iter__"):
+        raise ImageError(
+            f"Video.frames must be a sequence of frames (paths, PIL images or arrays), got "
+            f"{type(frames).__name__}; wrap a single image as [image]."
+        )
+    loaded = tuple(load_image(frame) for frame in frames)
+    if not loaded:
+        raise ImageError("Video.frames is empty; a video needs at least one frame.")
+    sizes = sorted({frame.size for frame in loaded})
+    if len(sizes) > 1:
+        raise ImageError(
+            f"Video.frames have different sizes {sizes} (width, height); every frame of a "
+            "video must have the same size. Resize them to one size first."
+        )
+    return loaded
+
+
+@attrs.frozen(kw_only=True)
+class Video:
+    """A video given as its frames in order: one visual input of ``explain()``.
+
+    Pass it where an image goes, alone or in the list of visual inputs
+    (``explain(loaded, [image, Video(frames=frames)], prompt)``); adapters that take
+    videos lay its tokens out on one grid per temporal group of frames. Every frame is
+    used as given: dexar does not sample frames.
+
+    Attributes:
+        frames: the frames as RGB PIL images, all of one size (paths, PIL images and
+            arrays are read like images).
+    """
+
+    frames: tuple[Image.Image, ...] = attrs.field(converter=_load_frames)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of every frame."""
+        return self.frames[0].size
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames."""
+        return len(self.frames)
+
+
+def load_visual(source: Any) -> Image.Image | Video:
+    """An RGB PIL image (see :func:`load_image`), or a :class:`Video` passed through."""
+    if isinstance(source, Video):
+        return source
+    return load_image(source)

@@ -93,9 +93,7 @@ class ModelAdapter(ABC):
     gradients: GradientExtractor
 
     @abstractmethod
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any
-    ) -> LoadedModel:
+    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
         """Load model and processor from a local folder or hub id (``from_pretrained``)."""
 
     @abstractmethod
@@ -111,7 +109,9 @@ class ModelAdapter(ABC):
         """Greedy free-run answer ids (fast path: KV cache, no grad), without EOS."""
 
     @abstractmethod
-    def encode_answer(self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str) -> list[int]:
+    def encode_answer(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
+    ) -> list[int]:
         """Token ids of a given answer text as the model would have generated it."""
 
     @abstractmethod
@@ -123,6 +123,20 @@ class ModelAdapter(ABC):
     @abstractmethod
     def decoder_parts(self, model: Any) -> DecoderParts:
         """The language model's decoder layers, attention modules, final norm and head."""
+
+    def layout_for_answer(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        forced: TeacherForcedPass,
+        layout: VisualLayout,
+    ) -> VisualLayout:
+        """The layout for one explained answer; by default the prompt's layout unchanged.
+
+        An adapter whose ``VisualLayout.projection`` depends on the answer (BLIP-2's
+        gradient-weighted query-to-patch projection) returns the refined layout here.
+        """
+        return layout
 
     def token_strings(self, loaded: LoadedModel, token_ids: Sequence[int]) -> list[str]:
         """Readable text of each answer token, for labels."""

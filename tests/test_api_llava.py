@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dexar_llava.tiny import build_tiny_llava
 from llava_fixtures import noise_image
 from PIL import Image
 
 from dexar_core import errors
 from dexar_core.api import explain, load
 from dexar_core.explanation import Explanation
-from dexar_llava.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_bad_prompts_answers_and_options(loaded):
         explain(loaded, image, "what", answer="red", layers=[5])
     with pytest.raises(errors.MethodError, match="last 3 layers"):
         explain(loaded, image, "what", answer="red", layers=3)
-    with pytest.raises(errors.InputError, match="No method named 'gradcam'"):
+    with pytest.raises(errors.InputError, match=r"No method named 'gradcam'"):
         explain(loaded, image, "what", answer="red", method="gradcam")
     with pytest.raises(errors.MethodError, match="head_agg"):
         explain(loaded, image, "what", answer="red", head_agg="median")
@@ -137,7 +137,7 @@ def test_a_text_only_model_has_no_adapter(tmp_path):
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path):
-    with pytest.raises(errors.CheckpointError, match="config.json"):
+    with pytest.raises(errors.CheckpointError, match=r"config\.json"):
         load(str(tmp_path))
     (tmp_path / "config.json").write_text("{ not json")
     with pytest.raises(errors.CheckpointError):

@@ -58,9 +58,11 @@ def test_nothing_is_left_behind_after_success_or_failure():
 
     handle = model.model.language_model.layers[1].register_forward_hook(explode)
     before = _state(model)
-    with pytest.raises(RuntimeError, match="boom"):
-        with loaded.adapter.capture.capture(model, [0, 1], forced.query_rows):
-            model(**forced.inputs)
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        loaded.adapter.capture.capture(model, [0, 1], forced.query_rows),
+    ):
+        model(**forced.inputs)
     assert _state(model) == before
     handle.remove()
     with torch.no_grad():

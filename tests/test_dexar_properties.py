@@ -100,7 +100,9 @@ def test_constant_gradients_give_zero_maps_and_the_flagged_fallback(layout, toke
 @given(records())
 def test_sequence_map_is_the_normalised_delta_weighted_sum_of_token_relevance(record):
     result = DexarMethod().explain(record)
-    weights = np.ones_like(result.token_weights) if result.sequence_fallback else result.token_weights
+    weights = (
+        np.ones_like(result.token_weights) if result.sequence_fallback else result.token_weights
+    )
     expected = (weights[:, None] * result.token_relevance).sum(axis=0)
     _, sequence_maps = result.maps(record.layout)
     from dexar_core.heatmap import minmax, to_grid

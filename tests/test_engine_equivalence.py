@@ -39,7 +39,9 @@ def _explained(seed, implementation, kv_heads, prompt, answer, tokens):
     return record, reference
 
 
-@pytest.mark.parametrize(("seed", "implementation", "kv_heads", "prompt", "answer", "tokens"), CASES)
+@pytest.mark.parametrize(
+    ("seed", "implementation", "kv_heads", "prompt", "answer", "tokens"), CASES
+)
 def test_one_pass_gradients_equal_the_naive_reference(
     seed, implementation, kv_heads, prompt, answer, tokens
 ):

@@ -16,9 +16,7 @@ HEAD_AGGREGATIONS = ("max", "topk_mean", "mean")
 TEXT_SETS = ("all_non_visual", "prompt_only")
 
 
-def aggregate_keys(
-    gradients: np.ndarray, keys: np.ndarray, how: str, topk: int
-) -> np.ndarray:
+def aggregate_keys(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int) -> np.ndarray:
     """Aggregate ``[T, L, H, K]`` gradients over a per-token key set ``[T, K]``.
 
     Returns ``[T, L, H]``; an empty key set aggregates to 0.
@@ -108,7 +106,9 @@ class DexarMethod(Method):
         layout = record.layout
         visual = np.broadcast_to(layout.visual_mask, record.visible.shape) & record.visible
         text = layout.text_set(self.text_set)[None, :] & record.visible
-        visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk).astype(np.float32)
+        visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk).astype(
+            np.float32
+        )
         text_score = aggregate_keys(gradients, text, self.head_agg, self.topk).astype(np.float32)
         if self.head_weighting:
             head_weights = np.maximum(visual_score - text_score, 0.0)

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import MethodSpec
 from dexar_plugins import hookimpl
 
+if TYPE_CHECKING:
+    from dexar_core.methods.base import Method
 
-def _dexar(**options: object) -> object:
+
+def _dexar(**options: Any) -> Method:
     from dexar_core.methods.dexar import DexarMethod
 
-    return DexarMethod(**options)  # type: ignore[arg-type]
+    return DexarMethod(**options)
 
 
-def _ablation(name: str, **options: object) -> object:
+def _ablation(name: str, **options: Any) -> Method:
     from dexar_core.methods.dexar import DexarMethod
 
     switch = {"dexar_nohead": "head_weighting", "dexar_nodelta": "token_weighting"}[name]
-    method = DexarMethod(**{**options, switch: False})  # type: ignore[arg-type]
+    method = DexarMethod(**{**options, switch: False})
     method.name = name
     return method
 
