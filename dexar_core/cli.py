@@ -128,6 +128,13 @@ def run_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run the grounded benchmark (see :mod:`dexar_core.commands.evaluate`)."""
+    from dexar_core.commands.evaluate import run_evaluate as run
+
+    return run(args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "explain": Subcommand(
         run=run_explain,
@@ -160,6 +167,46 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument("--chunk-size", type=int, help="answer tokens per backward pass"),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+        ),
+    ),
+    "evaluate": Subcommand(
+        run=run_evaluate,
+        help="score a method's maps on a grounded benchmark, with the chance lines beside",
+        arguments=(
+            argument("--dataset", default="shapes", help="grounded dataset (default: shapes)"),
+            argument("--split", default="test", help="dataset split (default: test)"),
+            argument(
+                "--model",
+                help="embedded model name, checkpoint folder or cached hub id "
+                "(default: shapes-llava)",
+            ),
+            argument("--method", default="dexar", help="explanation method (default: dexar)"),
+            argument("--limit", type=int, help="evaluate only the first N items"),
+            argument("--out", default="dexar-eval", help="output folder (default: dexar-eval)"),
+            argument(
+                "--seed",
+                type=int,
+                default=0,
+                help="seed of the dataset's items and of the random chance maps (default: 0)",
+            ),
+            argument("--image-size", type=int, help="image side (default: the model's)"),
+            argument("--max-new-tokens", type=int, default=40, help="longest generated answer"),
+            argument(
+                "--pictures",
+                type=int,
+                default=0,
+                metavar="N",
+                help="save overlays of the first N items under OUT/pictures",
+            ),
+            argument(
+                "--option",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="a method option, e.g. head_agg=mean",
+            ),
+            argument("--device", help="cpu, cuda, cuda:1 ..."),
+            JSON_FLAG,
         ),
     ),
     "plugins": Subcommand(
