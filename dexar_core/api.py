@@ -169,7 +169,12 @@ def explain(
     layout = adapter.layout_for_answer(loaded, prepared, forced, layout)
     layers = explainer.layers(adapter.decoder_parts(loaded.model).num_layers)
     record = attention_gradients(
-        loaded, forced, layout.with_length(forced.key_length), layers, chunk_size=chunk_size
+        loaded,
+        forced,
+        layout.with_length(forced.key_length),
+        layers,
+        chunk_size=chunk_size,
+        needs=explainer.needs,
     )
     result = explainer.explain(record)
     timings["explain"] = time.perf_counter() - start

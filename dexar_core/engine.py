@@ -10,7 +10,7 @@ d s^{l,t} / d A^l[q_t, :].
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -123,6 +123,19 @@ def _record_outputs(
     return stack
 
 
+NEEDS = ("raw_gradients", "full_attention", "full_gradients", "position_logits")
+"""What a method may ask of the engine beyond the answer rows (``Method.needs``):
+
+- ``raw_gradients``: the signed gradients on the answer rows (before ReLU);
+- ``full_attention``: every query row of the explained layers' attention (an extra
+  forward without detaching, decoder self-attention only);
+- ``full_gradients``: also the total derivative of the final-layer logit of each answer
+  token with respect to those full matrices (one backward per answer token);
+- ``position_logits``: the final-layer logits of the answer and context tokens at every
+  key position (an extra forward, decoder self-attention only).
+"""
+
+
 def attention_gradients(
     loaded: LoadedModel,
     forced: TeacherForcedPass,
@@ -130,6 +143,7 @@ def attention_gradients(
     layers: Sequence[int],
     *,
     chunk_size: int | None = None,
+    needs: Collection[str] = (),
 ) -> AttentionGradients:
     """Run the explanation pass and return the per-token, per-layer attention gradients.
 
@@ -140,10 +154,15 @@ def attention_gradients(
         layers: decoder layer indices to explain.
         chunk_size: explain at most this many answer tokens per pass (several passes of
             fewer leaves bound the memory of long answers); None explains all at once.
+        needs: extra records the method needs, from :data:`NEEDS`; none (the default)
+            runs exactly the one forward and one backward of METHOD.md §7.
 
     Returns:
         The gradients, realised attentions and targets for every answer token.
     """
+    unknown = sorted(set(needs) - set(NEEDS))
+    if unknown:
+        raise MethodError(f"unknown method needs {unknown}; the engine provides {NEEDS}.")
     if layout.sequence_length != forced.key_length:
         raise DexarError(
             f"the visual layout covers {layout.sequence_length} keys but the explained "
@@ -154,13 +173,24 @@ def attention_gradients(
     size = total if chunk_size is None else int(chunk_size)
     if size < 1:
         raise MethodError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
+    raw = "raw_gradients" in needs
     pieces = [
-        _one_pass(loaded, forced, layers, list(range(start, min(start + size, total))))
+        _one_pass(loaded, forced, layers, list(range(start, min(start + size, total))), raw)
         for start in range(0, total, size)
     ]
     gradients, attentions, targets, visible = (
-        np.concatenate(arrays, axis) for arrays, axis in zip(zip(*pieces), (0, 0, 1, 0))
+        np.concatenate([piece[index] for piece in pieces], axis)
+        for index, axis in enumerate((0, 0, 1, 0))
     )
+    extras: dict[str, Any] = {}
+    if raw:
+        extras["raw_gradients"] = np.concatenate([piece[4] for piece in pieces], 0)
+    if "full_attention" in needs or "full_gradients" in needs:
+        extras.update(
+            full_attention_record(loaded, forced, layers, gradients="full_gradients" in needs)
+        )
+    if "position_logits" in needs:
+        extras.update(position_logit_record(loaded, forced))
     return AttentionGradients(
         gradients=gradients,
         attentions=attentions,
@@ -170,12 +200,17 @@ def attention_gradients(
         layout=layout,
         answer_ids=forced.answer_ids,
         query_rows=forced.query_rows,
+        **extras,
     )
 
 
 def _one_pass(
-    loaded: LoadedModel, forced: TeacherForcedPass, layers: Sequence[int], tokens: list[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    loaded: LoadedModel,
+    forced: TeacherForcedPass,
+    layers: Sequence[int],
+    tokens: list[int],
+    raw: bool = False,
+) -> tuple[np.ndarray, ...]:
     adapter, model = loaded.adapter, loaded.model
     parts = adapter.decoder_parts(model)
     query_rows = [forced.query_rows[t] for t in tokens]
@@ -206,9 +241,129 @@ def _one_pass(
     )
     gradients = torch.relu(stacked.float()).cpu() * visible
     attentions = torch.stack([leaf.detach() for leaf in leaves]).float().cpu()
-    return (
+    pieces = (
         gradients.permute(2, 0, 1, 3).numpy(),
         attentions.permute(2, 0, 1, 3).numpy(),
         targets.detach().float().cpu().numpy(),
         visible.numpy(),
     )
+    if not raw:
+        return pieces
+    # the signed gradients, masked like the ReLU'd ones (attn_grad's need)
+    return (*pieces, (stacked.float().cpu() * visible).permute(2, 0, 1, 3).numpy())
+
+
+def _self_attention_only(loaded: LoadedModel, forced: TeacherForcedPass, queries: int) -> None:
+    if queries != forced.key_length:
+        raise MethodError(
+            f"this method needs decoder self-attention over the whole sequence, but the "
+            f"{loaded.adapter.name!r} adapter explains an attention with {queries} queries "
+            f"over {forced.key_length} keys (cross-attention); use a method that reads the "
+            "answer rows only (dexar, attention, attn_grad, legrad)."
+        )
+
+
+def full_attention_record(
+    loaded: LoadedModel, forced: TeacherForcedPass, layers: Sequence[int], *, gradients: bool
+) -> dict[str, np.ndarray]:
+    """Every row of the explained layers' attention and, optionally, its total gradients.
+
+    One forward with nothing detached; with ``gradients``, one backward per answer
+    token of its final-layer logit z_t (the model's own logit of v_t at q_t).
+
+    Returns:
+        ``full_attentions`` ``[L, H, K, K]`` and, with ``gradients``, ``full_gradients``
+        ``[T, L, H, K, K]``.
+
+    Raises:
+        MethodError: the adapter's capture cannot give full matrices, or the explained
+            attention is a cross-attention.
+    """
+    adapter, model = loaded.adapter, loaded.model
+    capture_full = getattr(adapter.capture, "capture_full", None)
+    if capture_full is None:
+        raise MethodError(
+            f"this method needs every row of the attention matrices, which the "
+            f"{adapter.name!r} adapter's capture does not provide; use a method that reads "
+            "the answer rows only (dexar, attention, attn_grad, legrad)."
+        )
+    parts = adapter.decoder_parts(model)
+    last = parts.num_layers - 1
+    rows = torch.tensor(list(forced.query_rows), dtype=torch.long)
+    token_ids = torch.tensor(list(forced.answer_ids), dtype=torch.long)
+    outputs: dict[int, torch.Tensor] = {}
+    record: dict[str, np.ndarray] = {}
+    with ExitStack() as stack:
+        stack.enter_context(frozen_parameters(model))
+        captured = stack.enter_context(capture_full(model, layers))
+        stack.enter_context(_record_outputs(parts, [last], rows, outputs))
+        stack.enter_context(torch.enable_grad() if gradients else torch.no_grad())
+        model(**forced.inputs)
+        matrices = [captured.leaves[index] for index in layers]
+        _self_attention_only(loaded, forced, matrices[0].shape[-2])
+        # zero where a row cannot see the key, as on the answer rows
+        visible = torch.stack([captured.visible[index] for index in layers]).float().cpu()
+        record["full_attentions"] = torch.stack([m.detach() for m in matrices]).float().numpy()
+        if gradients:
+            logits = adapter.gradients.logit_lens_targets(parts, outputs[last][None], token_ids)[0]
+            per_token = []
+            for t in range(logits.shape[0]):
+                grads = torch.autograd.grad(
+                    logits[t], matrices, retain_graph=t + 1 < logits.shape[0], allow_unused=True
+                )
+                per_token.append(
+                    torch.stack(
+                        [torch.zeros_like(m) if g is None else g for g, m in zip(grads, matrices)]
+                    )
+                    .float()
+                    .cpu()
+                    * visible[:, None]
+                )
+            record["full_gradients"] = torch.stack(per_token).numpy()
+    return record
+
+
+def position_logit_record(
+    loaded: LoadedModel, forced: TeacherForcedPass, class_chunk: int = 64
+) -> dict[str, Any]:
+    """The final-layer logits of the answer and context tokens at every key position.
+
+    The classes are the answer tokens followed by the other distinct token ids of the
+    key sequence; each logit comes from its class's row of the head only, as the targets.
+
+    Returns:
+        ``position_logits`` ``[C, K]``, ``logit_classes`` (C ids), ``sequence_ids`` ``[K]``.
+
+    Raises:
+        MethodError: the inputs hold no token ids for the key sequence (cross-attention,
+            or a model fed with embeddings).
+    """
+    adapter, model = loaded.adapter, loaded.model
+    ids = forced.inputs.get("input_ids")
+    if ids is None or ids.shape[-1] != forced.key_length:
+        raise MethodError(
+            f"this method needs the token id of every key position, which the "
+            f"{adapter.name!r} adapter's teacher-forced inputs do not give (the explained "
+            "attention is not decoder self-attention over input_ids); use another method."
+        )
+    parts = adapter.decoder_parts(model)
+    last = parts.num_layers - 1
+    sequence_ids = ids[0].detach().cpu().long()
+    classes = list(dict.fromkeys([*forced.answer_ids, *sequence_ids.tolist()]))
+    outputs: dict[int, torch.Tensor] = {}
+    rows = torch.arange(forced.key_length, dtype=torch.long)
+    with _record_outputs(parts, [last], rows, outputs), torch.no_grad():
+        model(**forced.inputs)
+        # [K, 1, D] against [C] classes broadcasts to [K, C] through the extractor
+        hidden = outputs[last][:, None, :]
+        chunks = [
+            adapter.gradients.logit_lens_targets(
+                parts, hidden, torch.tensor(classes[start : start + class_chunk])
+            )
+            for start in range(0, len(classes), class_chunk)
+        ]
+    return {
+        "position_logits": torch.cat(chunks, dim=1).T.float().cpu().numpy(),
+        "logit_classes": tuple(int(c) for c in classes),
+        "sequence_ids": sequence_ids.numpy(),
+    }

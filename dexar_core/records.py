@@ -142,6 +142,18 @@ class AttentionGradients:
         layout: the visual layout over the K keys.
         answer_ids: ``[T]`` explained tokens.
         query_rows: ``[T]`` the query positions q_t.
+        raw_gradients: ``[T, L, H, K]`` the signed d s^{l,t} / d A^{l,i}[q_t, :] (before
+            ReLU), when a method declares the ``raw_gradients`` need; else None.
+        full_attentions: ``[L, H, K, K]`` every query row of the explained layers'
+            attention (decoder self-attention), for the ``full_attention`` need; else None.
+        full_gradients: ``[T, L, H, K, K]`` d z_t / d A^{l,i} over every row, where z_t is
+            the final-layer logit of v_t at q_t and the derivative is total (through every
+            later layer, nothing detached), for the ``full_gradients`` need; else None.
+        position_logits: ``[C, K]`` the final-layer logit of class ``logit_classes[c]``
+            at every key position, for the ``position_logits`` need; else None.
+        logit_classes: the token ids of the rows of ``position_logits``.
+        sequence_ids: ``[K]`` the token id at each key position (with
+            ``position_logits``); else None.
     """
 
     gradients: np.ndarray
@@ -152,3 +164,9 @@ class AttentionGradients:
     layout: VisualLayout
     answer_ids: tuple[int, ...]
     query_rows: tuple[int, ...]
+    raw_gradients: np.ndarray | None = None
+    full_attentions: np.ndarray | None = None
+    full_gradients: np.ndarray | None = None
+    position_logits: np.ndarray | None = None
+    logit_classes: tuple[int, ...] = ()
+    sequence_ids: np.ndarray | None = None

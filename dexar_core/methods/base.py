@@ -58,6 +58,9 @@ class Method(ABC):
 
     name: str = ""
     needs_gradients: bool = True
+    #: extra records the engine must fill (``dexar_core.engine.NEEDS``): e.g.
+    #: ``raw_gradients``, ``full_attention``, ``full_gradients``, ``position_logits``.
+    needs: frozenset[str] = frozenset()
 
     def __init__(self, *, layers: Any = "all") -> None:
         self.layers_option = layers

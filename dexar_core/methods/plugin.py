@@ -28,10 +28,70 @@ def _ablation(name: str, **options: Any) -> Method:
     return method
 
 
+# name -> (module, class, needs the backward pass, description): imported only when used
+BASELINES = {
+    "attention": (
+        "attention",
+        "AttentionMethod",
+        False,
+        "baseline: head-mean attention of the answer rows (last layer; layers='all' for all)",
+    ),
+    "attn_grad": (
+        "attn_grad",
+        "AttnGradMethod",
+        True,
+        "baseline: per layer ReLU(sum over heads of attention x signed gradient), summed",
+    ),
+    "legrad": (
+        "legrad",
+        "LeGradMethod",
+        True,
+        "baseline: LeGrad, head-mean ReLU'd layer-wise gradients summed over layers",
+    ),
+    "rollout": (
+        "rollout",
+        "RolloutMethod",
+        False,
+        "baseline: attention rollout, product of row-normalised (A_bar + I) over layers",
+    ),
+    "gae": (
+        "gae",
+        "GaeMethod",
+        True,
+        "baseline: Chefer et al. 2021 relevance propagation of the final-layer logit",
+    ),
+    "tam": (
+        "tam",
+        "TamMethod",
+        False,
+        "baseline: Token Activation Map, logit activations with causal-inference correction",
+    ),
+}
+
+
+def _baseline(name: str, **options: Any) -> Method:
+    from importlib import import_module
+
+    module, class_name = BASELINES[name][:2]
+    method_class = getattr(import_module(f"dexar_core.methods.{module}"), class_name)
+    method: Method = method_class(**options)
+    return method
+
+
 @hookimpl
 def dexar_methods() -> Iterable[MethodSpec]:
-    """DEX-AR and its two ablations (w = 1, delta = 1)."""
+    """DEX-AR, its two ablations (w = 1, delta = 1) and the baselines of METHOD.md §9."""
+    baselines = tuple(
+        MethodSpec(
+            name=name,
+            factory=partial(_baseline, name),
+            needs_gradients=needs_gradients,
+            description=description,
+        )
+        for name, (_, _, needs_gradients, description) in BASELINES.items()
+    )
     return (
+        *baselines,
         MethodSpec(
             name="dexar",
             factory=_dexar,
