@@ -67,6 +67,8 @@ def print_json(value: Any, stream: TextIO | None = None) -> None:
 
 def run_plugins(args: argparse.Namespace) -> int:
     """List every plugin, what it registered, and every failure; 1 when one is broken."""
+    if args.check:
+        return run_conformance(args.check, as_json=args.json)
     with warnings.catch_warnings():
         # The listing reports failures and conflicts itself, as rows.
         warnings.simplefilter("ignore", PluginWarning)
@@ -86,6 +88,33 @@ def run_plugins(args: argparse.Namespace) -> int:
         for row in broken:
             print(f"- {row.kind} {row.name!r} ({row.distribution} {row.version}): {row.error}")
     return 1 if broken else 0
+
+
+def run_conformance(adapter: str, *, as_json: bool) -> int:
+    """Run the conformance suite on an installed adapter; 1 when a check fails."""
+    from dexar_plugins.testing.conformance import CHECKS, installed_subject, run_checks
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        results = run_checks(installed_subject(adapter))
+    failed = [result for result in results if not result.ok]
+    if as_json:
+        print_json([attrs.asdict(result) for result in results])
+        return 1 if failed else 0
+    print(
+        format_table(
+            ("CHECK", "STATUS", "VERIFIES"),
+            [(result.check, result.status, CHECKS[result.check].summary) for result in results],
+        )
+    )
+    details = [result for result in results if result.status != "passed"]
+    if details:
+        print("\nDetails:")
+        for result in details:
+            print(f"- {result.check} ({result.status}): {result.message}")
+    verdict = "fails" if failed else "passes"
+    print(f"\nadapter {adapter!r} {verdict} the conformance suite ({len(failed)} failed).")
+    return 1 if failed else 0
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -212,7 +241,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "plugins": Subcommand(
         run=run_plugins,
         help="list plugins, the adapters, methods and models they register, and failures",
-        arguments=(JSON_FLAG,),
+        arguments=(
+            JSON_FLAG,
+            argument(
+                "--check",
+                metavar="ADAPTER",
+                help="run the conformance suite on this installed adapter's tiny model",
+            ),
+        ),
     ),
     "models": Subcommand(
         run=run_models, help="list the embedded models usable with --model", arguments=(JSON_FLAG,)

@@ -235,11 +235,14 @@ def _one_pass(
         targets = adapter.gradients.logit_lens_targets(parts, hidden, token_ids)
         leaves = [captured.leaves[index] for index in layers]
         grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
-    visible = captured.visible[layers[0]].cpu()
+    # Each layer has its own visible keys (Gemma 2 alternates sliding-window and full
+    # layers); a token's text set is what any explained layer lets it see.
+    per_layer = torch.stack([captured.visible[index].cpu() for index in layers])
+    visible = per_layer.any(dim=0)
     stacked = torch.stack(
         [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves)]
     )
-    gradients = torch.relu(stacked.float()).cpu() * visible
+    gradients = torch.relu(stacked.float()).cpu() * per_layer[:, None]
     attentions = torch.stack([leaf.detach() for leaf in leaves]).float().cpu()
     pieces = (
         gradients.permute(2, 0, 1, 3).numpy(),
@@ -250,7 +253,7 @@ def _one_pass(
     if not raw:
         return pieces
     # the signed gradients, masked like the ReLU'd ones (attn_grad's need)
-    return (*pieces, (stacked.float().cpu() * visible).permute(2, 0, 1, 3).numpy())
+    return (*pieces, (stacked.float().cpu() * per_layer[:, None]).permute(2, 0, 1, 3).numpy())
 
 
 def _self_attention_only(loaded: LoadedModel, forced: TeacherForcedPass, queries: int) -> None:

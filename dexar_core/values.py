@@ -319,6 +319,10 @@ class AdapterSpec:
         factory: zero-argument callable returning a fresh ``ModelAdapter``.
         priority: the highest priority wins when several adapters serve one model.
         description: one line for ``dexar plugins``.
+        conformance: zero-argument callable returning a
+            ``dexar_plugins.testing.conformance.ConformanceCase`` (a tiny model the
+            adapter serves, an image and a prompt), which ``dexar plugins --check`` and
+            the conformance kit run; None when the adapter ships no tiny model.
     """
 
     name: str = attrs.field(validator=_nonempty_name)
@@ -327,6 +331,9 @@ class AdapterSpec:
     factory: Callable[[], ModelAdapter] = attrs.field(validator=_callable)
     priority: int = 0
     description: str = ""
+    conformance: Callable[[], Any] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_callable)
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.model_types and not self.architectures:

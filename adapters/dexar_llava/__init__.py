@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from dexar_core.values import AdapterSpec
 from dexar_plugins import hookimpl
@@ -12,6 +13,28 @@ def _adapter() -> object:
     from dexar_llava.adapter import LlavaAdapter
 
     return LlavaAdapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny LLaVA, a non-square noise image and a prompt, for the conformance kit."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_llava.adapter import LlavaAdapter
+    from dexar_llava.tiny import build_tiny_llava
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_llava(seed=0, image_size=32, hidden_size=64, kv_heads=2)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=LlavaAdapter(), model_id="tiny-llava"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
 
 
 @hookimpl
@@ -24,5 +47,6 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             architectures=("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration"),
             factory=_adapter,
             description="LLaVA-1.5 (LlavaForConditionalGeneration), decoder-only",
+            conformance=conformance_case,
         ),
     )

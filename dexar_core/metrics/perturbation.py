@@ -1,0 +1,337 @@
+"""Perturbation tests with normalised perplexity, and insertion/deletion curves (METHOD.md §10).
+
+A map ranks the visual patches. For each removal fraction r, the top-r (positive test,
+also the deletion curve) or bottom-r (negative test) patches are replaced in pixel space
+of the original image, through each grid's pixel box, by the processor's normalisation
+mean (or a blurred copy of the image); the same answer is teacher-forced on the
+perturbed image and its perplexity divided by the clean one: ``nPPL_r = PPL_r / PPL_0``.
+The insertion curve starts from the fully replaced image and puts the top-r patches
+back. AUCs are trapezoids over r. One teacher-forced forward per level, several levels
+per batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+from PIL import Image, ImageFilter
+
+from dexar_core.errors import InputError
+from dexar_core.records import LoadedModel
+from dexar_core.values import Grid
+
+FRACTIONS: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(10))
+"""The removal fractions r in {0, 0.1, ..., 0.9}."""
+
+ORDERS = ("positive", "negative", "insertion")
+"""positive: remove the most relevant first (= deletion); negative: the least relevant
+first; insertion: start from the replaced image and restore the most relevant first."""
+
+REPLACEMENTS = ("mean", "blur")
+
+
+@attrs.frozen(kw_only=True)
+class PerturbationCurve:
+    """Normalised perplexity of one answer as patches are removed (or inserted).
+
+    Attributes:
+        order: ``"positive"``, ``"negative"`` or ``"insertion"``.
+        replacement: ``"mean"`` or ``"blur"``.
+        fractions: the fractions r of patches removed (inserted).
+        perplexities: PPL_r of the answer at each fraction.
+        clean_perplexity: PPL_0, on the unperturbed image.
+        normalised: ``PPL_r / PPL_0`` (exactly 1 at r = 0 for removal orders).
+        auc: trapezoid area under ``normalised`` over ``fractions``.
+    """
+
+    order: str
+    replacement: str
+    fractions: tuple[float, ...]
+    perplexities: tuple[float, ...]
+    clean_perplexity: float
+    normalised: tuple[float, ...]
+    auc: float
+
+
+def trapezoid_auc(fractions: Sequence[float], values: Sequence[float]) -> float:
+    """Area under ``values`` over ``fractions`` by the trapezoid rule."""
+    x, y = np.asarray(fractions, float), np.asarray(values, float)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def patch_boxes(grid: Grid) -> np.ndarray:
+    """``[h*w, 4]`` integer ``(left, top, right, bottom)`` pixel boxes of a grid's cells.
+
+    Row-major like ``grid.positions``; edges are rounded so neighbouring cells tile the
+    grid's pixel box without gaps or overlaps.
+    """
+    left, top, right, bottom = grid.pixel_box
+    xs = np.rint(np.linspace(left, right, grid.width + 1)).astype(int)
+    ys = np.rint(np.linspace(top, bottom, grid.height + 1)).astype(int)
+    rows, cols = np.divmod(np.arange(grid.height * grid.width), grid.width)
+    return np.stack([xs[cols], ys[rows], xs[cols + 1], ys[rows + 1]], axis=1)
+
+
+def mask_to_grid(mask: Any, grid: Grid) -> np.ndarray:
+    """``[h, w]`` fraction of each grid cell's pixel box inside a boolean pixel mask.
+
+    The oracle map of a perturbation test: ranks the patches by how much of the true
+    object they hold. ``mask`` is ``(height, width)`` over the original image.
+    """
+    pixels = np.asarray(mask, dtype=bool)
+    if pixels.ndim != 2:
+        raise InputError(f"mask_to_grid: expected a 2-D mask, got shape {pixels.shape}.")
+    height, width = pixels.shape
+    cover = np.zeros(grid.height * grid.width, dtype=np.float32)
+    for cell, (left, top, right, bottom) in enumerate(patch_boxes(grid)):
+        box = pixels[max(top, 0) : min(bottom, height), max(left, 0) : min(right, width)]
+        cover[cell] = box.mean() if box.size else 0.0
+    return cover.reshape(grid.shape)
+
+
+def replacement_color(processor: Any) -> tuple[int, int, int]:
+    """The processor's normalisation mean as an RGB colour (what normalises to zero)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    mean = getattr(image_processor, "image_mean", None)
+    if mean is None:
+        raise InputError(
+            f"{type(image_processor).__name__} has no image_mean; perturb with "
+            "replacement='blur' instead of 'mean'."
+        )
+    values = np.broadcast_to(np.asarray(mean, float), (3,))
+    return tuple(int(v) for v in np.clip(np.rint(values * 255), 0, 255))  # type: ignore[return-value]
+
+
+def patch_ranking(maps: Sequence[Any], grids: Sequence[Grid]) -> list[tuple[int, int]]:
+    """All ``(grid index, cell index)`` pairs, most relevant first (ties: grid, cell order).
+
+    Args:
+        maps: one ``[h, w]`` relevance map per grid (e.g. ``Explanation.sequence_maps``).
+        grids: the grids the maps are drawn on.
+    """
+    if len(maps) != len(grids):
+        raise InputError(
+            f"perturbation: got {len(maps)} maps for {len(grids)} grids; give one map per grid."
+        )
+    scores: list[np.ndarray] = []
+    cells: list[tuple[int, int]] = []
+    for index, (map2d, grid) in enumerate(zip(maps, grids)):
+        values = np.asarray(map2d, dtype=np.float64)
+        if values.shape != grid.shape:
+            raise InputError(
+                f"perturbation: map {index} has shape {values.shape} but grid {grid.name!r} is "
+                f"{grid.shape}; rank with the token-grid maps (Explanation.sequence_maps), "
+                "not upsampled ones."
+            )
+        if not np.isfinite(values).all():
+            raise InputError(f"perturbation: map {index} holds NaN or infinite values.")
+        scores.append(values.reshape(-1))
+        cells.extend((index, cell) for cell in range(values.size))
+    order = np.argsort(-np.concatenate(scores), kind="stable")
+    return [cells[k] for k in order]
+
+
+def perturbed_images(
+    images: Sequence[Image.Image],
+    grids: Sequence[Grid],
+    cells: Sequence[tuple[int, int]],
+    *,
+    replacement: str = "mean",
+    color: tuple[int, int, int] = (0, 0, 0),
+    blur_radius: float = 8.0,
+) -> list[Image.Image]:
+    """Copies of ``images`` with the pixel boxes of ``cells`` replaced.
+
+    Args:
+        images: the original images (``grid.image_index`` indexes them).
+        grids: the layout's grids.
+        cells: ``(grid index, cell index)`` pairs to replace.
+        replacement: ``"mean"`` (fill with ``color``) or ``"blur"`` (a Gaussian-blurred
+            copy of the image, radius ``blur_radius`` pixels).
+        color: the fill of ``"mean"``.
+        blur_radius: the blur of ``"blur"``.
+    """
+    if replacement not in REPLACEMENTS:
+        raise InputError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}.")
+    out = [image.convert("RGB").copy() for image in images]
+    blurred = (
+        [image.filter(ImageFilter.GaussianBlur(blur_radius)) for image in out]
+        if replacement == "blur"
+        else []
+    )
+    boxes = [patch_boxes(grid) for grid in grids]
+    for grid_index, cell in cells:
+        image_index = grids[grid_index].image_index
+        left, top, right, bottom = (int(v) for v in boxes[grid_index][cell])
+        if replacement == "mean":
+            out[image_index].paste(color, (left, top, right, bottom))
+        else:
+            patch = blurred[image_index].crop((left, top, right, bottom))
+            out[image_index].paste(patch, (left, top))
+    return out
+
+
+def answer_perplexities(
+    loaded: LoadedModel,
+    image_sets: Sequence[Sequence[Image.Image]],
+    prompt: str,
+    answer_ids: Sequence[int],
+    *,
+    batch_size: int = 4,
+) -> list[float]:
+    """Teacher-forced perplexity of the same answer for each set of images.
+
+    ``exp`` of the mean negative log-likelihood of the answer tokens. Up to
+    ``batch_size`` image sets run in one forward.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if not answer_ids:
+        raise InputError("perturbation: the answer is empty; there is nothing to score.")
+    adapter = loaded.adapter
+    results: list[float] = []
+    for start in range(0, len(image_sets), batch_size):
+        passes = []
+        for images in image_sets[start : start + batch_size]:
+            prepared = adapter.prepare(loaded, list(images), prompt)
+            passes.append(adapter.teacher_forced(loaded, prepared, answer_ids))
+        rows = torch.tensor(passes[0].query_rows, dtype=torch.long)
+        inputs = _batched([forced.inputs for forced in passes])
+        if "logits_to_keep" in inputs:
+            inputs["logits_to_keep"] = rows
+        with torch.no_grad():
+            logits = loaded.model(**inputs).logits.float()
+        if logits.shape[1] != rows.numel():
+            logits = logits[:, rows.to(logits.device)]
+        targets = torch.tensor(list(answer_ids), device=logits.device)
+        log_probs = torch.log_softmax(logits, dim=-1)[:, torch.arange(len(answer_ids)), targets]
+        results.extend(torch.exp(-log_probs.mean(dim=-1)).cpu().tolist())
+    return results
+
+
+def _batched(many: Sequence[Any]) -> dict[str, Any]:
+    import torch
+
+    first = dict(many[0])
+    if len(many) == 1:
+        return first
+    batched: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            batched[key] = torch.cat([inputs[key] for inputs in many], dim=0)
+        else:
+            batched[key] = value
+    return batched
+
+
+def perturbation_curve(
+    loaded: LoadedModel,
+    images: Image.Image | Sequence[Image.Image],
+    prompt: str,
+    answer_ids: Sequence[int],
+    maps: Sequence[Any],
+    grids: Sequence[Grid],
+    *,
+    order: str = "positive",
+    replacement: str = "mean",
+    fractions: Sequence[float] = FRACTIONS,
+    batch_size: int = 4,
+    blur_radius: float = 8.0,
+) -> PerturbationCurve:
+    """The normalised-perplexity curve of one answer under one patch order.
+
+    Args:
+        loaded: the model (as :func:`dexar_core.api.load` returns it).
+        images: the clean image(s) the answer was produced on.
+        prompt: the prompt, as given to ``explain``.
+        answer_ids: the answer's token ids (``Explanation.token_ids``).
+        maps: one ``[h, w]`` relevance map per grid (``Explanation.sequence_maps``).
+        grids: their grids (``Explanation.grids``), with pixel boxes in original pixels.
+        order: ``"positive"`` (deletion), ``"negative"`` or ``"insertion"``.
+        replacement: ``"mean"`` (the processor's normalisation mean) or ``"blur"``.
+        fractions: increasing fractions in [0, 1], starting at 0.
+        batch_size: levels per forward pass.
+        blur_radius: Gaussian radius (pixels) of ``"blur"``.
+    """
+    if order not in ORDERS:
+        raise InputError(f"order must be one of {ORDERS}, got {order!r}.")
+    levels = [float(r) for r in fractions]
+    if not levels or levels[0] != 0 or any(b <= a for a, b in itertools.pairwise(levels)):
+        raise InputError(f"fractions must increase from 0 within [0, 1], got {levels!r}.")
+    if levels[-1] > 1:
+        raise InputError(f"fractions must lie in [0, 1], got {levels!r}.")
+    clean = [images] if isinstance(images, Image.Image) else list(images)
+    ranking = patch_ranking(maps, grids)
+    if order == "negative":
+        ranking = ranking[::-1]
+    color = replacement_color(loaded.processor) if replacement == "mean" else (0, 0, 0)
+    total = len(ranking)
+    image_sets = [clean]
+    for r in levels:
+        count = round(r * total)
+        cells = ranking[count:] if order == "insertion" else ranking[:count]
+        image_sets.append(
+            perturbed_images(
+                clean,
+                grids,
+                cells,
+                replacement=replacement,
+                color=color,
+                blur_radius=blur_radius,
+            )
+        )
+    if order != "insertion":
+        image_sets = image_sets[1:]  # r = 0 removes nothing: it is the clean image
+    perplexities = answer_perplexities(
+        loaded, image_sets, prompt, answer_ids, batch_size=batch_size
+    )
+    clean_perplexity = perplexities[0]
+    if order == "insertion":
+        perplexities = perplexities[1:]
+    normalised = [value / clean_perplexity for value in perplexities]
+    return PerturbationCurve(
+        order=order,
+        replacement=replacement,
+        fractions=tuple(levels),
+        perplexities=tuple(perplexities),
+        clean_perplexity=clean_perplexity,
+        normalised=tuple(normalised),
+        auc=trapezoid_auc(levels, normalised),
+    )
+
+
+def perturbation_aucs(
+    loaded: LoadedModel,
+    images: Image.Image | Sequence[Image.Image],
+    explanation: Any,
+    **options: Any,
+) -> dict[str, PerturbationCurve]:
+    """Positive and negative perturbation curves of an :class:`Explanation`'s sequence map.
+
+    Positive AUC: higher is better; negative AUC: lower is better (METHOD.md §10).
+
+    Args:
+        loaded: the model that produced the explanation.
+        images: the clean image(s) it explained.
+        explanation: its ``prompt``, ``token_ids``, ``sequence_maps`` and ``grids`` are used.
+        **options: passed to :func:`perturbation_curve` (``replacement``, ``batch_size``...).
+    """
+    return {
+        order: perturbation_curve(
+            loaded,
+            images,
+            explanation.prompt,
+            explanation.token_ids,
+            explanation.sequence_maps,
+            explanation.grids,
+            order=order,
+            **options,
+        )
+        for order in ("positive", "negative")
+    }
