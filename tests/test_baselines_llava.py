@@ -112,3 +112,29 @@ def test_full_matrix_methods_say_when_the_adapter_cannot_give_them(loaded, metho
         explain(rows_only, noise_image(1), PROMPT, answer="red", method=method)
     # the answer-row methods still run on it
     explain(rows_only, noise_image(1), PROMPT, answer="red", method="attn_grad")
+
+
+def test_full_gradients_are_the_total_derivatives_of_the_output_logit():
+    # reference: eager attention returns the probabilities that the output is computed
+    # from; with trainable parameters they sit in the graph, so autograd gives the total
+    # derivative of the model's own logit with respect to them
+    reference = tiny_llava(seed=3, attn_implementation="eager")
+    adapter = reference.adapter
+    prepared = adapter.prepare(reference, [noise_image(4)], PROMPT)
+    answer = adapter.encode_answer(reference, prepared, "red circle")
+    forced = adapter.teacher_forced(reference, prepared, answer)
+    layout = adapter.locator.locate(prepared).with_length(forced.key_length)
+    layers = (0, 1)
+    full = attention_gradients(reference, forced, layout, layers, needs={"full_gradients"})
+    inputs = {**forced.inputs, "logits_to_keep": 0, "output_attentions": True}
+    with torch.enable_grad():
+        output = reference.model(**inputs)
+        for t, (row, token) in enumerate(zip(forced.query_rows, forced.answer_ids)):
+            grads = torch.autograd.grad(
+                output.logits[0, row, token], output.attentions, retain_graph=True
+            )
+            expected = torch.stack([grads[layer][0] for layer in layers]).numpy()
+            mask = np.tril(np.ones(expected.shape[-2:], bool))
+            np.testing.assert_allclose(
+                full.full_gradients[t], expected * mask, rtol=1e-3, atol=1e-5
+            )
