@@ -203,3 +203,21 @@ def test_the_test_class_names_the_failed_check_and_honours_expected_failures(tmp
     assert "conformance check 'spec_is_valid' failed" in outcomes["test_spec_is_valid"].longreprtext
     assert outcomes["test_entry_point_loads"].skipped  # an xfail is reported as skipped
     assert "not installed" in outcomes["test_entry_point_loads"].wasxfail
+
+
+def test_the_pytest_plugin_marks_the_conformance_tests_only():
+    from dexar_plugins.testing import pytest_plugin
+
+    class Item:
+        def __init__(self, cls):
+            self.cls, self.markers = cls, []
+
+        def add_marker(self, marker):
+            self.markers.append(marker)
+
+    class TestSomeAdapter(AdapterConformance):
+        adapter_name = "some"
+
+    items = [Item(TestSomeAdapter), Item(None), Item(int)]
+    pytest_plugin.pytest_collection_modifyitems(items)
+    assert [item.markers for item in items] == [[pytest_plugin.MARKER], [], []]
