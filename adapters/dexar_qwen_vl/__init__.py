@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec
 from dexar_plugins import hookimpl
@@ -21,6 +21,35 @@ def _adapter() -> ModelAdapter:
     return QwenVLAdapter()
 
 
+def conformance_case(version: str = "2") -> Any:
+    """A random tiny Qwen-VL, a non-square image and a short video, for the conformance kit.
+
+    Args:
+        version: ``"2"`` (Qwen2-VL, the default case) or ``"2.5"`` (Qwen2.5-VL).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.images import Video
+    from dexar_core.records import LoadedModel
+    from dexar_plugins.testing.conformance import ConformanceCase
+    from dexar_qwen_vl.adapter import QwenVLAdapter
+    from dexar_qwen_vl.tiny import build_tiny_qwen_vl
+
+    model, processor = build_tiny_qwen_vl(version=version, seed=0, hidden_size=64)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=QwenVLAdapter(), model_id="tiny-qwen-vl"
+        ),
+        images=(image, Video(frames=frames)),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
 @hookimpl
 def dexar_adapters() -> Iterable[AdapterSpec]:
     """The Qwen2-VL and Qwen2.5-VL adapter (images of any size, several images, video)."""
@@ -34,5 +63,6 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             ),
             factory=_adapter,
             description="Qwen2-VL / Qwen2.5-VL, decoder-only, dynamic resolution and video",
+            conformance=conformance_case,
         ),
     )

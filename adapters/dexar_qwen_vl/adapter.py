@@ -1,5 +1,6 @@
-"""The Qwen-VL adapter: Qwen2-VL and Qwen2.5-VL, with dynamic resolution, several images and video.
+"""The Qwen-VL adapter: dynamic resolution, several images and video.
 
+It serves ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
 Resolution is dynamic: the processor resizes each image to a multiple of
 ``patch_size * merge_size`` on each side (``smart_resize``, no crop), cuts it into
 patches, and the vision tower merges each 2x2 block of patches into one language-model
