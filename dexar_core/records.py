@@ -90,6 +90,10 @@ class DecoderParts:
         output_scale: factor applied to the hidden state before the head (e.g. T5's
             ``d_model**-0.5`` with tied embeddings), or None.
         layer_output: picks the hidden state from a layer's forward output.
+        attention_probabilities: picks the post-softmax probabilities from an attention
+            module's output under eager attention (``output[1]`` for most models; T5
+            returns ``(output, position_bias, probabilities)``). Only the straightforward
+            reference of the conformance kit reads them.
     """
 
     layers: Sequence[Any]
@@ -102,6 +106,7 @@ class DecoderParts:
     layer_output: Callable[[Any], Any] = attrs.field(
         default=lambda output: output[0] if isinstance(output, tuple) else output
     )
+    attention_probabilities: Callable[[Any], Any] = attrs.field(default=lambda output: output[1])
 
     @property
     def num_layers(self) -> int:

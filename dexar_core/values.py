@@ -143,7 +143,8 @@ class RelevanceProjection:
                 f"RelevanceProjection {self.name!r}: weights hold NaN or infinite entries; "
                 "check how the adapter computed them."
             )
-        self.unit_layout  # noqa: B018 -- builds the layout over the units, validating grids
+        # Building the layout over the units checks that the grids cover each unit once.
+        _ = self.unit_layout
 
     @property
     def units(self) -> int:

@@ -48,7 +48,9 @@ def naive_attention_gradients(
             for index in layers:
                 handles.append(
                     parts.attentions[index].register_forward_hook(
-                        lambda m, a, out, i=index: probabilities.__setitem__(i, out[1])
+                        lambda m, a, out, i=index: probabilities.__setitem__(
+                            i, parts.attention_probabilities(out)
+                        )
                     )
                 )
                 handles.append(

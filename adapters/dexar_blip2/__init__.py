@@ -1,0 +1,59 @@
+"""Built-in BLIP-2 adapter, registered through the ``dexar`` entry point like any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
+
+
+def _adapter() -> ModelAdapter:
+    from dexar_blip2.adapter import Blip2Adapter
+
+    return Blip2Adapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny BLIP-2 with an OPT language model, a noise image and a prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_blip2.adapter import Blip2Adapter
+    from dexar_blip2.tiny import build_tiny_blip2
+    from dexar_core.records import LoadedModel
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_blip2(seed=0, hidden_size=64, num_query_tokens=8)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=Blip2Adapter(), model_id="tiny-blip2-opt"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The BLIP-2 adapter, OPT and Flan-T5 (InstructBLIP is claimed so its refusal says why)."""
+    return (
+        AdapterSpec(
+            name="blip2",
+            model_types=("blip-2", "instructblip"),
+            architectures=(
+                "Blip2ForConditionalGeneration",
+                "InstructBlipForConditionalGeneration",
+            ),
+            factory=_adapter,
+            conformance=conformance_case,
+            description="BLIP-2 (Blip2ForConditionalGeneration), OPT or Flan-T5; maps "
+            "projected from the query tokens onto patches through the Q-Former",
+        ),
+    )

@@ -1,0 +1,488 @@
+"""The BLIP-2 adapter: ``Blip2ForConditionalGeneration`` with an OPT or a Flan-T5 language model.
+
+BLIP-2's language model never sees image patches. A Q-Former turns the vision tower's
+patch features into a fixed number of learned **query tokens** (32 in the released
+models); the processor writes one image token per query before the prompt, and the
+model scatters the projected query outputs there. What dexar explains:
+
+- **OPT** (decoder-only): the language model's self-attention over
+  ``[queries..., <s>, prompt..., answer...]``, exactly as for LLaVA;
+- **Flan-T5** (encoder-decoder): the decoder's cross-attention to the encoder sequence
+  ``[queries..., prompt...]``, exactly as for Florence-2;
+- in both, V = the query positions: DEX-AR gives a relevance g_t over the queries.
+
+The maps are drawn over the vision tower's patch grid, from the query relevance projected
+through the Q-Former's cross-attention (an extension beyond the DEX-AR paper, METHOD.md
+§8): ``map_t = sum_q g_t[q] * Abar[q, :]``. ``Abar`` is by default the cross-attention
+averaged over heads and cross-attention layers (``projection="mean"``); with
+``projection="gradient"`` each head's attention is weighted by its gradient,
+``mean_{l,h} ReLU(A * dS/dA)`` with S the sum of the answer tokens' logits (one extra
+forward and backward per explanation). The vision tower's CLS feature lies on no patch:
+its column is dropped. Each Explanation records the projection in its metadata.
+
+InstructBLIP is claimed so that loading it says why it is not served yet: its Q-Former
+also reads the instruction, which this projection does not model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from dexar_core.capture import TransformersAttentionCapture
+from dexar_core.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.encoder_decoder import (
+    HFEncoderDecoderAdapter,
+    common_prefix_length,
+    resized_image_box,
+)
+from dexar_core.engine import LogitLensGradients, frozen_parameters
+from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedModelError
+from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
+from dexar_core.values import Grid, RelevanceProjection, VisualLayout
+
+PROMPT_TEMPLATE = "Question: {question} Answer:"
+"""BLIP-2's question-answering prompt form; an empty prompt asks for a caption."""
+
+PROJECTIONS = ("mean", "gradient")
+"""The ways relevance over the query tokens is projected onto the patch grid."""
+
+
+def format_blip2_prompt(prompt: str) -> str:
+    """The BLIP-2 prompt: empty for a caption, the prompt as given if it already ends
+    with ``Answer:``, else ``"Question: {prompt} Answer:"``."""
+    if not prompt.strip() or prompt.rstrip().lower().endswith("answer:"):
+        return prompt
+    return PROMPT_TEMPLATE.format(question=prompt)
+
+
+def template_positions(ids: Sequence[int], bare_ids: Sequence[int]) -> np.ndarray:
+    """True where ``ids`` shares its leading or trailing tokens with the bare template."""
+    prefix = common_prefix_length(ids, bare_ids)
+    suffix = min(common_prefix_length(ids[::-1], bare_ids[::-1]), len(ids) - prefix)
+    template = np.zeros(len(ids), dtype=bool)
+    template[:prefix] = True
+    template[len(ids) - suffix :] = True
+    return template
+
+
+def query_facts(
+    loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
+) -> dict[str, Any]:
+    """The query-token positions (checked against the config) and the patch grid facts."""
+    config = loaded.model.config
+    image_token_id = int(config.image_token_id)
+    ids = inputs["input_ids"][0].cpu().numpy()
+    positions = np.flatnonzero(ids == image_token_id)
+    if positions.size != config.num_query_tokens:
+        raise InputError(
+            f"the BLIP-2 prompt holds {positions.size} image tokens but the model has "
+            f"{config.num_query_tokens} query tokens; give the prompt without image "
+            "placeholders (the processor writes them) and a processor saved with the model."
+        )
+    vision = config.vision_config
+    pixel_height, pixel_width = inputs["pixel_values"].shape[-2:]
+    rows, cols = int(pixel_height) // vision.patch_size, int(pixel_width) // vision.patch_size
+    return {
+        "image_token_ids": {image_token_id},
+        "blip2_queries": positions,
+        "blip2_patch_grid": (rows, cols),
+        "blip2_box": resized_image_box(loaded.processor.image_processor, images[0].size),
+    }
+
+
+def query_grids(prepared: PreparedPrompt) -> tuple[Grid, ...]:
+    """V as one row of query tokens: the grid the engine sees (maps use the projection)."""
+    positions = prepared.extras["blip2_queries"]
+    return (
+        Grid(
+            name="query tokens",
+            height=1,
+            width=positions.size,
+            positions=positions,
+            pixel_box=prepared.extras["blip2_box"],
+            image_index=0,
+        ),
+    )
+
+
+def _check_single_image(num_images: int) -> None:
+    if num_images != 1:
+        raise InputError(
+            f"BLIP-2 reads exactly one image per prompt; {num_images} were given. Explain "
+            "each image separately."
+        )
+
+
+class _OptFamily(HFDecoderOnlyAdapter):
+    """BLIP-2 with a decoder-only OPT language model: its self-attention is explained."""
+
+    name = "blip2"
+    model_class = "Blip2ForConditionalGeneration"
+
+    def language_model(self, model: Any) -> Any:
+        """OPT's decoder stack."""
+        return model.language_model.model.decoder
+
+    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
+        """See :func:`format_blip2_prompt`."""
+        _check_single_image(num_images)
+        return format_blip2_prompt(prompt)
+
+    def image_facts(
+        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
+    ) -> dict[str, Any]:
+        """See :func:`query_facts`."""
+        return query_facts(loaded, inputs, images)
+
+    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
+        """See :func:`query_grids`."""
+        return query_grids(prepared)
+
+    def _context(self, model: Any) -> int:
+        return int(model.config.text_config.max_position_embeddings)
+
+    def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
+        """See :meth:`ModelAdapter.prepare`; a prompt longer than OPT's context is refused."""
+        prepared = super().prepare(loaded, images, prompt)
+        length, limit = prepared.inputs["input_ids"].shape[1], self._context(loaded.model)
+        queries = loaded.model.config.num_query_tokens
+        if length >= limit:
+            raise InputError(
+                f"the BLIP-2 prompt is {length} tokens long ({queries} query tokens "
+                f"included) but the OPT language model's context is {limit} "
+                "positions, and the answer needs at least one; shorten the prompt."
+            )
+        return prepared
+
+    def generate(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
+    ) -> list[int]:
+        """See :meth:`ModelAdapter.generate`; never past the end of OPT's context."""
+        room = self._context(loaded.model) - prepared.inputs["input_ids"].shape[1]
+        return super().generate(loaded, prepared, max(1, min(max_new_tokens, room)))
+
+    def teacher_forced(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
+    ) -> TeacherForcedPass:
+        """See :meth:`ModelAdapter.teacher_forced`; prompt + answer must fit the context."""
+        length = prepared.inputs["input_ids"].shape[1] + len(answer_ids)
+        limit = self._context(loaded.model)
+        if length > limit:
+            raise InputError(
+                f"the BLIP-2 prompt and answer are {length} tokens long but the OPT language "
+                f"model's context is {limit} positions; explain a shorter answer or prompt."
+            )
+        return super().teacher_forced(loaded, prepared, answer_ids)
+
+    def decoder_parts(self, model: Any) -> DecoderParts:
+        """OPT layers and self-attention; the final norm is OPT's final layer norm followed
+        by ``project_out`` where the model has one (both sit between the last layer and
+        the head)."""
+        decoder = self.language_model(model)
+        before_head = [m for m in (decoder.final_layer_norm, decoder.project_out) if m is not None]
+        head = model.get_output_embeddings()
+        return DecoderParts(
+            layers=list(decoder.layers),
+            attentions=[layer.self_attn for layer in decoder.layers],
+            final_norm=torch.nn.Sequential(*before_head) if before_head else None,
+            lm_head_weight=head.weight,
+            lm_head_bias=getattr(head, "bias", None),
+        )
+
+
+class _T5Family(HFEncoderDecoderAdapter):
+    """BLIP-2 with an encoder-decoder Flan-T5 language model: decoder cross-attention."""
+
+    name = "blip2"
+    model_class = "Blip2ForConditionalGeneration"
+    passes_logits_to_keep = False
+
+    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
+        """See :func:`format_blip2_prompt`."""
+        _check_single_image(num_images)
+        return format_blip2_prompt(prompt)
+
+    def image_facts(
+        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
+    ) -> dict[str, Any]:
+        """See :func:`query_facts`."""
+        return query_facts(loaded, inputs, images)
+
+    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
+        """See :func:`query_grids`."""
+        return query_grids(prepared)
+
+    def generation_config(self, model: Any) -> Any:
+        """BLIP-2 hands generation to the T5 model, which starts from its own start token."""
+        return model.language_model.generation_config
+
+    def context_length(self, model: Any) -> int | None:
+        """T5's relative positions put no hard bound on the sequence length."""
+        return None
+
+    def decoder_parts(self, model: Any) -> DecoderParts:
+        """T5 decoder blocks and their cross-attention; T5's final RMS norm, and the
+        ``d_model ** -0.5`` rescaling T5 applies before a tied head."""
+        language_model = model.language_model
+        decoder = language_model.decoder
+        scale = None
+        if getattr(language_model.config, "scale_decoder_outputs", False):
+            scale = float(language_model.model_dim) ** -0.5
+        return DecoderParts(
+            layers=list(decoder.block),
+            attentions=[block.layer[1].EncDecAttention for block in decoder.block],
+            final_norm=decoder.final_layer_norm,
+            lm_head_weight=language_model.lm_head.weight,
+            output_scale=scale,
+            # T5 attention returns (output, position_bias, probabilities)
+            attention_probabilities=lambda output: output[2],
+        )
+
+
+class _Blip2Locator(VisualTokenLocator):
+    """The language model's layout (V = query positions) with the query-to-patch projection."""
+
+    def __init__(self, adapter: Blip2Adapter) -> None:
+        self._adapter = adapter
+
+    def locate(self, prepared: PreparedPrompt) -> VisualLayout:
+        """See :meth:`VisualTokenLocator.locate`."""
+        family = self._adapter.families[prepared.extras["blip2_family"]]
+        layout = family.locator.locate(prepared)
+        return attrs.evolve(layout, projection=prepared.extras["blip2_projection"])
+
+
+@contextmanager
+def _qformer_cross_attentions(model: Any, store: list[Any], with_grad: bool) -> Iterator[None]:
+    """Record the Q-Former's cross-attention probabilities (eager) during one forward.
+
+    With ``with_grad``, the Q-Former's query embeddings enter as a fresh leaf so the
+    probabilities are part of an autograd graph even when every parameter is frozen.
+    """
+    qformer = model.qformer
+    modules = [
+        layer.crossattention.attention
+        for layer in qformer.encoder.layer
+        if getattr(layer, "has_cross_attention", False)
+    ]
+    handles = [
+        module.register_forward_hook(lambda m, args, output: store.append(output[1]))
+        for module in modules
+    ]
+    if with_grad:
+
+        def fresh_queries(module: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+            kwargs["query_embeds"] = kwargs["query_embeds"].detach().requires_grad_(True)
+            return args, kwargs
+
+        handles.append(qformer.register_forward_pre_hook(fresh_queries, with_kwargs=True))
+    previous = qformer.config._attn_implementation
+    try:
+        qformer.config._attn_implementation = "eager"
+        yield
+    finally:
+        qformer.config._attn_implementation = previous
+        for handle in handles:
+            handle.remove()
+
+
+def _patch_columns(attention: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[..., 1 + P]`` over the vision tokens to ``[..., P]`` over patches (CLS dropped)."""
+    if attention.shape[-1] != rows * cols + 1:
+        raise LayoutError(
+            f"the BLIP-2 Q-Former attends to {attention.shape[-1]} vision tokens but a "
+            f"{rows}x{cols} patch grid and the CLS token make {rows * cols + 1}; the image "
+            "size does not match the vision config."
+        )
+    return attention[..., 1:]
+
+
+class Blip2Adapter(ModelAdapter):
+    """Adapter for ``Blip2ForConditionalGeneration`` (OPT and Flan-T5 language models).
+
+    Args:
+        projection: ``"mean"`` (the Q-Former cross-attention averaged over heads and
+            cross-attention layers) or ``"gradient"`` (each head weighted by its gradient).
+            Choose it on a loaded model with
+            ``attrs.evolve(loaded, adapter=Blip2Adapter(projection="gradient"))``.
+
+    Raises:
+        MethodError: for an unknown projection.
+    """
+
+    name = "blip2"
+
+    def __init__(self, projection: str = "mean") -> None:
+        if projection not in PROJECTIONS:
+            raise MethodError(
+                f"Blip2Adapter: projection must be one of {PROJECTIONS}, got {projection!r}."
+            )
+        self.projection = projection
+        self.families: dict[str, HFDecoderOnlyAdapter | HFEncoderDecoderAdapter] = {
+            "opt": _OptFamily(),
+            "t5": _T5Family(),
+        }
+        self.capture = TransformersAttentionCapture(self.decoder_parts)
+        self.locator = _Blip2Locator(self)
+        self.gradients = LogitLensGradients()
+
+    def family(self, model: Any) -> HFDecoderOnlyAdapter | HFEncoderDecoderAdapter:
+        """The language-model family's behaviour for this model."""
+        key = "opt" if model.config.use_decoder_only_language_model else "t5"
+        return self.families[key]
+
+    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+        """Load a BLIP-2 checkpoint; InstructBLIP is refused with a reason."""
+        from transformers import AutoConfig
+
+        try:
+            model_type = AutoConfig.from_pretrained(path).model_type
+        except (OSError, ValueError):
+            model_type = "blip-2"
+        if model_type != "blip-2":
+            raise UnsupportedModelError(
+                f"the blip2 adapter serves BLIP-2 (model_type 'blip-2'); {path!r} is "
+                f"{model_type!r}. InstructBLIP is not supported yet: its Q-Former also reads "
+                "the instruction text, which the query-to-patch projection does not model. "
+                "Use a BLIP-2 checkpoint, or an adapter package for InstructBLIP."
+            )
+        loaded = self.families["opt"].load(path, device=device, dtype=dtype, device_map=device_map)
+        return attrs.evolve(loaded, adapter=self)
+
+    def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
+        """See :meth:`ModelAdapter.prepare`; also computes the mean projection."""
+        family = self.family(loaded.model)
+        prepared = family.prepare(loaded, images, prompt)
+        key = "opt" if family is self.families["opt"] else "t5"
+        extras = {
+            **prepared.extras,
+            "blip2_family": key,
+            "blip2_projection": self._mean_projection(loaded, prepared),
+        }
+        if prepared.prompt_text != prompt:
+            # The families find template tokens by comparing with the empty prompt, which
+            # for BLIP-2 means "caption" (no template): compare with the bare template.
+            bare = family.processor_inputs(loaded, PROMPT_TEMPLATE.format(question=""), images)
+            extras["template_mask"] = prepared.extras["template_mask"] | template_positions(
+                prepared.inputs["input_ids"][0].tolist(), bare["input_ids"][0].tolist()
+            )
+        return attrs.evolve(prepared, extras=extras)
+
+    def generate(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
+    ) -> list[int]:
+        """See :meth:`ModelAdapter.generate`."""
+        return self.family(loaded.model).generate(loaded, prepared, max_new_tokens)
+
+    def encode_answer(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
+    ) -> list[int]:
+        """See :meth:`ModelAdapter.encode_answer`."""
+        return self.family(loaded.model).encode_answer(loaded, prepared, answer)
+
+    def teacher_forced(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
+    ) -> TeacherForcedPass:
+        """See :meth:`ModelAdapter.teacher_forced`."""
+        return self.family(loaded.model).teacher_forced(loaded, prepared, answer_ids)
+
+    def decoder_parts(self, model: Any) -> DecoderParts:
+        """See :meth:`ModelAdapter.decoder_parts`."""
+        return self.family(model).decoder_parts(model)
+
+    def layout_for_answer(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        forced: TeacherForcedPass,
+        layout: VisualLayout,
+    ) -> VisualLayout:
+        """With ``projection="gradient"``, the projection weighted by this answer's gradients."""
+        if self.projection == "mean":
+            return layout
+        return attrs.evolve(layout, projection=self._gradient_projection(loaded, prepared, forced))
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in each Explanation's metadata."""
+        return {
+            "adapter": self.name,
+            "visual_set": "Q-Former query tokens; maps projected onto the patch grid",
+            "projection": self.projection,
+        }
+
+    # --- the query-to-patch projection (an extension beyond the paper) ------------------
+
+    def _projection(
+        self, prepared: PreparedPrompt, weights: torch.Tensor, kind: str, layers: int, heads: int
+    ) -> RelevanceProjection:
+        rows, cols = prepared.extras["blip2_patch_grid"]
+        details: dict[str, Any] = {
+            "kind": kind,
+            "source": "Q-Former cross-attention, queries x patches",
+            "cross_attention_layers": layers,
+            "heads": heads,
+            "vision_cls": "dropped (on no patch)",
+            "extension": "not in the DEX-AR paper (METHOD.md §8)",
+        }
+        if kind == "gradient":
+            details["target"] = "sum of the answer tokens' final logits"
+        return RelevanceProjection(
+            name=f"qformer_cross_attention_{kind}",
+            weights=weights.detach().float().cpu().numpy(),
+            grids=[
+                Grid(
+                    name="image 0",
+                    height=rows,
+                    width=cols,
+                    positions=np.arange(rows * cols),
+                    pixel_box=prepared.extras["blip2_box"],
+                    image_index=0,
+                )
+            ],
+            details=details,
+        )
+
+    def _mean_projection(
+        self, loaded: LoadedModel, prepared: PreparedPrompt
+    ) -> RelevanceProjection:
+        """``Abar[q, p]``: the Q-Former cross-attention averaged over heads and layers."""
+        store: list[Any] = []
+        with torch.no_grad(), _qformer_cross_attentions(loaded.model, store, with_grad=False):
+            loaded.model.get_image_features(pixel_values=prepared.inputs["pixel_values"])
+        rows, cols = prepared.extras["blip2_patch_grid"]
+        stacked = torch.stack([attention[0].float() for attention in store])  # [Lq, H, Q, 1+P]
+        weights = _patch_columns(stacked.mean(dim=(0, 1)), rows, cols)
+        return self._projection(prepared, weights, "mean", stacked.shape[0], stacked.shape[1])
+
+    def _gradient_projection(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, forced: TeacherForcedPass
+    ) -> RelevanceProjection:
+        """``mean_{l,h} ReLU(A * dS/dA)`` with S the answer tokens' summed logits."""
+        store: list[Any] = []
+        inputs = dict(forced.inputs)
+        if "logits_to_keep" in inputs:
+            inputs["logits_to_keep"] = 0
+        model = loaded.model
+        with (
+            torch.enable_grad(),
+            frozen_parameters(model),
+            _qformer_cross_attentions(model, store, with_grad=True),
+        ):
+            logits = model(**inputs).logits[0]
+            rows = torch.tensor(forced.query_rows, device=logits.device)
+            tokens = torch.tensor(forced.answer_ids, device=logits.device)
+            target = logits[rows, tokens].float().sum()
+            grads = torch.autograd.grad(target, store)
+        stacked = torch.stack(
+            [torch.relu(a[0].float() * g[0].float()) for a, g in zip(store, grads)]
+        )
+        rows_, cols = prepared.extras["blip2_patch_grid"]
+        weights = _patch_columns(stacked.mean(dim=(0, 1)), rows_, cols)
+        return self._projection(prepared, weights, "gradient", stacked.shape[0], stacked.shape[1])

@@ -1,0 +1,242 @@
+"""Offline builders of tiny BLIP-2 models: the real transformers classes, tiny configs.
+
+A tiny BLIP-2 is a :class:`transformers.Blip2ForConditionalGeneration` (a BLIP-2 ViT
+vision tower, a Q-Former with learned query tokens, a language projection and either an
+OPT decoder or a T5 encoder-decoder) with a word-level vocabulary, paired with a real
+:class:`transformers.Blip2Processor`. It builds in well under a second without any
+download and round-trips through ``save_pretrained`` / ``from_pretrained``.
+
+Two facts of transformers 5 shape the builder:
+
+- ``Blip2Processor`` needs the image token as an ``AddedToken`` (a plain string in the
+  tokenizer's special tokens breaks it): the tokenizer is built without one and the
+  processor adds ``<image>`` itself.
+- ``Blip2PreTrainedModel._init_weights`` zero-initialises the query tokens, so every
+  query starts identical and training cannot tell them apart: they are re-drawn from
+  ``normal(0, 0.02)`` here (the released models were initialised that way too).
+- ``Blip2VisionConfig`` initialises the vision tower with std ``1e-10`` (its weights are
+  meant to be loaded), which makes a fresh tower's output independent of the pixels:
+  the tiny vision config uses ``0.02``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
+from dexar_core.errors import InputError
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+PROMPT_TEMPLATE = "Question: {question} Answer:"
+"""The prompt every tiny and embedded BLIP-2 is trained and queried with."""
+
+PROMPT_WORDS: tuple[str, ...] = ("question", "answer")
+"""Words of the prompt format itself, always in the vocabulary."""
+
+LANGUAGE_MODELS = ("opt", "t5")
+"""The language-model families a tiny BLIP-2 can have."""
+
+
+def format_prompt(question: str) -> str:
+    """Return the tiny BLIP-2 prompt for one question: ``"Question: {question} Answer:"``."""
+    return PROMPT_TEMPLATE.format(question=question)
+
+
+def build_tiny_blip2(
+    *,
+    seed: int = 0,
+    language_model: str = "opt",
+    vocabulary: Iterable[str] | None = None,
+    image_size: int = 64,
+    patch_size: int = 8,
+    num_query_tokens: int = 32,
+    text_layers: int = 2,
+    qformer_layers: int = 2,
+    vision_layers: int = 2,
+    hidden_size: int = 128,
+    heads: int = 4,
+    attn_implementation: str = "sdpa",
+) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """Build a randomly initialised tiny BLIP-2 and its processor, offline.
+
+    Args:
+        seed: Seed of the weight initialisation; the same seed gives the same weights.
+        language_model: ``"opt"`` (decoder-only) or ``"t5"`` (encoder-decoder, Flan-T5's
+            gated-GELU feed-forward).
+        vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
+            defaults to the shapes benchmark's vocabulary. ``question`` and ``answer``
+            are always added.
+        image_size: Side of the square input image in pixels.
+        patch_size: Side of a vision patch; must divide ``image_size``.
+        num_query_tokens: Learned query tokens of the Q-Former (32 in released models).
+        text_layers: Language-model layers (T5: encoder and decoder each).
+        qformer_layers: Q-Former layers, each with cross-attention to the patches.
+        vision_layers: Vision-tower layers.
+        hidden_size: Width of the vision tower, the Q-Former and the language model.
+        heads: Attention heads everywhere.
+        attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+
+    Returns:
+        ``(model, processor)``: a ``Blip2ForConditionalGeneration`` in eval mode and a
+        ``Blip2Processor`` writing ``num_query_tokens`` image tokens before the prompt.
+
+    Raises:
+        InputError: For an unknown language model, sizes that are not positive, a patch
+            size that does not divide the image size, or heads that do not divide the width.
+    """
+    _check_sizes(language_model, image_size, patch_size, hidden_size, heads, num_query_tokens)
+
+    import torch
+    from tokenizers import AddedToken
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        BlipImageProcessor,
+        OPTConfig,
+        PreTrainedConfig,
+        T5Config,
+    )
+
+    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
+    tokenizer = build_word_tokenizer(
+        words, image_token=None, add_bos=language_model == "opt", padding_side="left"
+    )
+    tokenizer.add_tokens(
+        [AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True
+    )
+    image_token_id = tokenizer.get_vocab()[IMAGE_TOKEN]
+
+    vision_config = Blip2VisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        # the default (1e-10, for loading pretrained towers) leaves a fresh tower blind
+        initializer_range=0.02,
+    )
+    qformer_config = Blip2QFormerConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=qformer_layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden_size,
+        encoder_hidden_size=hidden_size,
+        cross_attention_frequency=1,
+        max_position_embeddings=64,
+    )
+    text_config: PreTrainedConfig
+    if language_model == "opt":
+        text_config = OPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            word_embed_proj_dim=hidden_size,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            ffn_dim=4 * hidden_size,
+            # the query tokens, a short question and a three-object caption
+            max_position_embeddings=num_query_tokens + 96,
+            dropout=0.0,
+            attention_dropout=0.0,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            tie_word_embeddings=False,
+        )
+    else:
+        t5_options: dict[str, Any] = {
+            # T5 decoders start from <pad>; the head is not tied in Flan-T5
+            "decoder_start_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": False,
+        }
+        text_config = T5Config(
+            vocab_size=len(tokenizer),
+            d_model=hidden_size,
+            d_kv=hidden_size // heads,
+            d_ff=4 * hidden_size,
+            num_layers=text_layers,
+            num_decoder_layers=text_layers,
+            num_heads=heads,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **t5_options,
+        )
+    config = Blip2Config(
+        vision_config=vision_config.to_dict(),
+        qformer_config=qformer_config.to_dict(),
+        text_config=text_config.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token_id,
+    )
+    config._attn_implementation = attn_implementation
+
+    # Weight initialisation draws from the global generator: fork it so building a
+    # model neither depends on nor disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Blip2ForConditionalGeneration(config)
+        with torch.no_grad():
+            model.query_tokens.normal_(mean=0.0, std=qformer_config.initializer_range)
+    for generation_config in (model.generation_config, model.language_model.generation_config):
+        generation_config.pad_token_id = tokenizer.pad_token_id
+        generation_config.bos_token_id = tokenizer.bos_token_id
+        generation_config.eos_token_id = tokenizer.eos_token_id
+        if language_model == "t5":
+            generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    model.eval()
+
+    image_processor = BlipImageProcessor(
+        do_resize=True, size={"height": image_size, "width": image_size}
+    )
+    processor = Blip2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=num_query_tokens
+    )
+    return model, processor
+
+
+def _check_sizes(
+    language_model: str,
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    heads: int,
+    num_query_tokens: int,
+) -> None:
+    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
+    if language_model not in LANGUAGE_MODELS:
+        raise InputError(
+            f"build_tiny_blip2: expected language_model to be one of {LANGUAGE_MODELS}, "
+            f"found {language_model!r}."
+        )
+    sizes = {
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "heads": heads,
+        "num_query_tokens": num_query_tokens,
+    }
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise InputError(
+                f"build_tiny_blip2: expected {name} to be a positive integer, found {value!r}."
+            )
+    if image_size % patch_size:
+        raise InputError(
+            f"build_tiny_blip2: expected patch_size to divide image_size, found "
+            f"image_size={image_size}, patch_size={patch_size}."
+        )
+    if hidden_size % heads:
+        raise InputError(
+            f"build_tiny_blip2: expected heads to divide hidden_size, found "
+            f"hidden_size={hidden_size}, heads={heads}."
+        )

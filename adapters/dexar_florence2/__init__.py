@@ -1,0 +1,65 @@
+"""Built-in Florence-2 adapter, registered through the ``dexar`` entry point like any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
+
+
+def _adapter() -> ModelAdapter:
+    from dexar_florence2.adapter import Florence2Adapter
+
+    return Florence2Adapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny Florence-2, a non-square noise image and a task prompt, for the kit.
+
+    The kit's default probe of where the image enters reads the first decoder layer's
+    input, which for an encoder-decoder never depends on the pixels; the test suite
+    (tests/test_florence2_conformance.py) probes the encoder's input instead.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_florence2.adapter import Florence2Adapter
+    from dexar_florence2.tiny import build_tiny_florence2
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_florence2(seed=0, hidden_size=64)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=Florence2Adapter(), model_id="tiny-florence2"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="<CAPTION>",
+        answer="a red circle at the left",
+        expected_failures={
+            "grids_cover_visual_positions": "the default probe reads the decoder's input; "
+            "an encoder-decoder's image enters through the encoder (checked in dexar's tests)"
+        },
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The Florence-2 adapter (transformers' native ``Florence2ForConditionalGeneration``)."""
+    return (
+        AdapterSpec(
+            name="florence2",
+            model_types=("florence2",),
+            architectures=("Florence2ForConditionalGeneration",),
+            factory=_adapter,
+            conformance=conformance_case,
+            description="Florence-2 (Florence2ForConditionalGeneration), encoder-decoder: "
+            "decoder cross-attention",
+        ),
+    )

@@ -1,0 +1,197 @@
+"""Offline builders of tiny Florence-2 models: the real transformers classes, tiny configs.
+
+A tiny Florence-2 is a :class:`transformers.Florence2ForConditionalGeneration` (a DaViT
+vision tower of two convolutional stages, the multimodal projector, a BART encoder and
+decoder) with a word-level vocabulary, paired with a real
+:class:`transformers.Florence2Processor`. It builds in well under a second without any
+download, saves with ``save_pretrained`` and loads back with ``from_pretrained`` /
+``AutoProcessor.from_pretrained``: exactly the code path of a hub checkpoint.
+
+The two DaViT stages stride 4 and 2, so a ``64 x 64`` image gives an ``8 x 8`` grid; the
+projector prepends the global pooled token, and the processor writes
+``1 + 64`` image tokens, then ``<s>``, the prompt (task tokens expanded) and ``</s>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
+from dexar_core.errors import InputError
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import Florence2ForConditionalGeneration, Florence2Processor
+
+TASK_WORDS: tuple[str, ...] = (
+    "what does the image describe",
+    "describe in detail what is shown in the image",
+    "describe with a paragraph what is shown in the image",
+)
+"""Words of the caption task prompts the processor expands, always in the vocabulary."""
+
+STAGE_KERNELS = (7, 3)
+STAGE_STRIDES = (4, 2)
+STAGE_PADDINGS = (3, 1)
+"""The two DaViT stages: each a strided convolution (total stride 8)."""
+
+
+def format_prompt(question: str) -> str:
+    """Return the tiny Florence-2 prompt for one question: the question itself.
+
+    Florence-2 has no chat template: the processor adds the image tokens, ``<s>`` and
+    ``</s>``, and expands task tokens such as ``<CAPTION>``.
+    """
+    return question
+
+
+def build_tiny_florence2(
+    *,
+    seed: int = 0,
+    vocabulary: Iterable[str] | None = None,
+    image_size: int = 64,
+    text_layers: int = 2,
+    hidden_size: int = 128,
+    heads: int = 4,
+    vision_dims: tuple[int, int] = (32, 64),
+    attn_implementation: str = "sdpa",
+) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:
+    """Build a randomly initialised tiny Florence-2 and its processor, offline.
+
+    Args:
+        seed: Seed of the weight initialisation; the same seed gives the same weights.
+        vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
+            defaults to the shapes benchmark's vocabulary. The caption task prompts'
+            words are always added.
+        image_size: Side of the square input image in pixels; a multiple of 8.
+        text_layers: BART encoder layers, and as many decoder layers.
+        hidden_size: Width of the BART model (and the projector's output).
+        heads: Attention heads of the BART layers.
+        vision_dims: Channels of the two DaViT stages.
+        attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+
+    Returns:
+        ``(model, processor)``: a ``Florence2ForConditionalGeneration`` in eval mode and a
+        ``Florence2Processor`` writing ``1 + (image_size // 8) ** 2`` image tokens.
+
+    Raises:
+        InputError: If a size is not positive, ``image_size`` is not a multiple of 8, or
+            ``heads`` does not divide ``hidden_size``.
+    """
+    _check_sizes(image_size, hidden_size, heads, text_layers, vision_dims)
+
+    import torch
+    from transformers import (
+        BartConfig,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        Florence2VisionConfig,
+    )
+
+    words = [*TASK_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
+    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
+    grid = image_size // 8
+    image_tokens = grid * grid + 1
+
+    vision_config = Florence2VisionConfig(
+        depths=[1, 1],
+        patch_size=list(STAGE_KERNELS),
+        patch_stride=list(STAGE_STRIDES),
+        patch_padding=list(STAGE_PADDINGS),
+        patch_prenorm=[False, True],
+        embed_dim=list(vision_dims),
+        num_heads=[max(1, dim // 16) for dim in vision_dims],
+        num_groups=[max(1, dim // 16) for dim in vision_dims],
+        window_size=4,
+        drop_path_rate=0.0,
+        projection_dim=hidden_size,
+        max_position_embeddings=max(grid, 8),
+        max_temporal_embeddings=4,
+    )
+    text_config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=hidden_size,
+        encoder_layers=text_layers,
+        decoder_layers=text_layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=4 * hidden_size,
+        decoder_ffn_dim=4 * hidden_size,
+        # The encoder reads the image tokens and a short prompt; the decoder's longest
+        # answer is a three-object caption.
+        max_position_embeddings=image_tokens + 64,
+        dropout=0.0,
+        attention_dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        # BART (and Florence-2) decoders start from </s>
+        decoder_start_token_id=tokenizer.eos_token_id,
+        forced_eos_token_id=None,
+    )
+    config = Florence2Config(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.image_token_id,
+    )
+    config._attn_implementation = attn_implementation
+
+    # Weight initialisation draws from the global generator: fork it so building a
+    # model neither depends on nor disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Florence2ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
+    model.eval()
+
+    image_processor = CLIPImageProcessor(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        crop_size={"height": image_size, "width": image_size},
+        image_seq_length=image_tokens,
+    )
+    processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    return model, processor
+
+
+def _check_sizes(
+    image_size: int,
+    hidden_size: int,
+    heads: int,
+    text_layers: int,
+    vision_dims: tuple[int, int],
+) -> None:
+    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
+    sizes = {
+        "image_size": image_size,
+        "hidden_size": hidden_size,
+        "heads": heads,
+        "text_layers": text_layers,
+    }
+    sizes.update({f"vision_dims[{i}]": dim for i, dim in enumerate(vision_dims)})
+    for name, value in sizes.items():
+        if not isinstance(value, int) or value <= 0:
+            raise InputError(
+                f"build_tiny_florence2: expected {name} to be a positive integer, found {value!r}."
+            )
+    if len(vision_dims) != 2:
+        raise InputError(
+            f"build_tiny_florence2: expected two DaViT stage widths, found {vision_dims!r}."
+        )
+    if image_size % 8:
+        raise InputError(
+            f"build_tiny_florence2: expected image_size to be a multiple of 8 (the DaViT "
+            f"stages stride 4 then 2), found {image_size}; choose e.g. 64."
+        )
+    if hidden_size % heads:
+        raise InputError(
+            f"build_tiny_florence2: expected heads to divide hidden_size, found "
+            f"hidden_size={hidden_size}, heads={heads}."
+        )
