@@ -306,7 +306,9 @@ def full_attention_record(
         _self_attention_only(loaded, forced, matrices[0].shape[-2])
         # zero where a row cannot see the key, as on the answer rows
         visible = torch.stack([captured.visible[index] for index in layers]).float().cpu()
-        record["full_attentions"] = torch.stack([m.detach() for m in matrices]).float().numpy()
+        record["full_attentions"] = (
+            torch.stack([m.detach() for m in matrices]).float().cpu().numpy()
+        )
         if gradients:
             logits = adapter.gradients.logit_lens_targets(parts, outputs[last][None], token_ids)[0]
             per_token = []

@@ -201,7 +201,8 @@ def answer_perplexities(
         for images in image_sets[start : start + batch_size]:
             prepared = adapter.prepare(loaded, list(images), prompt)
             passes.append(adapter.teacher_forced(loaded, prepared, answer_ids))
-        rows = torch.tensor(passes[0].query_rows, dtype=torch.long)
+        device = loaded.model.device
+        rows = torch.tensor(passes[0].query_rows, dtype=torch.long, device=device)
         inputs = _batched([forced.inputs for forced in passes])
         if "logits_to_keep" in inputs:
             inputs["logits_to_keep"] = rows
@@ -210,7 +211,8 @@ def answer_perplexities(
         if logits.shape[1] != rows.numel():
             logits = logits[:, rows.to(logits.device)]
         targets = torch.tensor(list(answer_ids), device=logits.device)
-        log_probs = torch.log_softmax(logits, dim=-1)[:, torch.arange(len(answer_ids)), targets]
+        steps = torch.arange(len(answer_ids), device=logits.device)
+        log_probs = torch.log_softmax(logits, dim=-1)[:, steps, targets]
         results.extend(torch.exp(-log_probs.mean(dim=-1)).cpu().tolist())
     return results
 
