@@ -356,9 +356,18 @@ def position_logit_record(
     sequence_ids = ids[0].detach().cpu().long()
     classes = list(dict.fromkeys([*forced.answer_ids, *sequence_ids.tolist()]))
     outputs: dict[int, torch.Tensor] = {}
-    rows = torch.arange(forced.key_length, dtype=torch.long)
-    with _record_outputs(parts, [last], rows, outputs), torch.no_grad():
-        model(**forced.inputs)
+
+    def keep(module: Any, args: Any, output: Any) -> None:
+        outputs[last] = parts.layer_output(output)[0]
+
+    handle = parts.layers[last].register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            model(**forced.inputs)
+    finally:
+        handle.remove()
+    _self_attention_only(loaded, forced, outputs[last].shape[0])
+    with torch.no_grad():
         # [K, 1, D] against [C] classes broadcasts to [K, C] through the extractor
         hidden = outputs[last][:, None, :]
         chunks = [
