@@ -132,4 +132,4 @@ def test_the_example_passes_its_conformance_tests(installed, tmp_path):
         timeout=500,
     )
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "18 passed" in result.stdout
+    assert "19 passed" in result.stdout

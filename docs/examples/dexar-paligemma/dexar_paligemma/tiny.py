@@ -33,6 +33,7 @@ def build_tiny_paligemma(
     heads: int = 4,
     kv_heads: int = 1,
     gemma2: bool = False,
+    sliding_window: int | None = None,
     attn_implementation: str = "sdpa",
 ) -> tuple[PaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
     """Build a randomly initialised tiny PaliGemma and its processor, offline.
@@ -49,6 +50,9 @@ def build_tiny_paligemma(
         kv_heads: key/value heads of the decoder (PaliGemma uses multi-query attention).
         gemma2: a PaliGemma 2 decoder (Gemma 2: attention and final-logit soft-capping,
             alternating sliding-window layers) instead of Gemma.
+        sliding_window: keys a Gemma 2 sliding-window layer sees; by default longer
+            than any tiny prompt and answer, because dexar's naive reference gradients
+            do not mask the keys a window hides (see docs/adapters.md).
         attn_implementation: ``"sdpa"`` or ``"eager"``; a Gemma 2 decoder always runs
             ``"eager"`` (transformers gives it no SDPA path: SDPA cannot soft-cap).
 
@@ -100,9 +104,7 @@ def build_tiny_paligemma(
             **text_options,
             attn_logit_softcapping=50.0,
             final_logit_softcapping=30.0,
-            # Longer than any tiny prompt + answer: dexar's naive reference gradients do
-            # not yet mask the keys a sliding window hides (see docs/adapters.md).
-            sliding_window=image_tokens + 128,
+            sliding_window=image_tokens + 128 if sliding_window is None else sliding_window,
         )
     else:
         text_config = GemmaConfig(**text_options)
