@@ -1,5 +1,9 @@
-"""Testing tools for adapter and method authors: hypothesis strategies in ``strategies``.
+"""Testing tools for adapter and method authors.
+
+``conformance``: the adapter conformance suite (``AdapterConformance``, ``run_checks``);
+``reference``: the straightforward gradients the engine must match; ``strategies``:
+hypothesis strategies; ``pytest_plugin``: the suite's pytest marker.
 
 Import the submodules directly; this package imports nothing so that
-``import dexar_plugins`` never needs hypothesis or pytest.
+``import dexar_plugins`` never needs torch, hypothesis or pytest.
 """
