@@ -49,7 +49,8 @@ def load(
 
     Args:
         model: an embedded model name (``dexar models``), a local checkpoint folder or a
-            hub id already in the local cache.
+            hub id already in the local cache, or ``<adapter>:<spec>`` to hand ``spec``
+            to the named adapter (e.g. ``open_clip:ViT-B-32:/path/to/weights.pt``).
         device: where to put the model (``"cpu"``, ``"cuda"``, ...); None leaves it.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a torch dtype.
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` to shard a model
@@ -64,10 +65,14 @@ def load(
 
     plugins = _catalog(catalog)
     name = str(model)
+    prefix, separator, spec = name.partition(":")
     if name in plugins.embedded_models:
         embedded = plugins.embedded_model(name)
         adapter_spec = plugins.adapter(embedded.adapter)
         path = str(embedded.path)
+    elif separator and prefix in plugins.adapters:
+        adapter_spec = plugins.adapter(prefix)
+        path = spec
     else:
         path = name
         config = _read_config(path)
@@ -101,7 +106,7 @@ def _read_config(path: str) -> Any:
 def explain(
     loaded: LoadedModel,
     image: Any,
-    prompt: str,
+    prompt: str | list[str],
     answer: str | None = None,
     *,
     method: str = "dexar",
@@ -127,8 +132,23 @@ def explain(
 
     Returns:
         The frozen :class:`Explanation`.
+
+    Contrastive models (an adapter with ``explain_similarity``, e.g. open_clip) have no
+    answer: the call goes to the adapter's ``explain_similarity(loaded, image, prompt,
+    method=..., **options)``, ``prompt`` may be a list (one map per prompt), ``answer``
+    must be None, and ``max_new_tokens`` and ``chunk_size`` do not apply.
     """
     from dexar_core.engine import attention_gradients
+
+    explain_similarity = getattr(loaded.adapter, "explain_similarity", None)
+    if explain_similarity is not None:
+        if answer is not None:
+            raise InputError(
+                f"{loaded.model_id!r} is a contrastive model: it scores image-text "
+                "similarity and has no answer to explain; give the text as the prompt "
+                "(or several prompts) and no answer."
+            )
+        return explain_similarity(loaded, image, prompt, method=method, **options)
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from dexar_core.metrics.perturbation import (
     mask_to_grid,
     patch_boxes,
     patch_ranking,
+    perturbation_aucs,
     perturbation_curve,
     perturbed_images,
     replacement_color,
@@ -178,3 +179,15 @@ def test_an_oracle_map_beats_its_inverse_on_the_positive_test():
             )
             aucs.append(curve.auc)
     assert np.mean(oracle_aucs) > np.mean(inverted_aucs)
+
+
+def test_perturbation_aucs_of_an_explanation(loaded):
+    from dexar_core.api import explain
+
+    image = noise_image(6)
+    explanation = explain(loaded, image, "what is it?", answer="red circle", method="attention")
+    curves = perturbation_aucs(loaded, image, explanation, fractions=(0.0, 0.5), batch_size=2)
+    assert set(curves) == {"positive", "negative"}
+    for order, curve in curves.items():
+        assert curve.order == order and curve.normalised[0] == 1.0
+        assert curve.auc == pytest.approx(0.25 * (1.0 + curve.normalised[1]))
