@@ -133,7 +133,7 @@ class ShapeObject:
         position: position name of its layout cell, e.g. ``"top left"``.
         mask: ``(height, width)`` read-only boolean array of the pixels it shows.
         center: ``(x, y)`` of its centre in pixels.
-        size: its radius in pixels (half the side of a square's bounding box).
+        size: half the side of its bounding box in pixels (a circle's radius).
         occluded: whether a card hides part of it.
     """
 
@@ -390,7 +390,7 @@ def _draw_object(
     height, width = pixels.shape[:2]
     row, col = divmod(POSITIONS.index(position), 3)
     cell_h, cell_w = height / 3, width / 3
-    radius = float(rng.uniform(0.28, 0.42)) * min(cell_h, cell_w)
+    radius = float(rng.uniform(0.34, 0.46)) * min(cell_h, cell_w)
     # Keep the whole object inside its cell, so the position word is never ambiguous.
     slack_x = max(cell_w / 2 - radius - 1, 0.0)
     slack_y = max(cell_h / 2 - radius - 1, 0.0)
@@ -413,18 +413,19 @@ def _draw_object(
 
 
 def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
-    """Pixels whose centres lie inside the shape, from offsets to the shape's centre."""
+    """Pixels whose centres lie inside the shape, from offsets to the shape's centre.
+
+    All three shapes fill the same ``2 * radius`` bounding box, so they differ where a
+    small vision model can see it: the square's corners, the circle's round edge, the
+    triangle's apex and slanted sides.
+    """
     if shape == "circle":
         return dx**2 + dy**2 <= radius**2
+    inside_box = (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
     if shape == "square":
-        half = 0.85 * radius  # about the circle's area
-        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    # An upright triangle: apex at the top, flat base below the centre.
-    base_y = 0.8 * radius
-    inside_base = dy <= base_y
-    slope = 2 * radius / (base_y + radius)
-    inside_sides = np.abs(dx) <= (dy + radius) * slope / 2
-    return inside_base & inside_sides & (dy >= -radius)
+        return inside_box
+    # An upright isosceles triangle: apex at the top middle, base along the bottom.
+    return inside_box & (np.abs(dx) <= (dy + radius) / 2)
 
 
 def _occlude(rng: np.random.Generator, pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
