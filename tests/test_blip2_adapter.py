@@ -180,3 +180,12 @@ def test_instructblip_is_refused_with_a_reason(tmp_path):
     InstructBlipConfig().save_pretrained(tmp_path)
     with pytest.raises(errors.UnsupportedModelError, match="InstructBLIP is not supported yet"):
         load(str(tmp_path))
+
+
+def test_the_embedded_architecture_is_a_width_64_blip2_with_32_queries():
+    from dexar_blip2.tiny import build_shapes_blip2
+
+    model, _ = build_shapes_blip2(seed=0)
+    assert model.config.num_query_tokens == 32
+    assert model.config.text_config.hidden_size == 64
+    assert model.config.use_decoder_only_language_model

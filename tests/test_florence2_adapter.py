@@ -168,3 +168,15 @@ def test_an_empty_caption_target_is_a_clear_input_error(saved, answer):
 def test_a_prompt_longer_than_the_encoder_is_refused(loaded):
     with pytest.raises(errors.InputError, match="encoder tokens long"):
         loaded.adapter.prepare(loaded, [noise_image(9)], " ".join(["circle"] * 80))
+
+
+def test_the_embedded_architecture_has_one_davit_stage_and_the_same_grid():
+    from dexar_florence2.tiny import build_shapes_florence2
+
+    model, processor = build_shapes_florence2(seed=0)
+    assert len(model.config.vision_config.embed_dim) == 1
+    assert davit_grid(model.config.vision_config, 64, 64) == (8, 8)
+    inputs = processor(images=[noise_image(10)], text=["<CAPTION>"], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 65
+    with torch.no_grad():
+        model(**inputs, decoder_input_ids=torch.tensor([[2]]))

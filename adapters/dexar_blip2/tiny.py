@@ -240,3 +240,14 @@ def _check_sizes(
             f"build_tiny_blip2: expected heads to divide hidden_size, found "
             f"hidden_size={hidden_size}, heads={heads}."
         )
+
+
+def build_shapes_blip2(
+    *, seed: int = 0, image_size: int = 64
+) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """The architecture of the embedded ``shapes-blip2`` checkpoint (OPT), untrained.
+
+    Width 64 everywhere and the released models' 32 query tokens: small enough to train
+    on a shared CPU (width 128 costs about four times as much per step).
+    """
+    return build_tiny_blip2(seed=seed, image_size=image_size, hidden_size=64)

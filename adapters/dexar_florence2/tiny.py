@@ -7,7 +7,8 @@ decoder) with a word-level vocabulary, paired with a real
 download, saves with ``save_pretrained`` and loads back with ``from_pretrained`` /
 ``AutoProcessor.from_pretrained``: exactly the code path of a hub checkpoint.
 
-The two DaViT stages stride 4 and 2, so a ``64 x 64`` image gives an ``8 x 8`` grid; the
+The DaViT stages stride 8 in all (by default two stages, 4 then 2), so a ``64 x 64`` image
+gives an ``8 x 8`` grid; the
 projector prepends the global pooled token, and the processor writes
 ``1 + 64`` image tokens, then ``<s>``, the prompt (task tokens expanded) and ``</s>``.
 """
@@ -31,10 +32,12 @@ TASK_WORDS: tuple[str, ...] = (
 )
 """Words of the caption task prompts the processor expands, always in the vocabulary."""
 
-STAGE_KERNELS = (7, 3)
-STAGE_STRIDES = (4, 2)
-STAGE_PADDINGS = (3, 1)
-"""The two DaViT stages: each a strided convolution (total stride 8)."""
+DAVIT_STAGES: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+    1: ((8,), (8,), (0,)),
+    2: ((7, 3), (4, 2), (3, 1)),
+}
+"""Kernels, strides and paddings of the DaViT's strided convolutions, by stage count:
+one stage of patch 8, or two stages striding 4 then 2 (total stride 8 either way)."""
 
 
 def format_prompt(question: str) -> str:
@@ -54,7 +57,7 @@ def build_tiny_florence2(
     text_layers: int = 2,
     hidden_size: int = 128,
     heads: int = 4,
-    vision_dims: tuple[int, int] = (32, 64),
+    vision_dims: tuple[int, ...] = (32, 64),
     attn_implementation: str = "sdpa",
 ) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:
     """Build a randomly initialised tiny Florence-2 and its processor, offline.
@@ -68,7 +71,8 @@ def build_tiny_florence2(
         text_layers: BART encoder layers, and as many decoder layers.
         hidden_size: Width of the BART model (and the projector's output).
         heads: Attention heads of the BART layers.
-        vision_dims: Channels of the two DaViT stages.
+        vision_dims: Channels of each DaViT stage: one stage (patch 8) or two (stride 4,
+            then 2).
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
 
     Returns:
@@ -96,12 +100,13 @@ def build_tiny_florence2(
     grid = image_size // 8
     image_tokens = grid * grid + 1
 
+    kernels, strides, paddings = DAVIT_STAGES[len(vision_dims)]
     vision_config = Florence2VisionConfig(
-        depths=[1, 1],
-        patch_size=list(STAGE_KERNELS),
-        patch_stride=list(STAGE_STRIDES),
-        patch_padding=list(STAGE_PADDINGS),
-        patch_prenorm=[False, True],
+        depths=[1] * len(vision_dims),
+        patch_size=list(kernels),
+        patch_stride=list(strides),
+        patch_padding=list(paddings),
+        patch_prenorm=[False, True][: len(vision_dims)],
         embed_dim=list(vision_dims),
         num_heads=[max(1, dim // 16) for dim in vision_dims],
         num_groups=[max(1, dim // 16) for dim in vision_dims],
@@ -166,7 +171,7 @@ def _check_sizes(
     hidden_size: int,
     heads: int,
     text_layers: int,
-    vision_dims: tuple[int, int],
+    vision_dims: tuple[int, ...],
 ) -> None:
     """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
     sizes = {
@@ -181,9 +186,9 @@ def _check_sizes(
             raise InputError(
                 f"build_tiny_florence2: expected {name} to be a positive integer, found {value!r}."
             )
-    if len(vision_dims) != 2:
+    if len(vision_dims) not in DAVIT_STAGES:
         raise InputError(
-            f"build_tiny_florence2: expected two DaViT stage widths, found {vision_dims!r}."
+            f"build_tiny_florence2: expected one or two DaViT stage widths, found {vision_dims!r}."
         )
     if image_size % 8:
         raise InputError(
@@ -195,3 +200,15 @@ def _check_sizes(
             f"build_tiny_florence2: expected heads to divide hidden_size, found "
             f"hidden_size={hidden_size}, heads={heads}."
         )
+
+
+def build_shapes_florence2(
+    *, seed: int = 0, image_size: int = 64
+) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:
+    """The architecture of the embedded ``shapes-florence2`` checkpoint, untrained.
+
+    A one-stage DaViT (patch 8, 64 channels) and a two-layer BART of width 64: small
+    enough to train on a shared CPU (the two-stage tower and width 128 cost about three
+    times as much per step).
+    """
+    return build_tiny_florence2(seed=seed, image_size=image_size, hidden_size=64, vision_dims=(64,))

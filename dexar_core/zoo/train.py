@@ -102,7 +102,7 @@ RECIPES: dict[str, TrainingRecipe] = {
     ),
     "florence2": TrainingRecipe(
         name="florence2",
-        builder="dexar_florence2.tiny:build_tiny_florence2",
+        builder="dexar_florence2.tiny:build_shapes_florence2",
         prompt_formatter="dexar_florence2.tiny:format_prompt",
         description=("Florence2ForConditionalGeneration: DaViT vision tower, BART encoder-decoder"),
         position_ids=False,
@@ -110,7 +110,7 @@ RECIPES: dict[str, TrainingRecipe] = {
     ),
     "blip2": TrainingRecipe(
         name="blip2",
-        builder="dexar_blip2.tiny:build_tiny_blip2",
+        builder="dexar_blip2.tiny:build_shapes_blip2",
         prompt_formatter="dexar_blip2.tiny:format_prompt",
         description=(
             "Blip2ForConditionalGeneration: ViT, Q-Former with 32 query tokens, OPT language model"
