@@ -293,3 +293,22 @@ def test_the_entry_point_registers_the_adapter_for_both_model_types():
         spec = resolve_adapter(config, catalog=catalog)
         assert spec.name == "qwen_vl"
         assert isinstance(spec.factory(), QwenVLAdapter)
+
+
+def test_the_pil_image_processor_gives_the_same_layout(qwen2):
+    from transformers import Qwen2VLImageProcessorPil
+
+    image_processor = qwen2.processor.image_processor
+    pil = copy.deepcopy(qwen2.processor)
+    pil.image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=image_processor.size["shortest_edge"],
+        max_pixels=image_processor.size["longest_edge"],
+        patch_size=image_processor.patch_size,
+        merge_size=image_processor.merge_size,
+        temporal_patch_size=image_processor.temporal_patch_size,
+    )
+    other = LoadedModel(model=qwen2.model, processor=pil, adapter=qwen2.adapter, model_id="pil")
+    images = [_image(200, 100), _image(48, 80, 1)]
+    _, expected = _layout(qwen2, images)
+    _, actual = _layout(other, images)
+    assert actual == expected

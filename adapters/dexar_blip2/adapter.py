@@ -411,10 +411,10 @@ class Blip2Adapter(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in each Explanation's metadata."""
+        # explain() adds the projection's own record under "projection"
         return {
             "adapter": self.name,
             "visual_set": "Q-Former query tokens; maps projected onto the patch grid",
-            "projection": self.projection,
         }
 
     # --- the query-to-patch projection (an extension beyond the paper) ------------------

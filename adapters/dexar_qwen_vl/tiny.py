@@ -179,6 +179,7 @@ def build_tiny_qwen_vl(
     vision_hidden_size: int = 64,
     heads: int = 4,
     kv_heads: int | None = 2,
+    rope_theta: float = 10000.0,
     attn_implementation: str = "sdpa",
 ) -> tuple[Any, Any]:
     """Build a randomly initialised tiny Qwen2-VL (``"2"``) or Qwen2.5-VL (``"2.5"``).
@@ -202,6 +203,7 @@ def build_tiny_qwen_vl(
         heads: Attention heads per layer (vision and text).
         kv_heads: Key/value heads of the language model (grouped-query attention);
             ``None`` for one per attention head.
+        rope_theta: Base of the language model's M-RoPE frequencies.
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
 
     Returns:
@@ -245,7 +247,7 @@ def build_tiny_qwen_vl(
         "rope_parameters": {
             "rope_type": "default",
             "mrope_section": mrope_sections(hidden_size // heads),
-            "rope_theta": 10000.0,
+            "rope_theta": float(rope_theta),
         },
         "pad_token_id": token_id(END_OF_TEXT),
         "bos_token_id": None,

@@ -10,6 +10,7 @@ backwards: slow on purpose, the yardstick the one-pass engine must match.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -48,14 +49,16 @@ def naive_attention_gradients(
             for index in layers:
                 handles.append(
                     parts.attentions[index].register_forward_hook(
-                        lambda m, a, out, i=index: probabilities.__setitem__(
+                        lambda m, a, out, i=index, store=probabilities: store.__setitem__(
                             i, parts.attention_probabilities(out)
                         )
                     )
                 )
                 handles.append(
                     parts.layers[index].register_forward_hook(
-                        lambda m, a, out, i=index: outputs.__setitem__(i, parts.layer_output(out))
+                        lambda m, a, out, i=index, store=outputs: store.__setitem__(
+                            i, parts.layer_output(out)
+                        )
                     )
                 )
             try:
@@ -95,4 +98,3 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     scale = float(np.abs(expected).max())
     diff = float(np.abs(actual - expected).max())
     return diff if scale == 0 else diff / scale
-

@@ -1,0 +1,358 @@
+"""The open_clip adapter: contrastive image-text models with a ViT image tower.
+
+A contrastive model does not answer; it scores how well an image matches each text
+prompt. dexar explains that score: one map per prompt, from the layer-wise gradients of
+the image-text similarity with respect to the vision tower's attention
+(:mod:`dexar_open_clip.similarity`). This module loads models, prepares images and
+prompts, and lays the patch tokens out on their grid.
+
+Model specifications accepted by :meth:`OpenClipAdapter.load` (after ``open_clip:`` in
+``dexar explain --model``):
+
+- ``DIR``: a folder in open_clip's own format (``open_clip_config.json`` with
+  ``model_cfg`` and ``preprocess_cfg``, the weights, tokenizer files if the text config
+  names an ``hf_tokenizer_name``); the embedded ``shapes-clip`` is such a folder;
+- ``ARCH:WEIGHTS``: a built-in open_clip architecture (``open_clip.list_models()``)
+  with a local weights file, e.g. ``ViT-B-32:/models/vit_b_32.pt``, or with a pretrained
+  tag open_clip already has in its cache (``ViT-B-32:laion2b_s34b_b79k``);
+- ``hf-hub:ORG/REPO``: open_clip's hub form, served from the local cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
+from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.records import LoadedModel, PreparedPrompt
+from dexar_core.values import Grid, VisualLayout
+
+SUPPORTED_TOWERS = (
+    "open_clip VisionTransformer (the ViT-* configs: ViT-B-32, ViT-B-16, ViT-L-14, ...)"
+)
+"""What the error for an unsupported image tower names as supported."""
+
+PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+"""torch dtype name -> open_clip ``precision`` argument."""
+
+SPEC_HELP = (
+    "give open_clip:DIR (a folder with open_clip_config.json and the weights), "
+    "open_clip:ARCH:WEIGHTS (a built-in architecture such as ViT-B-32 and a local weights "
+    "file or a pretrained tag already in open_clip's cache) or open_clip:hf-hub:ORG/REPO "
+    "(from the local cache)"
+)
+
+
+@attrs.frozen(kw_only=True)
+class OpenClipProcessor:
+    """What turns an image and prompts into open_clip inputs.
+
+    Attributes:
+        tokenizer: open_clip tokenizer: ``tokenizer(list_of_texts) -> LongTensor[P, C]``.
+        transform: the model's evaluation image transform (PIL image -> ``[3, H, W]``).
+        preprocess_cfg: open_clip's preprocessing facts (``size``, ``resize_mode``,
+            ``mean``, ``std``, ...), used to place the patch grid on the original image.
+    """
+
+    tokenizer: Any
+    transform: Any
+    preprocess_cfg: Mapping[str, Any]
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any) -> OpenClipProcessor:
+        """The processor of ``model`` with its own preprocessing config."""
+        import dataclasses
+
+        from open_clip import get_model_preprocess_cfg
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        raw = dict(get_model_preprocess_cfg(model))
+        known = {field: raw[field] for field in PreprocessCfg.__dataclass_fields__ if field in raw}
+        config = PreprocessCfg(**known)
+        return cls(
+            tokenizer=tokenizer,
+            transform=image_transform_v2(config, is_train=False),
+            preprocess_cfg=dataclasses.asdict(config),
+        )
+
+
+def vision_tower(model: Any) -> Any:
+    """The model's open_clip ``VisionTransformer``, or an error naming the supported towers.
+
+    Raises:
+        UnsupportedModelError: the model has no ``visual`` tower, or it is a ResNet,
+            a timm (ConvNeXt, ...) or Hugging Face tower.
+    """
+    from open_clip.transformer import VisionTransformer
+
+    visual = getattr(model, "visual", None)
+    if not isinstance(visual, VisionTransformer):
+        found = type(visual).__name__ if visual is not None else "no .visual attribute"
+        raise UnsupportedModelError(
+            f"the open_clip adapter explains image towers of type {SUPPORTED_TOWERS}; this "
+            f"model's image tower is {found}. Convolutional towers (ModifiedResNet, timm "
+            "ConvNeXt) have no attention to explain; use a ViT checkpoint."
+        )
+    if not getattr(visual.transformer, "batch_first", True):
+        raise UnsupportedModelError(
+            "the open_clip adapter needs a batch-first vision transformer (open_clip >= 2.24 "
+            "builds them); upgrade open_clip."
+        )
+    if not hasattr(visual, "_pool"):
+        raise UnsupportedModelError(
+            "this open_clip release's VisionTransformer has no _pool step, which the "
+            "per-layer targets reuse; install open_clip_torch >= 3.0."
+        )
+    return visual
+
+
+def processed_box(preprocess_cfg: Mapping[str, Any], size: tuple[int, int]) -> tuple[float, ...]:
+    """The part of the original image the processed pixels cover, in original pixels.
+
+    ``shortest`` (resize the shortest edge, centre crop) gives a box inside the image,
+    ``longest`` (resize the longest edge, centre pad) a box reaching outside it,
+    ``squash`` the whole image.
+    """
+    width, height = size
+    target = preprocess_cfg.get("size", 224)
+    target_h, target_w = (target, target) if isinstance(target, int) else tuple(target)
+    mode = preprocess_cfg.get("resize_mode", "shortest")
+    if mode == "squash":
+        return (0.0, 0.0, float(width), float(height))
+    scales = (target_h / height, target_w / width)
+    scale = max(scales) if mode == "shortest" else min(scales)
+    shown_w, shown_h = target_w / scale, target_h / scale
+    left, top = (width - shown_w) / 2, (height - shown_h) / 2
+    return (left, top, left + shown_w, top + shown_h)
+
+
+class PatchGridLocator(VisualTokenLocator):
+    """V = the patch tokens of the vision transformer; T_set = its class/register tokens.
+
+    The sequence is ``prefix tokens`` (open_clip: the class token) followed by the
+    ``h x w`` patch tokens in row-major order.
+    """
+
+    def locate(self, prepared: PreparedPrompt) -> VisualLayout:
+        """See :meth:`VisualTokenLocator.locate`."""
+        height, width = prepared.extras["grid"]
+        prefix = int(prepared.extras["prefix_tokens"])
+        length = prefix + height * width
+        visual = np.zeros(length, dtype=bool)
+        visual[prefix:] = True
+        grid = Grid(
+            name="image 0",
+            height=height,
+            width=width,
+            positions=np.arange(prefix, length),
+            pixel_box=prepared.extras["pixel_box"],
+            image_index=0,
+        )
+        return VisualLayout(
+            visual_mask=visual,
+            text_mask=~visual,
+            template_mask=np.zeros(length, dtype=bool),
+            grids=(grid,),
+        )
+
+
+class OpenClipAdapter(ModelAdapter):
+    """Adapter for open_clip ``CLIP`` / ``CustomTextCLIP`` models with a ViT image tower.
+
+    Contrastive models are explained with :func:`dexar_open_clip.explain_similarity`
+    (``dexar_core.explain`` dispatches there for this adapter); the generative steps of
+    :class:`ModelAdapter` (generate, teacher forcing, decoder parts) do not apply.
+    """
+
+    name = "open_clip"
+    contrastive = True
+
+    def __init__(self) -> None:
+        from dexar_open_clip.capture import VisionAttentionCapture
+        from dexar_open_clip.similarity import PooledSimilarityTargets
+
+        self.capture = VisionAttentionCapture()
+        self.locator = PatchGridLocator()
+        self.gradients = PooledSimilarityTargets()  # type: ignore[assignment]
+
+    def load(
+        self, path: str, *, device: str | None = None, dtype: Any = None, device_map: Any = None
+    ) -> LoadedModel:
+        """Load an open_clip model, its tokenizer and transform (see the module docstring)."""
+        import open_clip
+
+        if device_map is not None:
+            raise InputError(
+                "the open_clip adapter loads a model onto one device; device_map is not "
+                "supported, give device= instead."
+            )
+        name, pretrained = parse_model_spec(path)
+        options: dict[str, Any] = {"precision": _precision(dtype)}
+        if device is not None:
+            options["device"] = device
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, **options)
+            tokenizer = open_clip.get_tokenizer(name)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise CheckpointError(
+                f"open_clip could not load {path!r}: {error}. Check the files, or {SPEC_HELP}."
+            ) from error
+        model.eval()
+        vision_tower(model)
+        processor = OpenClipProcessor.for_model(model, tokenizer)
+        return LoadedModel(model=model, processor=processor, adapter=self, model_id=path)
+
+    def prepare(
+        self, loaded: LoadedModel, images: Sequence[Any], prompt: str | Sequence[str]
+    ) -> PreparedPrompt:
+        """Pixels of the one image and the tokenized prompts (one row per prompt)."""
+        prompts = normalize_prompts(prompt)
+        if len(images) != 1:
+            raise InputError(
+                f"the open_clip adapter explains one image per call, got {len(images)}; call "
+                "it once per image."
+            )
+        image = images[0]
+        processor: OpenClipProcessor = loaded.processor
+        visual = vision_tower(loaded.model)
+        parameter = next(loaded.model.parameters())
+        pixels = processor.transform(image).unsqueeze(0).to(parameter.device, parameter.dtype)
+        tokens = processor.tokenizer(list(prompts)).to(parameter.device)
+        grid = tuple(int(side) for side in visual.grid_size)
+        length = int(visual.positional_embedding.shape[0])
+        return PreparedPrompt(
+            inputs={"pixels": pixels, "tokens": tokens},
+            prompt=" | ".join(prompts),
+            prompt_text=" | ".join(prompts),
+            image_sizes=(image.size,),
+            extras={
+                "prompts": prompts,
+                "grid": grid,
+                "prefix_tokens": length - grid[0] * grid[1],
+                "pixel_box": processed_box(processor.preprocess_cfg, image.size),
+            },
+        )
+
+    def explain_similarity(
+        self, loaded: LoadedModel, image: Any, prompts: str | Sequence[str], **options: Any
+    ) -> Any:
+        """See :func:`dexar_open_clip.similarity.explain_similarity`; ``explain()`` calls this."""
+        from dexar_open_clip.similarity import explain_similarity
+
+        return explain_similarity(loaded, image, prompts, **options)
+
+    def generate(self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int) -> Any:
+        """Contrastive models do not generate."""
+        raise UnsupportedModelError(_NOT_GENERATIVE)
+
+    def encode_answer(self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str) -> Any:
+        """Contrastive models have no answer."""
+        raise UnsupportedModelError(_NOT_GENERATIVE)
+
+    def teacher_forced(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
+    ) -> Any:
+        """Contrastive models have no answer to teacher-force."""
+        raise UnsupportedModelError(_NOT_GENERATIVE)
+
+    def decoder_parts(self, model: Any) -> Any:
+        """Contrastive models have no language-model decoder."""
+        raise UnsupportedModelError(_NOT_GENERATIVE)
+
+    def token_strings(self, loaded: LoadedModel, token_ids: Sequence[int]) -> list[str]:
+        """Not used: the explained "tokens" of a contrastive model are its prompts."""
+        raise UnsupportedModelError(_NOT_GENERATIVE)
+
+    def describe(self) -> Mapping[str, Any]:
+        """See :meth:`ModelAdapter.describe`."""
+        return {"adapter": self.name, "kind": "contrastive"}
+
+
+_NOT_GENERATIVE = (
+    "open_clip models are contrastive: they score image-text similarity and generate "
+    "nothing. Explain the similarity to one or more prompts with "
+    "dexar_open_clip.explain_similarity(loaded, image, prompts) (dexar_core.explain "
+    "dispatches there when given no answer)."
+)
+
+
+def normalize_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:
+    """One or more prompts as a tuple of non-empty strings.
+
+    Raises:
+        InputError: for an empty list, a non-string or a blank prompt.
+    """
+    items = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+    if not items:
+        raise InputError(
+            "no prompt given: explaining an image-text similarity needs at least one text "
+            "prompt, e.g. ['a red circle']."
+        )
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise InputError(
+                f"every prompt must be a non-empty string, got {item!r}; drop it or give text."
+            )
+    return tuple(item.strip() for item in items)
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """open_clip's ``(model_name, pretrained)`` for a model specification.
+
+    Raises:
+        CheckpointError: the specification names no folder, architecture or hub id.
+    """
+    import open_clip
+
+    if spec.startswith("hf-hub:"):
+        return spec, None
+    if Path(spec).is_dir():
+        if not (Path(spec) / "open_clip_config.json").is_file():
+            raise CheckpointError(
+                f"{spec!r} has no open_clip_config.json; an open_clip checkpoint folder holds "
+                "open_clip_config.json (model_cfg, preprocess_cfg) and the weights. Or "
+                f"{SPEC_HELP}."
+            )
+        return "local-dir:" + str(Path(spec).resolve()), None
+    architecture, separator, weights = spec.partition(":")
+    if architecture in open_clip.list_models():
+        if not separator or not weights:
+            raise CheckpointError(
+                f"{spec!r} names the architecture {architecture} but no weights; a randomly "
+                f"initialised model explains nothing. Give {architecture}:/path/to/weights.pt "
+                "or a pretrained tag from open_clip.list_pretrained_tags_by_model("
+                f"{architecture!r})."
+            )
+        return architecture, weights
+    raise CheckpointError(f"{spec!r} is not an open_clip model specification; {SPEC_HELP}.")
+
+
+def _precision(dtype: Any) -> str:
+    if dtype is None or dtype == "auto":
+        return "fp32"
+    name = str(dtype).removeprefix("torch.")
+    if name not in PRECISIONS:
+        raise InputError(f"dtype must be one of {sorted(PRECISIONS)}, got {dtype!r}.")
+    return PRECISIONS[name]
+
+
+def wrap_model(
+    model: Any, tokenizer: Any, *, model_id: str = "in-memory open_clip model"
+) -> LoadedModel:
+    """A model already in memory (and its open_clip tokenizer), ready to explain.
+
+    The model is switched to eval mode (dropout off), as :meth:`OpenClipAdapter.load` does.
+
+    Raises:
+        UnsupportedModelError: the model's image tower is not an open_clip ViT.
+    """
+    vision_tower(model)
+    model.eval()
+    adapter = OpenClipAdapter()
+    processor = OpenClipProcessor.for_model(model, tokenizer)
+    return LoadedModel(model=model, processor=processor, adapter=adapter, model_id=model_id)

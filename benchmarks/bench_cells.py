@@ -1,0 +1,500 @@
+"""Random-weight LLaVA cells for bench_explain.py, and one measured job.
+
+A cell is one model (a preset of the real transformers classes, built from a config with
+random weights) at one image size, prepared with a prompt: everything a measured kind
+(generate, explain, free_run, naive, a baseline method) starts from. :func:`run_job`
+measures one job (the peak memory of some kinds, or their interleaved wall time); the
+driver runs it in a fresh subprocess or in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+PROMPT = "describe the image in detail"
+PROMPT_WORDS = ("user", "assistant", "describe", "the", "image", "in", "detail")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The size of the tests' tiny LLaVA.
+    "tiny": dict(
+        text_layers=2,
+        hidden=128,
+        heads=4,
+        intermediate=512,
+        vocab=256,
+        vision_layers=2,
+        vision_hidden=128,
+        vision_heads=4,
+        vision_intermediate=512,
+        patch=8,
+        feature_layer=-1,
+    ),
+    # A small LLaVA: ViT-B/14-like tower at 336 px (576 tokens), 12-layer Llama, 32k vocab.
+    "mid": dict(
+        text_layers=12,
+        hidden=768,
+        heads=12,
+        intermediate=3072,
+        vocab=32000,
+        vision_layers=12,
+        vision_hidden=768,
+        vision_heads=12,
+        vision_intermediate=3072,
+        patch=14,
+        feature_layer=-2,
+    ),
+    # LLaVA-1.5-7B's language model; a 4-layer CLIP-L-width tower stands in for ViT-L/14
+    # (24 layers): the tower runs once, without grad, in both generate and explain.
+    "7b": dict(
+        text_layers=32,
+        hidden=4096,
+        heads=32,
+        intermediate=11008,
+        vocab=32000,
+        vision_layers=4,
+        vision_hidden=1024,
+        vision_heads=16,
+        vision_intermediate=4096,
+        patch=14,
+        feature_layer=-2,
+    ),
+}
+DRY_RUN_SHAPE = dict(
+    text_layers=2,
+    hidden=64,
+    heads=4,
+    intermediate=128,
+    vision_layers=1,
+    vision_hidden=64,
+    vision_heads=4,
+    vision_intermediate=128,
+)
+
+
+# --- models ------------------------------------------------------------------------------
+
+
+def build_llava(preset: dict[str, Any], image_tokens: int, device: str, dtype: str, seed: int):
+    """A random-weight ``LlavaForConditionalGeneration`` and processor for ``image_tokens``."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+    from dexar_llava.tiny import CHAT_TEMPLATE
+
+    side = math.isqrt(image_tokens)
+    if side * side != image_tokens:
+        raise SystemExit(f"--image-tokens must be perfect squares, got {image_tokens}.")
+    image_size = side * preset["patch"]
+    fillers = preset["vocab"] - 12 - len(PROMPT_WORDS)  # 12 = specials and punctuation
+    tokenizer = build_word_tokenizer(
+        [*PROMPT_WORDS, *(f"w{i}" for i in range(fillers))],
+        image_token=IMAGE_TOKEN,
+        model_max_length=1 << 16,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=preset["vision_hidden"],
+        intermediate_size=preset["vision_intermediate"],
+        num_hidden_layers=preset["vision_layers"],
+        num_attention_heads=preset["vision_heads"],
+        image_size=image_size,
+        patch_size=preset["patch"],
+        projection_dim=preset["vision_hidden"],
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=preset["hidden"],
+        intermediate_size=preset["intermediate"],
+        num_hidden_layers=preset["text_layers"],
+        num_attention_heads=preset["heads"],
+        num_key_value_heads=preset["heads"],
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.image_token_id,
+        image_seq_length=image_tokens,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=preset["feature_layer"],
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    # Built where it runs, in its dtype: a 7B model initialised on the CPU takes minutes.
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=getattr(torch, dtype))
+    model.eval()
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        setattr(model.generation_config, key, getattr(tokenizer, key))
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            do_resize=True,
+            size={"height": image_size, "width": image_size},
+            do_center_crop=False,
+            crop_size={"height": image_size, "width": image_size},
+        ),
+        tokenizer=tokenizer,
+        patch_size=preset["patch"],
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+    return model, processor, image_size
+
+
+class Cell:
+    """One model at one image size, prepared: what every measured kind starts from."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from dexar_core.records import LoadedModel
+        from dexar_llava.adapter import LlavaAdapter
+
+        self.job = job
+        model, processor, image_size = build_llava(
+            job["preset"], job["image_tokens"], job["device"], job["dtype"], job["seed"]
+        )
+        self.loaded = LoadedModel(
+            model=model, processor=processor, adapter=LlavaAdapter(), model_id=job["size"]
+        )
+        rng = np.random.default_rng(job["seed"])
+        pixels = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+        adapter = self.loaded.adapter
+        self.prepared = adapter.prepare(self.loaded, [Image.fromarray(pixels)], PROMPT)
+        self.layout = adapter.locator.locate(self.prepared)
+        self.layers = tuple(range(adapter.decoder_parts(model).num_layers))
+        self.prompt_length = int(self.prepared.inputs["input_ids"].shape[1])
+        self.weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        self.parts_s: dict[str, list[float]] = {}
+        self.current = ""
+
+    def answer_ids(self, length: int) -> list[int]:
+        """A fixed answer of ``length`` ordinary words (cost does not depend on which)."""
+        import numpy as np
+
+        vocab = len(self.loaded.tokenizer)
+        rng = np.random.default_rng(self.job["seed"] + length)
+        return [int(i) for i in rng.integers(12, vocab, size=length)]
+
+    def generate(self, length: int) -> list[int]:
+        import torch
+
+        with torch.no_grad():
+            sequences = self.loaded.model.generate(
+                **self.prepared.inputs,
+                max_new_tokens=length,
+                min_new_tokens=length,
+                do_sample=False,
+            )
+        if sequences.shape[1] != self.prompt_length + length:
+            raise RuntimeError(f"generate gave {sequences.shape[1] - self.prompt_length} tokens")
+        return sequences[0, self.prompt_length :].tolist()
+
+    def explain(self, answer_ids: list[int], chunk_size: int | None, method: Any = None):
+        from dexar_core.engine import attention_gradients
+        from dexar_core.methods.dexar import DexarMethod
+
+        start = time.perf_counter()
+        method = method or DexarMethod()
+        adapter = self.loaded.adapter
+        forced = adapter.teacher_forced(self.loaded, self.prepared, answer_ids)
+        layout = self.layout
+        if hasattr(adapter, "layout_for_answer"):  # as dexar_core.api.explain does
+            layout = adapter.layout_for_answer(self.loaded, self.prepared, forced, layout)
+        needs = {"needs": method.needs} if getattr(method, "needs", ()) else {}
+        record = attention_gradients(
+            self.loaded,
+            forced,
+            layout.with_length(forced.key_length),
+            self.layers,
+            chunk_size=chunk_size,
+            **needs,
+        )
+        self.sync()
+        middle = time.perf_counter()
+        result = method.explain(record)
+        result.maps(record.layout)
+        self.parts_s.setdefault(f"{self.current}:engine", []).append(middle - start)
+        self.parts_s.setdefault(f"{self.current}:method", []).append(time.perf_counter() - middle)
+        return record
+
+    def sync(self) -> None:
+        import torch
+
+        if self.job["device"].startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def operation(self, kind: str, length: int) -> Callable[[], Any]:
+        """The function one measurement of ``kind`` times."""
+        chunk = self.job.get("chunk_size")
+        if kind == "generate":
+            return lambda: self.generate(length)
+        if kind == "explain":
+            ids = self.answer_ids(length)
+            return lambda: self.explain(ids, chunk)
+        if kind == "free_run":
+            return lambda: self.explain(self.generate(length), chunk)
+        if kind == "naive":
+            from dexar_plugins.testing.reference import naive_attention_gradients
+
+            ids = self.answer_ids(length)
+            return lambda: naive_attention_gradients(self.loaded, self.prepared, ids, self.layers)
+        if kind.startswith("method:"):
+            from dexar_plugins.manager import default_catalog
+
+            method = default_catalog().method(kind.removeprefix("method:")).factory()
+            ids = self.answer_ids(length)
+            return lambda: self.explain(ids, chunk, method)
+        raise ValueError(f"unknown kind {kind!r}")
+
+
+# --- a proposed engine change, measured here before it goes into dexar_core ------------
+
+_SPLITTABLE_INPUTS = {
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_sizes",
+    "use_cache",
+    "logits_to_keep",
+}
+
+
+def cached_prefix(model: Any, forced: Any, first: int) -> Any:
+    """The teacher-forced pass from row ``first`` on, with the rows before it prefilled.
+
+    The positions before the first query row (the image and the prompt: the bulk of the
+    sequence) run once without grad into a KV cache, as ``generate``'s prefill does; the
+    grad-enabled forward then covers only the answer rows, so the backward and the saved
+    activations scale with T instead of with the whole sequence. None where the inputs
+    are not a LLaVA-style decoder-only prompt (the engine then runs its one full pass).
+    """
+    import attrs
+    import torch
+    from transformers import DynamicCache
+
+    from dexar_core.engine import frozen_parameters
+
+    inputs = forced.inputs
+    ids = inputs.get("input_ids")
+    if (
+        first < 1
+        or getattr(model.config, "is_encoder_decoder", False)
+        or set(inputs) - _SPLITTABLE_INPUTS
+        or ids is None
+        or ids.shape[1] != forced.key_length
+    ):
+        return None
+    image_token = getattr(model.config, "image_token_id", None)
+    if image_token is not None and bool((ids[:, first:] == image_token).any()):
+        return None
+    cache = DynamicCache(config=model.config)
+    mask = inputs.get("attention_mask")
+    prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    prefix.update(input_ids=ids[:, :first], use_cache=True, cache=cache, logits_to_keep=1)
+    suffix = {"input_ids": ids[:, first:], "cache": cache, "use_cache": True, "logits_to_keep": 1}
+    if mask is not None:
+        prefix["attention_mask"], suffix["attention_mask"] = mask[:, :first], mask
+    with frozen_parameters(model), torch.no_grad():
+        model(**prefix)
+    return attrs.evolve(forced, inputs=suffix, query_rows=[q - first for q in forced.query_rows])
+
+
+def use_engine(variant: str) -> None:
+    """Run the engine as committed (``tree``) or with :func:`cached_prefix` (``prefix-cache``)."""
+    import dexar_core.engine as engine
+
+    original = getattr(engine, "_dexar_bench_original_one_pass", engine._one_pass)
+    engine._dexar_bench_original_one_pass = original
+
+    def one_pass(loaded, forced, layers, tokens, *rest):
+        local = cached_prefix(loaded.model, forced, forced.query_rows[tokens[0]])
+        return original(loaded, forced if local is None else local, layers, tokens, *rest)
+
+    engine._one_pass = original if variant == "tree" else one_pass
+
+
+# --- measuring ---------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float, str, Any]:
+    """Run ``operation`` once: peak memory growth (MiB), seconds, how measured, its result."""
+    import torch
+
+    gc.collect()
+    if cell.job["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        result = operation()
+        cell.sync()
+        seconds = time.perf_counter() - start
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        return peak, seconds, "cuda_max_allocated", result
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    how = "rss_hwm_reset"
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current resident set
+    except OSError:
+        how = "rss_hwm_since_start"
+    base = _status_kb("VmRSS")
+    start = time.perf_counter()
+    result = operation()
+    seconds = time.perf_counter() - start
+    return (_status_kb("VmHWM") - base) / 1024, seconds, how, result
+
+
+def run_job(job: dict[str, Any], cell: Cell | None = None) -> dict[str, Any]:
+    """Measure one job (memory of one kind, or interleaved timing of several)."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    use_engine(job.get("engine", "tree"))
+    started = time.perf_counter()
+    cell = cell or Cell(job)
+    build_s = time.perf_counter() - started
+    length = job["answer_length"]
+    out: dict[str, Any] = {
+        "prompt_length": cell.prompt_length,
+        "weights_mb": cell.weights_mb,
+        "build_s": build_s,
+        "kinds": {},
+    }
+    results: dict[str, Any] = {}
+    if job["mode"] == "memory":
+        for kind in job["kinds"]:
+            cell.current = kind
+            peak, seconds, how, result = peak_memory(cell, cell.operation(kind, length))
+            out["kinds"][kind] = {"peak_mb": peak, "first_run_s": seconds, "memory": how}
+            if kind == "naive":  # kept for the check below; other results are dropped
+                results[kind] = result
+            del result
+    else:
+        operations = {kind: cell.operation(kind, length) for kind in job["kinds"]}
+        for kind, operation in list(operations.items()):
+            cell.current = kind
+            try:  # the warm-up; a kind that fails is reported, the others still measured
+                if job["warmup"] or kind.startswith("method:"):
+                    operation()
+                    cell.sync()
+            except Exception as error:
+                out["kinds"][kind] = {"error": f"{type(error).__name__}: {error}"}
+                del operations[kind]
+        times: dict[str, list[float]] = {kind: [] for kind in operations}
+        cell.parts_s.clear()
+        for _ in range(job["reps"]):
+            for kind, operation in operations.items():
+                cell.current = kind
+                start = time.perf_counter()
+                operation()
+                cell.sync()
+                times[kind].append(time.perf_counter() - start)
+        for kind, values in times.items():
+            out["kinds"][kind] = {"seconds": statistics.median(values), "runs_s": values}
+        out["parts_s"] = {key: statistics.median(values) for key, values in cell.parts_s.items()}
+    if job.get("check_naive"):
+        from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
+
+        ids = cell.answer_ids(length)
+        record = cell.explain(ids, None)
+        reference = results.get("naive")  # the measured run's, when this job ran one
+        if reference is None:
+            reference = naive_attention_gradients(cell.loaded, cell.prepared, ids, cell.layers)
+        out["naive_relative_error"] = relative_error(record.gradients, reference)
+    return out
+
+
+# --- profiling ---------------------------------------------------------------------------
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Print where one generate and one explain pass spend their time, and what autograd keeps."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    size, n, t = args.profile.split(":")
+    job = {
+        "size": size,
+        "image_tokens": int(n),
+        "answer_length": int(t),
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "seed": args.seed,
+        "chunk_size": args.chunk_size,
+        "preset": dict(PRESETS[size]),
+    }
+    torch.set_num_threads(args.threads)
+    cell = Cell(job)
+    ids = cell.answer_ids(int(t))
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if args.device.startswith("cuda") else []
+    )
+    for engine in args.engines:
+        use_engine(engine)
+        cell.explain(ids, args.chunk_size)  # warm-up
+        saved: dict[int, tuple[tuple[int, ...], int]] = {}
+
+        def keep(tensor: Any, saved: dict = saved) -> Any:
+            if not isinstance(tensor, torch.nn.Parameter) and tensor._base is None:
+                storage = tensor.untyped_storage()
+                saved[storage.data_ptr()] = (tuple(tensor.shape), storage.nbytes())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+            cell.explain(ids, args.chunk_size)
+        by_shape: dict[tuple[int, ...], int] = {}
+        for shape, size_bytes in saved.values():
+            by_shape[shape] = by_shape.get(shape, 0) + size_bytes
+        print(
+            f"# {engine}: tensors autograd saved for the backward: "
+            f"{sum(by_shape.values()) / 2**20:.1f} MiB"
+        )
+        for shape, size_bytes in sorted(by_shape.items(), key=lambda item: -item[1])[:6]:
+            print(f"#   {shape}: {size_bytes / 2**20:.1f} MiB")
+        with torch_profile(activities=activities) as profiled:
+            cell.explain(ids, args.chunk_size)
+            cell.sync()
+        print(f"# {engine}: explain pass, {size} N={n} T={t}")
+        print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
+    with torch_profile(activities=activities) as profiled:
+        cell.generate(int(t))
+        cell.sync()
+    print(f"# generate, {size} N={n} T={t}")
+    print(profiled.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))

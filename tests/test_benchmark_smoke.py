@@ -1,0 +1,81 @@
+"""The explanation benchmark still runs: ``bench_explain.py --smoke`` in a subprocess.
+
+The benchmark is a script, never a CI gate on its numbers; this only keeps it from
+rotting as the engine and the adapters change (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_explain.py"
+REPORT_KEYS = {
+    "machine",
+    "command",
+    "date",
+    "settings",
+    "presets",
+    "results",
+    "fits",
+    "baselines",
+    "chunking",
+    "chunking_crossover",
+    "targets",
+    "wall_s",
+    "complete",
+}
+SUMMARY_KEYS = {
+    "generate",
+    "explain",
+    "free_run",
+    "naive",
+    "generate_peak_mb",
+    "explain_peak_mb",
+    "free_run_peak_mb",
+    "naive_peak_mb",
+    "explain_over_generate",
+    "naive_over_explain",
+    "memory_explain_over_generate",
+    "naive_relative_error",
+    "engine_s",
+    "method_s",
+    "baselines_s",
+}
+
+
+def test_smoke_run_exits_cleanly_and_writes_the_report(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("*-smoke.json")
+    assert f"wrote {path}" in done.stdout
+    report = json.loads(path.read_text())
+    assert set(report) >= REPORT_KEYS
+    assert report["settings"]["smoke"] is True
+    assert report["complete"] is True
+    assert {(row["answer_length"], row["image_tokens"]) for row in report["results"]} == {
+        (2, 16),
+        (4, 16),
+    }
+    for row in report["results"]:
+        assert row["errors"] == []
+        summary = row["summary"]
+        assert set(summary) >= SUMMARY_KEYS
+        for kind in ("generate", "explain", "free_run", "naive"):
+            assert summary[kind] > 0, kind
+            assert summary[f"{kind}_peak_mb"] is not None, kind
+        # the reference and the engine explain the same thing, so the ratio means something
+        assert summary["naive_relative_error"] <= 1e-5
+    assert {fit["quantity"] for fit in report["fits"]} >= {"explain", "generate"}
+    assert {entry["chunk_size"] for entry in report["chunking"]} == {None, 2}
+    assert all(entry["error"] is None for entry in report["chunking"])
+    assert set(report["targets"]) == {"cell", "tree"}
+    assert "explain_over_generate_at_most_1" in report["targets"]["tree"]
+    assert "not implemented yet" in report["baselines"]["note"] or report["baselines"]["registered"]

@@ -1,0 +1,187 @@
+"""open_clip adapter: explain_similarity's results, dispatch from explain(), loading, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+import dexar_core
+from dexar_core.datasets.shapes import ShapesDataset
+from dexar_core.errors import (
+    CheckpointError,
+    DexarError,
+    InputError,
+    MethodError,
+    UnsupportedModelError,
+)
+from dexar_open_clip import explain_similarity
+from dexar_open_clip.adapter import wrap_model
+from dexar_open_clip.tiny import build_tiny_open_clip, save_checkpoint, tiny_loaded
+
+torch.set_num_threads(2)
+
+PROMPTS = ["a red circle", "a blue square", "a green triangle at the top"]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return tiny_loaded(seed=0)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return ShapesDataset("test", size=3)[0].image
+
+
+@pytest.mark.parametrize("method", ["dexar", "legrad"])
+def test_many_prompts_at_once_equal_one_at_a_time(loaded, image, method):
+    together = explain_similarity(loaded, image, PROMPTS, method=method)
+    assert together.tokens == tuple(PROMPTS)
+    assert together.token_map_stack.shape == (len(PROMPTS), 4, 4)
+    for index, prompt in enumerate(PROMPTS):
+        alone = explain_similarity(loaded, image, prompt, method=method)
+        np.testing.assert_allclose(
+            together.token_map_stack[index], alone.token_map_stack[0], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            together.token_weights[index], alone.token_weights[0], rtol=1e-5, atol=1e-7
+        )
+        np.testing.assert_allclose(
+            together.metadata["similarities"][index], alone.metadata["similarities"][0], atol=1e-6
+        )
+
+
+def test_explanation_records_prompts_weights_and_similarities(loaded, image):
+    dexar = explain_similarity(loaded, image, PROMPTS, layers=2, head_agg="mean")
+    legrad = explain_similarity(loaded, image, PROMPTS, method="legrad", layers="all")
+    assert dexar.method == "dexar" and legrad.method == "legrad"
+    assert dexar.layers == (1, 2) and legrad.layers == (0, 1, 2)
+    assert dexar.options["head_agg"] == "mean"
+    assert dexar.head_weights.shape == (3, 2, 4)
+    assert np.all(dexar.token_weights >= 0)
+    np.testing.assert_allclose(legrad.token_weights, legrad.metadata["similarities"], atol=1e-6)
+    assert dexar.adapter == "open_clip" and not dexar.generated
+    for explanation in (dexar, legrad):
+        assert explanation.sequence_map.min() >= 0 and explanation.sequence_map.max() <= 1
+        maps, sequence = explanation.upsample()
+        assert maps.shape == (3, 64, 64) and sequence.shape == (64, 64)
+
+
+def test_explain_dispatches_contrastive_models(loaded, image):
+    direct = explain_similarity(loaded, image, PROMPTS[:2], method="legrad")
+    via_api = dexar_core.explain(loaded, image, PROMPTS[:2], method="legrad")
+    assert via_api == attrs.evolve(direct, timings=via_api.timings)
+    with pytest.raises(InputError, match="contrastive"):
+        dexar_core.explain(loaded, image, "a red circle", answer="red")
+
+
+def test_explanation_saves_and_loads(loaded, image, tmp_path):
+    explanation = explain_similarity(loaded, image, PROMPTS)
+    explanation.save(tmp_path / "similarity")
+    assert dexar_core.Explanation.load(tmp_path / "similarity") == explanation
+
+
+@pytest.mark.parametrize(
+    ("prompts", "error", "match"),
+    [
+        ([], DexarError, "at least one text"),
+        (["a red circle", "  "], InputError, "non-empty string"),
+        ([3], InputError, "non-empty string"),
+    ],
+)
+def test_bad_prompts_are_refused(loaded, image, prompts, error, match):
+    with pytest.raises(error, match=match):
+        explain_similarity(loaded, image, prompts)
+
+
+def test_bad_method_options_and_images_are_refused(loaded, image):
+    with pytest.raises(MethodError, match="legrad"):
+        explain_similarity(loaded, image, PROMPTS, method="rollout")
+    with pytest.raises(MethodError, match="head_agg"):
+        explain_similarity(loaded, image, PROMPTS, method="legrad", head_agg="max")
+    with pytest.raises(MethodError, match="last 7"):
+        explain_similarity(loaded, image, PROMPTS, layers=7)
+    with pytest.raises(InputError, match="one image per call"):
+        explain_similarity(loaded, [image, image], PROMPTS)
+
+
+@pytest.mark.parametrize(
+    "vision_cfg",
+    [
+        {"layers": [1, 1, 1, 1], "width": 16, "image_size": 64, "head_width": 16},
+        {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "image_size": 32},
+    ],
+    ids=["ResNet", "ConvNeXt"],
+)
+def test_convolutional_towers_are_refused_naming_the_supported_ones(vision_cfg, image):
+    from open_clip.model import CLIP
+
+    text_cfg = {"context_length": 8, "vocab_size": 50, "width": 16, "heads": 2, "layers": 1}
+    model = CLIP(embed_dim=16, vision_cfg=vision_cfg, text_cfg=text_cfg)
+    with pytest.raises(UnsupportedModelError, match=r"VisionTransformer.*ViT-B-32"):
+        wrap_model(model, tokenizer=None)
+    fake = attrs.evolve(tiny_loaded(), model=model)
+    with pytest.raises(UnsupportedModelError, match="VisionTransformer"):
+        explain_similarity(fake, image, PROMPTS)
+
+
+def test_load_reads_an_open_clip_folder_through_the_adapter_prefix(tmp_path, image):
+    from dexar_open_clip.tiny import tiny_model_config
+
+    model, tokenizer = build_tiny_open_clip(seed=5)
+    config = tiny_model_config(
+        vocab_size=len(tokenizer.tokenizer), eos_id=tokenizer.tokenizer.eos_token_id
+    )
+    save_checkpoint(tmp_path / "tiny", model, tokenizer, config)
+    loaded = dexar_core.load(f"open_clip:{tmp_path / 'tiny'}")
+    assert loaded.adapter.name == "open_clip"
+    assert loaded.model_id == f"open_clip:{tmp_path / 'tiny'}"
+    reference = explain_similarity(wrap_model(model, tokenizer), image, PROMPTS)
+    again = explain_similarity(loaded, image, PROMPTS)
+    np.testing.assert_allclose(again.token_map_stack, reference.token_map_stack, atol=1e-5)
+
+
+def test_load_reads_an_architecture_with_a_weights_file(tmp_path, image):
+    import open_clip
+    from open_clip.model import CLIP
+
+    name = "dexar-test-tiny-vit"
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "patch_size": 8,
+            "width": 16,
+            "layers": 2,
+            "head_width": 8,
+        },
+        "text_cfg": {
+            "context_length": 12,
+            "vocab_size": 49408,
+            "width": 8,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    (tmp_path / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    torch.manual_seed(0)
+    torch.save(CLIP(**config).state_dict(), tmp_path / "weights.pt")
+    loaded = dexar_core.load(f"open_clip:{name}:{tmp_path / 'weights.pt'}")
+    explanation = dexar_core.explain(loaded, image, ["a photo of a red circle", "a dog"])
+    assert explanation.token_map_stack.shape == (2, 4, 4)
+    with pytest.raises(CheckpointError, match="no weights"):
+        dexar_core.load(f"open_clip:{name}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [("no-such-arch", "not an open_clip model specification"), (".", "open_clip_config.json")],
+)
+def test_load_refuses_unknown_specifications(spec, match):
+    with pytest.raises(CheckpointError, match=match):
+        dexar_core.load(f"open_clip:{spec}")
