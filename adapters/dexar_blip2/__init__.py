@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.values import AdapterSpec
+from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
     from dexar_core.interfaces import ModelAdapter
+
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+"""Where the embedded checkpoints live."""
 
 
 def _adapter() -> ModelAdapter:
@@ -55,5 +60,18 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             conformance=conformance_case,
             description="BLIP-2 (Blip2ForConditionalGeneration), OPT or Flan-T5; maps "
             "projected from the query tokens onto patches through the Q-Former",
+        ),
+    )
+
+
+@hookimpl
+def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
+    """``shapes-blip2``: see its model card for the training command and accuracy."""
+    return (
+        EmbeddedModelSpec(
+            name="shapes-blip2",
+            path=CHECKPOINTS / "shapes-blip2",
+            adapter="blip2",
+            description="tiny BLIP-2 (ViT, Q-Former, OPT) trained on the shapes benchmark",
         ),
     )

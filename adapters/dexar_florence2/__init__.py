@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.values import AdapterSpec
+from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
     from dexar_core.interfaces import ModelAdapter
+
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+"""Where the embedded checkpoints live."""
 
 
 def _adapter() -> ModelAdapter:
@@ -61,5 +66,18 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             conformance=conformance_case,
             description="Florence-2 (Florence2ForConditionalGeneration), encoder-decoder: "
             "decoder cross-attention",
+        ),
+    )
+
+
+@hookimpl
+def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
+    """``shapes-florence2``: see its model card for the training command and accuracy."""
+    return (
+        EmbeddedModelSpec(
+            name="shapes-florence2",
+            path=CHECKPOINTS / "shapes-florence2",
+            adapter="florence2",
+            description="tiny Florence-2 (DaViT, BART) trained on the shapes benchmark",
         ),
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from dexar_core.values import AdapterSpec
+from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_plugins import hookimpl
 
 
@@ -48,5 +49,21 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             factory=_adapter,
             description="LLaVA-1.5 (LlavaForConditionalGeneration), decoder-only",
             conformance=conformance_case,
+        ),
+    )
+
+
+@hookimpl
+def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
+    """The tiny LLaVA trained on the shapes benchmark, the default of ``dexar explain``."""
+    here = Path(__file__).parent
+    return (
+        EmbeddedModelSpec(
+            name="shapes-llava",
+            path=here / "checkpoints" / "shapes-llava",
+            adapter="llava",
+            description="tiny LLaVA trained on the synthetic shapes benchmark (see its card)",
+            example_image=here / "example.png",
+            example_prompt="describe the image",
         ),
     )
