@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from dexar_llava.adapter import LlavaAdapter
-from dexar_llava.tiny import build_tiny_llava
 from PIL import Image
 
 from dexar_core.records import LoadedModel
+from dexar_llava.adapter import LlavaAdapter
+from dexar_llava.tiny import build_tiny_llava
 
 
 def tiny_llava(

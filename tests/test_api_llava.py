@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dexar_llava.tiny import build_tiny_llava
 from llava_fixtures import noise_image
 from PIL import Image
 
 from dexar_core import errors
 from dexar_core.api import explain, load
 from dexar_core.explanation import Explanation
+from dexar_llava.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")

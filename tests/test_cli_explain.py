@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from dexar_llava.tiny import build_tiny_llava
 from llava_fixtures import noise_image
 
 from dexar_core.cli import main
 from dexar_core.commands.explain import parse_option
+from dexar_llava.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dexar_llava.tiny import build_tiny_llava, format_prompt
 from PIL import Image
 
 from dexar_core.errors import InputError
 from dexar_core.zoo.tokenizer import build_word_tokenizer
+from dexar_llava.tiny import build_tiny_llava, format_prompt
 
 QUESTION = "what color is the circle?"
 
