@@ -151,14 +151,15 @@ def test_same_seed_same_weights_and_caller_random_state_untouched():
         assert torch.equal(a, b), name
 
 
-def test_shapes_builder_sets_an_8x8_grid_on_64_pixel_images():
+def test_shapes_builder_admits_the_training_sizes_at_their_own_size():
     model, processor = build_shapes_qwen2_vl(seed=0, image_size=64)
-    inputs = processor(text=format_prompt(QUESTION), images=[_image(64, 64)], return_tensors="pt")
-    assert inputs["image_grid_thw"].tolist() == [[1, 16, 16]]
-    assert model.config.vision_config.patch_size == 4
-    _, wide = build_shapes_qwen2_vl(seed=0, image_size=(48, 80))
-    inputs = wide(text=format_prompt(QUESTION), images=[_image(48, 80)], return_tensors="pt")
-    assert inputs["image_grid_thw"].tolist() == [[1, 12, 20]]
+    assert model.config.vision_config.patch_size == 8
+    assert model.config.text_config.rope_parameters["rope_theta"] == 10.0
+    for (height, width), grid in {(64, 64): 4, (96, 96): 6, (80, 112): (5, 7)}.items():
+        image = _image(height, width)
+        inputs = processor(text=format_prompt(QUESTION), images=[image], return_tensors="pt")
+        rows, cols = grid if isinstance(grid, tuple) else (grid, grid)
+        assert inputs["image_grid_thw"].tolist() == [[1, 2 * rows, 2 * cols]]
 
 
 @pytest.mark.parametrize(

@@ -319,22 +319,27 @@ def build_shapes_qwen2_vl(
 ) -> tuple[Any, Any]:
     """The tiny Qwen2-VL the embedded ``shapes-qwen2vl`` checkpoint is trained from.
 
-    Patches of 4 pixels merged 2x2, so a 64x64 image gives an 8x8 token grid (as the
-    embedded LLaVA); the pixel range admits the benchmark's square and non-square
-    images at their own size.
+    Patches of 8 pixels merged 2x2: a 64x64 image gives a 4x4 token grid, 96x96 a 6x6
+    one, 80x112 a 5x7 one; the pixel range admits the benchmark's square and non-square
+    training sizes at their own size. Each patch sees most of a shape, so the vision
+    tower can tell shapes apart from one patch (patches of 4 pixels learnt shapes far
+    more slowly). M-RoPE uses base 10 rather than Qwen's 1e6: in M-RoPE the width
+    section gets the lowest frequencies, which at base 1e6 (or 1e4) barely turn over a
+    grid a few tokens wide, leaving a tiny model unable to tell left from right.
 
     Args:
         seed: Seed of the weight initialisation.
         image_size: The benchmark's image side, or ``(height, width)``: sets the pixel
-            range to half and twice its area.
+            range to half and four times its area.
         **options: Overrides of :func:`build_tiny_qwen_vl`'s keyword arguments.
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     area = height * width
     settings: dict[str, Any] = {
-        "patch_size": 4,
+        "patch_size": 8,
         "min_pixels": area // 2,
-        "max_pixels": area * 2,
+        "max_pixels": area * 4,
+        "rope_theta": 10.0,
         "text_layers": 2,
         "vision_layers": 2,
         "hidden_size": 128,

@@ -97,7 +97,7 @@ RECIPES: dict[str, TrainingRecipe] = {
             "Qwen2VLForConditionalGeneration: ViT with 2x2 patch merger, Qwen2 language model "
             "with M-RoPE, dynamic resolution"
         ),
-        extra_image_sizes=((48, 80), (80, 48)),
+        extra_image_sizes=((96, 96), (80, 112), (112, 80)),
         position_ids=False,
     ),
     "florence2": TrainingRecipe(
