@@ -121,7 +121,7 @@ class DexarMethod(Method):
                 visual_score.max(axis=(1, 2)) - text_score.max(axis=(1, 2)), 0.0
             )
         else:
-            token_weights = np.ones(gradients.shape[0])
+            token_weights = np.ones(gradients.shape[0], dtype=np.float32)
         fallback = bool(np.all(token_weights == 0))
         weights = np.ones_like(token_weights) if fallback else token_weights
         per_token = (
