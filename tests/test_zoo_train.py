@@ -97,15 +97,21 @@ def shipped():
     return model.eval(), processor
 
 
+def test_shipped_checkpoint_is_small_and_documented():
+    assert (CHECKPOINT / "model.safetensors").stat().st_size < 10 * 2**20
+    card = (CHECKPOINT / "README.md").read_text()
+    assert "python -m dexar_core.zoo.train" in card
+    facts = json.loads((CHECKPOINT / "dexar_training.json").read_text())
+    assert set(facts["accuracy"]) == {"color", "shape", "position", "caption", "all"}
+    assert f"{facts['accuracy']['all']:.1%}" in card
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="the shipped shapes-llava is below issue 4's accuracy bar (its model card gives "
     "the measured figures); remove this mark once a retrained checkpoint meets it",
 )
-def test_shipped_checkpoint_is_small_and_documented():
-    assert (CHECKPOINT / "model.safetensors").stat().st_size < 10 * 2**20
-    card = (CHECKPOINT / "README.md").read_text()
-    assert "python -m dexar_core.zoo.train" in card
+def test_shipped_checkpoint_meets_the_accuracy_bar():
     facts = json.loads((CHECKPOINT / "dexar_training.json").read_text())
     assert facts["accuracy"]["color"] >= 0.95
     assert facts["accuracy"]["position"] >= 0.95
