@@ -17,7 +17,8 @@ import torch
 
 from dexar_core.capture import TransformersAttentionCapture
 from dexar_core.engine import LogitLensGradients
-from dexar_core.errors import CheckpointError, InputError
+from dexar_core.errors import InputError
+from dexar_core.hf_common import load_pretrained, template_mask, to_model
 from dexar_core.images import Video
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
@@ -46,15 +47,6 @@ class PromptLocator(VisualTokenLocator):
             template_mask=template & ~image_tokens,
             grids=grids,
         )
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    count = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        count += 1
-    return count
 
 
 class HFDecoderOnlyAdapter(ModelAdapter):
@@ -115,28 +107,7 @@ class HFDecoderOnlyAdapter(ModelAdapter):
 
     def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
         """See :meth:`ModelAdapter.load`."""
-        import transformers
-
-        model_cls = getattr(transformers, self.model_class)
-        kwargs: dict[str, Any] = {}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if device_map is not None:
-            kwargs["device_map"] = device_map
-        try:
-            model = model_cls.from_pretrained(path, **kwargs)
-            processor = transformers.AutoProcessor.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"{self.name} adapter could not load {path!r} with "
-                f"{self.model_class}.from_pretrained: {error}. Check that the folder holds "
-                "config.json, the weights and the processor files, or that the hub id is "
-                "in your local cache."
-            ) from error
-        if device is not None and device_map is None:
-            model = model.to(device)
-        model.eval()
-        return LoadedModel(model=model, processor=processor, adapter=self, model_id=path)
+        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """See :meth:`ModelAdapter.prepare`."""
@@ -158,19 +129,8 @@ class HFDecoderOnlyAdapter(ModelAdapter):
             ) from error
         bare_ids = self.processor_inputs(loaded, bare, images)["input_ids"][0].tolist()
         ids = inputs["input_ids"][0].tolist()
-        prefix = _common_prefix(ids, bare_ids)
-        suffix = _common_prefix(ids[::-1], bare_ids[::-1])
-        template = np.zeros(len(ids), dtype=bool)
-        if prompt:
-            template[:prefix] = True
-            template[len(ids) - min(suffix, len(ids) - prefix) :] = True
-        special = set(getattr(loaded.tokenizer, "all_special_ids", []))
-        template |= np.isin(ids, list(special))
-        device = loaded.model.device
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in moved and moved[key].is_floating_point():
-                moved[key] = moved[key].to(loaded.model.dtype)
+        template = template_mask(ids, bare_ids, prompt, loaded.tokenizer)
+        moved = to_model(inputs, loaded.model, ("pixel_values", "pixel_values_videos"))
         return PreparedPrompt(
             inputs=moved,
             prompt=prompt,

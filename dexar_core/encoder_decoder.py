@@ -27,6 +27,7 @@ import torch
 from dexar_core.capture import TransformersAttentionCapture
 from dexar_core.engine import LogitLensGradients
 from dexar_core.errors import CheckpointError, InputError
+from dexar_core.hf_common import load_pretrained, template_mask, to_model
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, VisualLayout
@@ -60,41 +61,6 @@ class EncoderLocator(VisualTokenLocator):
             template_mask=template & ~image_tokens & attended,
             grids=grids,
         )
-
-
-def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading entries ``a`` and ``b`` share."""
-    count = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        count += 1
-    return count
-
-
-def resized_image_box(image_processor: Any, size: tuple[int, int]) -> tuple[float, ...]:
-    """The part of the original image the processed pixels cover, in original pixels.
-
-    Follows the CLIP / BLIP-style processors: a resize (fixed height and width, or the
-    shortest edge), then an optional centre crop.
-    """
-    width, height = size
-    resize = getattr(image_processor, "size", None) or {}
-    scale_x = scale_y = 1.0
-    if getattr(image_processor, "do_resize", False):
-        if "shortest_edge" in resize:
-            scale_x = scale_y = resize["shortest_edge"] / min(width, height)
-        elif "height" in resize and "width" in resize:
-            scale_x, scale_y = resize["width"] / width, resize["height"] / height
-    resized_w, resized_h = width * scale_x, height * scale_y
-    left, top, right, bottom = 0.0, 0.0, resized_w, resized_h
-    crop = getattr(image_processor, "crop_size", None) or {}
-    if getattr(image_processor, "do_center_crop", False) and "height" in crop:
-        left = max((resized_w - crop["width"]) / 2, 0.0)
-        top = max((resized_h - crop["height"]) / 2, 0.0)
-        right = min(left + crop["width"], resized_w)
-        bottom = min(top + crop["height"], resized_h)
-    return (left / scale_x, top / scale_y, right / scale_x, bottom / scale_y)
 
 
 class HFEncoderDecoderAdapter(ModelAdapter):
@@ -154,28 +120,7 @@ class HFEncoderDecoderAdapter(ModelAdapter):
 
     def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
         """See :meth:`ModelAdapter.load`."""
-        import transformers
-
-        model_cls = getattr(transformers, self.model_class)
-        kwargs: dict[str, Any] = {}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if device_map is not None:
-            kwargs["device_map"] = device_map
-        try:
-            model = model_cls.from_pretrained(path, **kwargs)
-            processor = transformers.AutoProcessor.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"{self.name} adapter could not load {path!r} with "
-                f"{self.model_class}.from_pretrained: {error}. Check that the folder holds "
-                "config.json, the weights and the processor files, or that the hub id is "
-                "in your local cache."
-            ) from error
-        if device is not None and device_map is None:
-            model = model.to(device)
-        model.eval()
-        return LoadedModel(model=model, processor=processor, adapter=self, model_id=path)
+        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
 
     def _processed(self, loaded: LoadedModel, text: str, images: Sequence[Any]) -> dict[str, Any]:
         try:
@@ -201,18 +146,8 @@ class HFEncoderDecoderAdapter(ModelAdapter):
         bare_ids = self._processed(loaded, self.format_prompt(loaded, "", len(images)), images)[
             "input_ids"
         ][0].tolist()
-        prefix = common_prefix_length(ids, bare_ids)
-        suffix = common_prefix_length(ids[::-1], bare_ids[::-1])
-        template = np.zeros(len(ids), dtype=bool)
-        if prompt:
-            template[:prefix] = True
-            template[len(ids) - min(suffix, len(ids) - prefix) :] = True
-        special = set(getattr(loaded.tokenizer, "all_special_ids", []))
-        template |= np.isin(ids, list(special))
-        device = loaded.model.device
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        if "pixel_values" in moved and moved["pixel_values"].is_floating_point():
-            moved["pixel_values"] = moved["pixel_values"].to(loaded.model.dtype)
+        template = template_mask(ids, bare_ids, prompt, loaded.tokenizer)
+        moved = to_model(inputs, loaded.model, ("pixel_values",))
         return PreparedPrompt(
             inputs=moved,
             prompt=prompt,

@@ -144,3 +144,13 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
         load(str(tmp_path))
     with pytest.raises(errors.CheckpointError):
         load(str(tmp_path / "does-not-exist"))
+
+
+def test_corrupt_weights_are_a_checkpoint_error(tiny_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(errors.CheckpointError, match="intact weights"):
+        load(str(broken))

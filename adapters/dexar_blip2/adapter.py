@@ -36,13 +36,10 @@ import torch
 
 from dexar_core.capture import TransformersAttentionCapture
 from dexar_core.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.encoder_decoder import (
-    HFEncoderDecoderAdapter,
-    common_prefix_length,
-    resized_image_box,
-)
+from dexar_core.encoder_decoder import HFEncoderDecoderAdapter
 from dexar_core.engine import LogitLensGradients, frozen_parameters
 from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedModelError
+from dexar_core.hf_common import resized_image_box, template_positions
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, RelevanceProjection, VisualLayout
@@ -60,16 +57,6 @@ def format_blip2_prompt(prompt: str) -> str:
     if not prompt.strip() or prompt.rstrip().lower().endswith("answer:"):
         return prompt
     return PROMPT_TEMPLATE.format(question=prompt)
-
-
-def template_positions(ids: Sequence[int], bare_ids: Sequence[int]) -> np.ndarray:
-    """True where ``ids`` shares its leading or trailing tokens with the bare template."""
-    prefix = common_prefix_length(ids, bare_ids)
-    suffix = min(common_prefix_length(ids[::-1], bare_ids[::-1]), len(ids) - prefix)
-    template = np.zeros(len(ids), dtype=bool)
-    template[:prefix] = True
-    template[len(ids) - suffix :] = True
-    return template
 
 
 def query_facts(

@@ -16,36 +16,12 @@ import numpy as np
 
 from dexar_core.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.hf_common import resized_image_box
 from dexar_core.records import LoadedModel, PreparedPrompt
 from dexar_core.values import Grid
 
 FALLBACK_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"
 """The LLaVA-1.5 prompt form, used when the processor has no chat template."""
-
-
-def processed_box(image_processor: Any, size: tuple[int, int]) -> tuple[float, ...]:
-    """The part of the original image the processed pixels cover, in original pixels.
-
-    Follows the CLIP-style processor: resize (shortest edge, or fixed height/width),
-    then an optional centre crop.
-    """
-    width, height = size
-    resize = getattr(image_processor, "size", None) or {}
-    scale_x = scale_y = 1.0
-    if getattr(image_processor, "do_resize", False):
-        if "shortest_edge" in resize:
-            scale_x = scale_y = resize["shortest_edge"] / min(width, height)
-        elif "height" in resize and "width" in resize:
-            scale_x, scale_y = resize["width"] / width, resize["height"] / height
-    resized_w, resized_h = width * scale_x, height * scale_y
-    left, top, right, bottom = 0.0, 0.0, resized_w, resized_h
-    crop = getattr(image_processor, "crop_size", None) or {}
-    if getattr(image_processor, "do_center_crop", False) and "height" in crop:
-        left = max((resized_w - crop["width"]) / 2, 0.0)
-        top = max((resized_h - crop["height"]) / 2, 0.0)
-        right = min(left + crop["width"], resized_w)
-        bottom = min(top + crop["height"], resized_h)
-    return (left / scale_x, top / scale_y, right / scale_x, bottom / scale_y)
 
 
 class LlavaAdapter(HFDecoderOnlyAdapter):
@@ -110,7 +86,9 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
                 f"{per_image} tokens each were given; put exactly one '<image>' placeholder "
                 "per image in the prompt (or none, to let dexar apply the template)."
             )
-        boxes = [processed_box(loaded.processor.image_processor, image.size) for image in images]
+        boxes = [
+            resized_image_box(loaded.processor.image_processor, image.size) for image in images
+        ]
         return {
             "image_token_ids": {image_token_id},
             "llava_grid": (rows, cols, with_cls),

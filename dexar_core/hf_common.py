@@ -1,0 +1,113 @@
+"""Pieces every Hugging Face adapter base shares: loading, the template mask, pixel boxes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexar_core.errors import CheckpointError
+from dexar_core.records import LoadedModel
+
+
+def load_pretrained(
+    adapter: Any, path: str, *, device: str | None, dtype: Any, device_map: Any
+) -> LoadedModel:
+    """``adapter.model_class.from_pretrained(path)`` and its ``AutoProcessor``, in eval mode.
+
+    Raises:
+        CheckpointError: the folder or hub id cannot be loaded (missing files, corrupt
+            weights); the message says what the folder must hold.
+    """
+    import transformers
+    from safetensors import SafetensorError
+
+    model_cls = getattr(transformers, adapter.model_class)
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = model_cls.from_pretrained(path, **kwargs)
+        processor = transformers.AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        raise CheckpointError(
+            f"{adapter.name} adapter could not load {path!r} with "
+            f"{adapter.model_class}.from_pretrained: {error}. Check that the folder holds "
+            "config.json, intact weights and the processor files, or that the hub id is "
+            "in your local cache."
+        ) from error
+    if device is not None and device_map is None:
+        model = model.to(device)
+    model.eval()
+    return LoadedModel(model=model, processor=processor, adapter=adapter, model_id=path)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading entries ``a`` and ``b`` share."""
+    count = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+def template_positions(ids: Sequence[int], bare_ids: Sequence[int]) -> np.ndarray:
+    """True where ``ids`` shares its leading or trailing tokens with the bare template.
+
+    ``bare_ids`` is the same template rendered with an empty prompt; what the two share
+    at either end is the template, the rest is the user's prompt.
+    """
+    prefix = common_prefix_length(ids, bare_ids)
+    suffix = min(common_prefix_length(ids[::-1], bare_ids[::-1]), len(ids) - prefix)
+    template = np.zeros(len(ids), dtype=bool)
+    template[:prefix] = True
+    template[len(ids) - suffix :] = True
+    return template
+
+
+def template_mask(
+    ids: Sequence[int], bare_ids: Sequence[int], prompt: str, tokenizer: Any
+) -> np.ndarray:
+    """Template positions (none for an empty prompt) plus every special token."""
+    template = template_positions(ids, bare_ids) if prompt else np.zeros(len(ids), dtype=bool)
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    return template | np.isin(ids, list(special))
+
+
+def to_model(inputs: dict[str, Any], model: Any, float_keys: Sequence[str]) -> dict[str, Any]:
+    """Tensors moved to the model's device; the pixel tensors cast to its dtype."""
+    moved = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    for key in float_keys:
+        if key in moved and moved[key].is_floating_point():
+            moved[key] = moved[key].to(model.dtype)
+    return moved
+
+
+def resized_image_box(image_processor: Any, size: tuple[int, int]) -> tuple[float, ...]:
+    """The part of the original image the processed pixels cover, in original pixels.
+
+    Follows the CLIP / BLIP-style processors: a resize (fixed height and width, or the
+    shortest edge), then an optional centre crop.
+    """
+    width, height = size
+    resize = getattr(image_processor, "size", None) or {}
+    scale_x = scale_y = 1.0
+    if getattr(image_processor, "do_resize", False):
+        if "shortest_edge" in resize:
+            scale_x = scale_y = resize["shortest_edge"] / min(width, height)
+        elif "height" in resize and "width" in resize:
+            scale_x, scale_y = resize["width"] / width, resize["height"] / height
+    resized_w, resized_h = width * scale_x, height * scale_y
+    left, top, right, bottom = 0.0, 0.0, resized_w, resized_h
+    crop = getattr(image_processor, "crop_size", None) or {}
+    if getattr(image_processor, "do_center_crop", False) and "height" in crop:
+        left = max((resized_w - crop["width"]) / 2, 0.0)
+        top = max((resized_h - crop["height"]) / 2, 0.0)
+        right = min(left + crop["width"], resized_w)
+        bottom = min(top + crop["height"], resized_h)
+    return (left / scale_x, top / scale_y, right / scale_x, bottom / scale_y)
