@@ -14,6 +14,8 @@ from dexar_core.records import AttentionGradients
 
 HEAD_AGGREGATIONS = ("max", "topk_mean", "mean")
 TEXT_SETS = ("all_non_visual", "prompt_only")
+TOKEN_SCORES = ("max_gradient", "attention_weighted", "visual_share")
+"""How ``delta^t`` is scored: the paper's, and two variants measured in docs/results.md."""
 
 
 def aggregate_keys(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int) -> np.ndarray:
@@ -58,6 +60,15 @@ class DexarMethod(Method):
             instead of the raw ``sum_t delta_t E^t``.
         head_weighting: False gives the ``dexar_nohead`` ablation (w = 1).
         token_weighting: False gives the ``dexar_nodelta`` ablation (delta = 1).
+        token_score: how ``delta^t`` is scored. ``"max_gradient"`` (default, METHOD.md
+            §6): ``ReLU(max_{l,i} S_v - max_{l,i} S_text)``. Two variants beyond the
+            paper, options only (docs/results.md has the evidence):
+            ``"attention_weighted"`` uses the same formula on ``A * G`` (the realised
+            attention times the gradient, as ``attn_grad`` weighs keys), so a key the
+            token never attended to cannot make it look visual or textual;
+            ``"visual_share"`` is the visual keys' share of the gradient mass,
+            ``sum_V G / sum_{V + T_set} G`` summed over layers and heads, which does not
+            hinge on one extreme head. Head weights are the same in every case.
     """
 
     name = "dexar"
@@ -72,12 +83,15 @@ class DexarMethod(Method):
         normalize_tokens: bool = False,
         head_weighting: bool = True,
         token_weighting: bool = True,
+        token_score: str = "max_gradient",
     ) -> None:
         super().__init__(layers=layers)
         if head_agg not in HEAD_AGGREGATIONS:
             raise MethodError(f"head_agg must be one of {HEAD_AGGREGATIONS}, got {head_agg!r}.")
         if text_set not in TEXT_SETS:
             raise MethodError(f"text_set must be one of {TEXT_SETS}, got {text_set!r}.")
+        if token_score not in TOKEN_SCORES:
+            raise MethodError(f"token_score must be one of {TOKEN_SCORES}, got {token_score!r}.")
         if int(topk) < 1:
             raise MethodError(f"topk must be a positive int, got {topk!r}.")
         self.head_agg = head_agg
@@ -86,6 +100,7 @@ class DexarMethod(Method):
         self.normalize_tokens = bool(normalize_tokens)
         self.head_weighting = bool(head_weighting)
         self.token_weighting = bool(token_weighting)
+        self.token_score = token_score
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -98,6 +113,7 @@ class DexarMethod(Method):
             "normalize_tokens": self.normalize_tokens,
             "head_weighting": self.head_weighting,
             "token_weighting": self.token_weighting,
+            "token_score": self.token_score,
         }
 
     def explain(self, record: AttentionGradients) -> MethodResult:
@@ -117,9 +133,7 @@ class DexarMethod(Method):
         on_visual = gradients[..., layout.visual_positions]
         token_relevance = np.einsum("tlh,tlhn->tn", head_weights, on_visual, dtype=np.float32)
         if self.token_weighting:
-            token_weights = np.maximum(
-                visual_score.max(axis=(1, 2)) - text_score.max(axis=(1, 2)), 0.0
-            )
+            token_weights = self._token_weights(record, visual, text, visual_score, text_score)
         else:
             token_weights = np.ones(gradients.shape[0], dtype=np.float32)
         fallback = bool(np.all(token_weights == 0))
@@ -137,3 +151,25 @@ class DexarMethod(Method):
             head_weights=head_weights.astype(np.float32),
             sequence_fallback=fallback,
         )
+
+    def _token_weights(
+        self,
+        record: AttentionGradients,
+        visual: np.ndarray,
+        text: np.ndarray,
+        visual_score: np.ndarray,
+        text_score: np.ndarray,
+    ) -> np.ndarray:
+        """``delta^t`` per token, ``[T]``, scored as :attr:`token_score` says."""
+        if self.token_score == "max_gradient":
+            return np.maximum(visual_score.max(axis=(1, 2)) - text_score.max(axis=(1, 2)), 0.0)
+        gradients = record.gradients.astype(np.float32, copy=False)
+        if self.token_score == "attention_weighted":
+            weighted = gradients * record.attentions.astype(np.float32, copy=False)
+            on_visual = aggregate_keys(weighted, visual, self.head_agg, self.topk)
+            on_text = aggregate_keys(weighted, text, self.head_agg, self.topk)
+            return np.maximum(on_visual.max(axis=(1, 2)) - on_text.max(axis=(1, 2)), 0.0)
+        visual_mass = np.where(visual[:, None, None, :], gradients, 0.0).sum(axis=(1, 2, 3))
+        text_mass = np.where(text[:, None, None, :], gradients, 0.0).sum(axis=(1, 2, 3))
+        total = visual_mass + text_mass
+        return np.divide(visual_mass, total, out=np.zeros_like(total), where=total > 0)
