@@ -13,7 +13,9 @@ from PIL import Image
 
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
-from dexar_core.zoo.train import RECIPES, _schedule, generate_answers, main, train
+from dexar_core.zoo.answers import generate_answers
+from dexar_core.zoo.recipes import RECIPES
+from dexar_core.zoo.train import _schedule, main, train
 
 LLAVA = Path(__file__).resolve().parents[1] / "adapters" / "dexar_llava"
 CHECKPOINT = LLAVA / "checkpoints" / "shapes-llava"

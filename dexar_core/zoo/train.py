@@ -14,8 +14,9 @@ The folder it writes is a standard Hugging Face checkpoint (``config.json``,
 ``model.safetensors``, tokenizer and processor files) plus a model card ``README.md``
 and ``dexar_training.json`` with the same facts in machine-readable form.
 
-Adapters are rows of :data:`RECIPES`: a name, the builder of a fresh model and
-processor, and the prompt formatter. Adding an architecture is adding a row.
+Adapters are rows of :data:`dexar_core.zoo.recipes.RECIPES`: a name, the builder of
+a fresh model and processor, and the prompt formatter. Adding an architecture is adding
+a row.
 
 With ``--minutes`` the number of steps is fixed after the first few steps from their
 measured speed, and the model card records it: rerunning with ``--steps`` set to it
@@ -26,131 +27,23 @@ CUDA kernels may round differently from run to run).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from dexar_core.datasets.shapes import KINDS, ShapesDataset, ShapesItem
+from dexar_core.datasets.shapes import ShapesDataset, ShapesItem
 from dexar_core.errors import InputError
+from dexar_core.zoo.answers import evaluate
+from dexar_core.zoo.batches import training_batch
+from dexar_core.zoo.card import TrainingReport, command_line, save_checkpoint
+from dexar_core.zoo.recipes import RECIPES, TrainingRecipe, recipe
 
 CALIBRATION_STEPS = 10
 """Steps timed (after the first) before a ``--minutes`` budget becomes a step count."""
-
-
-@attrs.frozen(kw_only=True)
-class TrainingRecipe:
-    """How to build and prompt one adapter's tiny model.
-
-    Attributes:
-        name: the adapter name used on the command line.
-        builder: ``"module:function"`` returning ``(model, processor)``; called with
-            ``seed=`` (and any ``model_options``).
-        prompt_formatter: ``"module:function"`` turning a question into the full prompt.
-        description: one line for the model card.
-        extra_image_sizes: ``(height, width)`` sizes besides ``image_size``, for models
-            with dynamic resolution: training batches cycle through all the sizes and
-            the test and held-out items are spread evenly over them.
-        position_ids: whether the training batch passes 1D positions that skip the left
-            padding; False for models that derive their own from the attention mask
-            (Qwen-VL's multimodal M-RoPE positions).
-        encoder_decoder: whether the answer is the decoder's (Florence-2): the prompt is
-            the encoder's input, right-padded (absolute positions then match a single
-            prompt), and the labels are the answer tokens alone.
-    """
-
-    name: str
-    builder: str
-    prompt_formatter: str
-    description: str
-    extra_image_sizes: tuple[tuple[int, int], ...] = ()
-    position_ids: bool = True
-    encoder_decoder: bool = False
-
-    def build(self, seed: int, **model_options: Any) -> tuple[Any, Any]:
-        """Build a fresh, randomly initialised ``(model, processor)``."""
-        return _resolve(self.builder)(seed=seed, **model_options)
-
-    def formatter(self) -> Callable[[str], str]:
-        """Return the function turning a question into the model's prompt."""
-        return _resolve(self.prompt_formatter)
-
-
-RECIPES: dict[str, TrainingRecipe] = {
-    "llava": TrainingRecipe(
-        name="llava",
-        builder="dexar_llava.tiny:build_tiny_llava",
-        prompt_formatter="dexar_llava.tiny:format_prompt",
-        description="LlavaForConditionalGeneration: CLIP vision tower, Llama language model",
-    ),
-    "qwen2vl": TrainingRecipe(
-        name="qwen2vl",
-        builder="dexar_qwen_vl.tiny:build_shapes_qwen2_vl",
-        prompt_formatter="dexar_qwen_vl.tiny:format_prompt",
-        description=(
-            "Qwen2VLForConditionalGeneration: ViT with 2x2 patch merger, Qwen2 language model "
-            "with M-RoPE, dynamic resolution"
-        ),
-        extra_image_sizes=((96, 96), (80, 112), (112, 80)),
-        position_ids=False,
-    ),
-    "florence2": TrainingRecipe(
-        name="florence2",
-        builder="dexar_florence2.tiny:build_shapes_florence2",
-        prompt_formatter="dexar_florence2.tiny:format_prompt",
-        description=("Florence2ForConditionalGeneration: DaViT vision tower, BART encoder-decoder"),
-        position_ids=False,
-        encoder_decoder=True,
-    ),
-    "blip2": TrainingRecipe(
-        name="blip2",
-        builder="dexar_blip2.tiny:build_shapes_blip2",
-        prompt_formatter="dexar_blip2.tiny:format_prompt",
-        description=(
-            "Blip2ForConditionalGeneration: ViT, Q-Former with 32 query tokens, OPT language model"
-        ),
-    ),
-}
-"""Adapters this script can train, by name."""
-
-
-@attrs.frozen(kw_only=True)
-class TrainingReport:
-    """What one training run did and how well the result answers.
-
-    Attributes:
-        adapter: the adapter name.
-        out: the checkpoint folder.
-        seed: the training seed (weights and data order).
-        steps: optimiser steps taken.
-        batch_size: items per step.
-        learning_rate: peak learning rate.
-        seconds: wall-clock training time, evaluation excluded.
-        device: the torch device trained on (``cpu`` or ``cuda``).
-        accuracy: exact-match accuracy per question kind on the test split.
-        heldout_accuracy: the same on the held-out combination split.
-        final_loss: mean loss over the last (up to) 20 steps.
-        command: the command line that reproduces the checkpoint.
-    """
-
-    adapter: str
-    out: Path
-    seed: int
-    steps: int
-    batch_size: int
-    learning_rate: float
-    seconds: float
-    device: str
-    accuracy: dict[str, float]
-    heldout_accuracy: dict[str, float]
-    final_loss: float
-    command: str
 
 
 def train(
@@ -200,16 +93,16 @@ def train(
     """
     import torch
 
-    recipe = _recipe(adapter)
+    chosen = recipe(adapter)
     _check_budget(steps, minutes, batch_size, eval_size)
     say = progress or (lambda line: None)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
 
-    model, processor = recipe.build(seed, image_size=image_size, **(model_options or {}))
+    model, processor = chosen.build(seed, image_size=image_size, **(model_options or {}))
     model.to(device)
-    format_prompt = recipe.formatter()
-    sizes = _image_sizes(recipe, image_size)
+    format_prompt = chosen.formatter()
+    sizes = _image_sizes(chosen, image_size)
     streams = [ShapesDataset("train", 10**9, image_size=size, seed=0) for size in sizes]
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     model.train()
@@ -238,12 +131,12 @@ def train(
         items = [
             data[(seed * 1_000_003 + step * batch_size + j) % len(data)] for j in range(batch_size)
         ]
-        batch = _training_batch(
+        batch = training_batch(
             processor,
             format_prompt,
             items,
-            position_ids=recipe.position_ids,
-            encoder_decoder=recipe.encoder_decoder,
+            position_ids=chosen.position_ids,
+            encoder_decoder=chosen.encoder_decoder,
         )
         batch = {key: value.to(device) for key, value in batch.items()}
         loss = model(**batch).loss
@@ -268,7 +161,7 @@ def train(
 
     out = Path(out)
     report = TrainingReport(
-        adapter=recipe.name,
+        adapter=chosen.name,
         out=out,
         seed=seed,
         steps=step,
@@ -279,95 +172,12 @@ def train(
         accuracy=accuracy,
         heldout_accuracy=heldout,
         final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])),
-        command=_command(recipe.name, out, seed, step, batch_size, learning_rate, threads, device),
+        command=command_line(
+            chosen.name, out, seed, step, batch_size, learning_rate, threads, device
+        ),
     )
-    save_checkpoint(model, processor, report, recipe, eval_size=eval_size, image_size=image_size)
+    save_checkpoint(model, processor, report, chosen, eval_size=eval_size, image_size=image_size)
     return report
-
-
-def evaluate(
-    model: Any,
-    processor: Any,
-    format_prompt: Callable[[str], str],
-    dataset: Iterable[ShapesItem],
-    *,
-    batch_size: int = 64,
-    max_new_tokens: int = 40,
-) -> dict[str, float]:
-    """Answer every item by greedy generation and score exact match per kind.
-
-    Args:
-        model: a generative vision-language model in eval mode.
-        processor: its processor (``images=``, ``text=`` call, left padding).
-        format_prompt: turns a question into the model's prompt.
-        dataset: the items to answer.
-        batch_size: items generated together.
-        max_new_tokens: generation limit (a three-object caption needs about 25).
-
-    Returns:
-        Accuracy in [0, 1] per question kind present, in :data:`KINDS` order, plus
-        ``"all"`` over every item.
-    """
-    import torch
-
-    items = sorted(dataset, key=lambda item: KINDS.index(item.kind))
-    correct: dict[str, list[bool]] = {}
-    with torch.no_grad():
-        for first in range(0, len(items), batch_size):
-            chunk = items[first : first + batch_size]
-            answers = generate_answers(model, processor, format_prompt, chunk, max_new_tokens)
-            for item, answer in zip(chunk, answers, strict=True):
-                correct.setdefault(item.kind, []).append(answer == item.answer)
-    scores = {kind: sum(hits) / len(hits) for kind, hits in correct.items()}
-    scores = {kind: scores[kind] for kind in KINDS if kind in scores}
-    scores["all"] = sum(sum(hits) for hits in correct.values()) / len(items)
-    return scores
-
-
-def generate_answers(
-    model: Any,
-    processor: Any,
-    format_prompt: Callable[[str], str],
-    items: Sequence[ShapesItem],
-    max_new_tokens: int = 40,
-) -> list[str]:
-    """Greedy answers of ``model`` to the items' questions, decoded and stripped."""
-    # An encoder-decoder's output is the decoder's tokens only, its prompt right-padded.
-    encoder_decoder = bool(model.config.get_text_config().is_encoder_decoder)
-    inputs = processor(
-        images=[item.image for item in items],
-        text=[format_prompt(item.question) for item in items],
-        padding=True,
-        padding_side="right" if encoder_decoder else "left",
-        return_tensors="pt",
-    ).to(model.device)
-    generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = generated if encoder_decoder else generated[:, inputs["input_ids"].shape[1] :]
-    return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
-
-
-def save_checkpoint(
-    model: Any,
-    processor: Any,
-    report: TrainingReport,
-    recipe: TrainingRecipe,
-    *,
-    eval_size: int,
-    image_size: int,
-) -> None:
-    """Write the Hugging Face checkpoint, ``dexar_training.json`` and the model card."""
-    report.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(report.out)
-    processor.save_pretrained(report.out)
-    facts = attrs.asdict(report)
-    facts["out"] = str(report.out)
-    facts.update(eval_size=eval_size, image_size=image_size, data_seed=0)
-    if recipe.extra_image_sizes:
-        facts["extra_image_sizes"] = [list(size) for size in recipe.extra_image_sizes]
-    (report.out / "dexar_training.json").write_text(json.dumps(facts, indent=2) + "\n")
-    (report.out / "README.md").write_text(
-        _model_card(model, report, recipe, eval_size=eval_size, image_size=image_size)
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,15 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _recipe(adapter: str) -> TrainingRecipe:
-    if adapter not in RECIPES:
-        raise InputError(
-            f"dexar_core.zoo.train: expected adapter to be one of {sorted(RECIPES)}, "
-            f"found {adapter!r}."
-        )
-    return RECIPES[adapter]
-
-
 def _check_budget(
     steps: int | None, minutes: float | None, batch_size: int, eval_size: int
 ) -> None:
@@ -431,12 +232,6 @@ def _check_budget(
             raise InputError(
                 f"dexar_core.zoo.train: expected {name} to be a positive integer, found {value!r}."
             )
-
-
-def _resolve(reference: str) -> Any:
-    """Import ``"module:attribute"`` lazily, so the table costs nothing to import."""
-    module_name, attribute = reference.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _schedule(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -462,157 +257,6 @@ def _split(
         return ShapesDataset(name, size, image_size=sizes[0])
     datasets = [ShapesDataset(name, size, image_size=image_size) for image_size in sizes]
     return [datasets[index % len(sizes)][index] for index in range(size)]
-
-
-def _sizes_text(sizes: Sequence[int | tuple[int, int]]) -> str:
-    """``"64x64"``, or ``"64x64, 48x80 and 80x48 (height x width)"``."""
-    names = [f"{s}x{s}" if isinstance(s, int) else f"{s[0]}x{s[1]}" for s in sizes]
-    if len(names) == 1:
-        return names[0]
-    return f"{', '.join(names[:-1])} and {names[-1]} (height x width)"
-
-
-def _training_batch(
-    processor: Any,
-    format_prompt: Callable[[str], str],
-    items: Sequence[ShapesItem],
-    *,
-    position_ids: bool = True,
-    encoder_decoder: bool = False,
-) -> dict[str, Any]:
-    """Tokenise prompt + answer + end token; label only the answer and end tokens."""
-    tokenizer = processor.tokenizer
-    if encoder_decoder:
-        return _encoder_decoder_batch(processor, format_prompt, items)
-    texts = [f"{format_prompt(item.question)} {item.answer}{tokenizer.eos_token}" for item in items]
-    batch = processor(
-        images=[item.image for item in items], text=texts, padding=True, return_tensors="pt"
-    )
-    input_ids = batch["input_ids"]
-    labels = input_ids.new_full(input_ids.shape, -100)
-    for row, item in enumerate(items):
-        answer_ids = [*tokenizer(item.answer, add_special_tokens=False)["input_ids"]]
-        answer_ids.append(tokenizer.eos_token_id)
-        tail = input_ids[row, -len(answer_ids) :].tolist()
-        if tail != answer_ids:
-            raise InputError(
-                f"dexar_core.zoo.train: the tokenised answer {item.answer!r} is not the tail "
-                f"of its training text; the tokenizer must be word-level and padding left."
-            )
-        labels[row, -len(answer_ids) :] = input_ids[row, -len(answer_ids) :]
-    if position_ids:
-        # Positions count real tokens only, as generate() does with left padding.
-        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    batch["labels"] = labels
-    return dict(batch)
-
-
-def _encoder_decoder_batch(
-    processor: Any, format_prompt: Callable[[str], str], items: Sequence[ShapesItem]
-) -> dict[str, Any]:
-    """The prompt as the encoder's input; the answer and end token as the labels."""
-    tokenizer = processor.tokenizer
-    batch = processor(
-        images=[item.image for item in items],
-        text=[format_prompt(item.question) for item in items],
-        padding=True,
-        padding_side="right",
-        return_tensors="pt",
-    )
-    answers = [tokenizer(item.answer, add_special_tokens=False)["input_ids"] for item in items]
-    longest = max(len(ids) for ids in answers) + 1
-    labels = batch["input_ids"].new_full((len(items), longest), -100)
-    for row, ids in enumerate(answers):
-        labels[row, : len(ids) + 1] = labels.new_tensor([*ids, tokenizer.eos_token_id])
-    batch["labels"] = labels
-    return dict(batch)
-
-
-def _command(
-    adapter: str,
-    out: Path,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    threads: int,
-    device: str,
-) -> str:
-    parts = [
-        "python -m dexar_core.zoo.train",
-        f"--adapter {adapter}",
-        f"--out {out}",
-        f"--seed {seed}",
-        f"--steps {steps}",
-    ]
-    if batch_size != 32:
-        parts.append(f"--batch-size {batch_size}")
-    if learning_rate != 5e-4:
-        parts.append(f"--lr {learning_rate}")
-    if threads != 2:
-        parts.append(f"--threads {threads}")
-    if device != "cpu":
-        parts.append(f"--device {device}")
-    return " ".join(parts)
-
-
-def _model_card(
-    model: Any, report: TrainingReport, recipe: TrainingRecipe, *, eval_size: int, image_size: int
-) -> str:
-    parameters = sum(p.numel() for p in model.parameters())
-    sizes = _sizes_text(_image_sizes(recipe, image_size))
-    rows = "\n".join(
-        f"| {kind} | {report.accuracy.get(kind, float('nan')):.1%} "
-        f"| {report.heldout_accuracy.get(kind, float('nan')):.1%} |"
-        for kind in (*KINDS, "all")
-    )
-    return f"""---
-library_name: transformers
-license: apache-2.0
-tags: [dexar, tiny, synthetic, offline]
----
-
-# {report.out.name}: a tiny {recipe.name} trained on the dexar shapes benchmark
-
-{recipe.description}, {parameters:,} parameters, trained from scratch by dexar so that
-explanations work offline with a real architecture. It only knows the benchmark's
-language: colours, shapes, positions on a 3x3 layout, and captions of such scenes.
-Not a general model.
-
-## Data
-
-The synthetic shapes benchmark (`dexar_core.datasets.shapes`, data seed 0):
-{sizes} images with 1-3 coloured shapes on plain or textured grey
-backgrounds; questions of four kinds (colour, shape, position, caption) with exact
-answers. Training read {report.steps * report.batch_size:,} items from the `train`
-split; the colour-shape-position combinations of the `heldout` split never occur in it.
-
-## Training
-
-- seed {report.seed}, {report.steps} steps of batch {report.batch_size}, AdamW,
-  peak learning rate {report.learning_rate:g} (linear warm-up, cosine decay to a tenth)
-- loss on the answer tokens and the end token only
-- {report.seconds / 60:.1f} minutes on `{report.device}`, final loss {report.final_loss:.4f}
-
-Reproduce with:
-
-```
-{report.command}
-```
-
-## Accuracy
-
-Exact match of the greedy answer, {eval_size} items per split:
-
-| kind | test | held-out combinations |
-|---|---|---|
-{rows}
-
-## Prompt
-
-Ask through the processor's chat template, or format the prompt directly:
-see `{recipe.prompt_formatter}`.
-"""
 
 
 if __name__ == "__main__":

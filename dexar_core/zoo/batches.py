@@ -1,0 +1,65 @@
+"""Training batches: prompt + answer tokens, with labels on the answer only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dexar_core.datasets.shapes import ShapesItem
+from dexar_core.errors import InputError
+
+
+def training_batch(
+    processor: Any,
+    format_prompt: Callable[[str], str],
+    items: Sequence[ShapesItem],
+    *,
+    position_ids: bool = True,
+    encoder_decoder: bool = False,
+) -> dict[str, Any]:
+    """Tokenise prompt + answer + end token; label only the answer and end tokens."""
+    tokenizer = processor.tokenizer
+    if encoder_decoder:
+        return encoder_decoder_batch(processor, format_prompt, items)
+    texts = [f"{format_prompt(item.question)} {item.answer}{tokenizer.eos_token}" for item in items]
+    batch = processor(
+        images=[item.image for item in items], text=texts, padding=True, return_tensors="pt"
+    )
+    input_ids = batch["input_ids"]
+    labels = input_ids.new_full(input_ids.shape, -100)
+    for row, item in enumerate(items):
+        answer_ids = [*tokenizer(item.answer, add_special_tokens=False)["input_ids"]]
+        answer_ids.append(tokenizer.eos_token_id)
+        tail = input_ids[row, -len(answer_ids) :].tolist()
+        if tail != answer_ids:
+            raise InputError(
+                f"dexar_core.zoo.train: the tokenised answer {item.answer!r} is not the tail "
+                f"of its training text; the tokenizer must be word-level and padding left."
+            )
+        labels[row, -len(answer_ids) :] = input_ids[row, -len(answer_ids) :]
+    if position_ids:
+        # Positions count real tokens only, as generate() does with left padding.
+        batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    batch["labels"] = labels
+    return dict(batch)
+
+
+def encoder_decoder_batch(
+    processor: Any, format_prompt: Callable[[str], str], items: Sequence[ShapesItem]
+) -> dict[str, Any]:
+    """The prompt as the encoder's input; the answer and end token as the labels."""
+    tokenizer = processor.tokenizer
+    batch = processor(
+        images=[item.image for item in items],
+        text=[format_prompt(item.question) for item in items],
+        padding=True,
+        padding_side="right",
+        return_tensors="pt",
+    )
+    answers = [tokenizer(item.answer, add_special_tokens=False)["input_ids"] for item in items]
+    longest = max(len(ids) for ids in answers) + 1
+    labels = batch["input_ids"].new_full((len(items), longest), -100)
+    for row, ids in enumerate(answers):
+        labels[row, : len(ids) + 1] = labels.new_tensor([*ids, tokenizer.eos_token_id])
+    batch["labels"] = labels
+    return dict(batch)

@@ -1,0 +1,165 @@
+"""The trained checkpoint on disk: weights, processor, facts and the model card."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dexar_core.datasets.shapes import KINDS
+from dexar_core.zoo.recipes import TrainingRecipe
+
+
+@attrs.frozen(kw_only=True)
+class TrainingReport:
+    """What one training run did and how well the result answers.
+
+    Attributes:
+        adapter: the adapter name.
+        out: the checkpoint folder.
+        seed: the training seed (weights and data order).
+        steps: optimiser steps taken.
+        batch_size: items per step.
+        learning_rate: peak learning rate.
+        seconds: wall-clock training time, evaluation excluded.
+        device: the torch device trained on (``cpu`` or ``cuda``).
+        accuracy: exact-match accuracy per question kind on the test split.
+        heldout_accuracy: the same on the held-out combination split.
+        final_loss: mean loss over the last (up to) 20 steps.
+        command: the command line that reproduces the checkpoint.
+    """
+
+    adapter: str
+    out: Path
+    seed: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    seconds: float
+    device: str
+    accuracy: dict[str, float]
+    heldout_accuracy: dict[str, float]
+    final_loss: float
+    command: str
+
+
+def save_checkpoint(
+    model: Any,
+    processor: Any,
+    report: TrainingReport,
+    recipe: TrainingRecipe,
+    *,
+    eval_size: int,
+    image_size: int,
+) -> None:
+    """Write the Hugging Face checkpoint, ``dexar_training.json`` and the model card."""
+    report.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(report.out)
+    processor.save_pretrained(report.out)
+    facts = attrs.asdict(report)
+    facts["out"] = str(report.out)
+    facts.update(eval_size=eval_size, image_size=image_size, data_seed=0)
+    if recipe.extra_image_sizes:
+        facts["extra_image_sizes"] = [list(size) for size in recipe.extra_image_sizes]
+    (report.out / "dexar_training.json").write_text(json.dumps(facts, indent=2) + "\n")
+    (report.out / "README.md").write_text(
+        _model_card(model, report, recipe, eval_size=eval_size, image_size=image_size)
+    )
+
+
+def command_line(
+    adapter: str,
+    out: Path,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    threads: int,
+    device: str,
+) -> str:
+    parts = [
+        "python -m dexar_core.zoo.train",
+        f"--adapter {adapter}",
+        f"--out {out}",
+        f"--seed {seed}",
+        f"--steps {steps}",
+    ]
+    if batch_size != 32:
+        parts.append(f"--batch-size {batch_size}")
+    if learning_rate != 5e-4:
+        parts.append(f"--lr {learning_rate}")
+    if threads != 2:
+        parts.append(f"--threads {threads}")
+    if device != "cpu":
+        parts.append(f"--device {device}")
+    return " ".join(parts)
+
+
+def _sizes_text(sizes: Sequence[int | tuple[int, int]]) -> str:
+    """``"64x64"``, or ``"64x64, 48x80 and 80x48 (height x width)"``."""
+    names = [f"{s}x{s}" if isinstance(s, int) else f"{s[0]}x{s[1]}" for s in sizes]
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]} (height x width)"
+
+
+def _model_card(
+    model: Any, report: TrainingReport, recipe: TrainingRecipe, *, eval_size: int, image_size: int
+) -> str:
+    parameters = sum(p.numel() for p in model.parameters())
+    sizes = _sizes_text((image_size, *recipe.extra_image_sizes))
+    rows = "\n".join(
+        f"| {kind} | {report.accuracy.get(kind, float('nan')):.1%} "
+        f"| {report.heldout_accuracy.get(kind, float('nan')):.1%} |"
+        for kind in (*KINDS, "all")
+    )
+    return f"""---
+library_name: transformers
+license: apache-2.0
+tags: [dexar, tiny, synthetic, offline]
+---
+
+# {report.out.name}: a tiny {recipe.name} trained on the dexar shapes benchmark
+
+{recipe.description}, {parameters:,} parameters, trained from scratch by dexar so that
+explanations work offline with a real architecture. It only knows the benchmark's
+language: colours, shapes, positions on a 3x3 layout, and captions of such scenes.
+Not a general model.
+
+## Data
+
+The synthetic shapes benchmark (`dexar_core.datasets.shapes`, data seed 0):
+{sizes} images with 1-3 coloured shapes on plain or textured grey
+backgrounds; questions of four kinds (colour, shape, position, caption) with exact
+answers. Training read {report.steps * report.batch_size:,} items from the `train`
+split; the colour-shape-position combinations of the `heldout` split never occur in it.
+
+## Training
+
+- seed {report.seed}, {report.steps} steps of batch {report.batch_size}, AdamW,
+  peak learning rate {report.learning_rate:g} (linear warm-up, cosine decay to a tenth)
+- loss on the answer tokens and the end token only
+- {report.seconds / 60:.1f} minutes on `{report.device}`, final loss {report.final_loss:.4f}
+
+Reproduce with:
+
+```
+{report.command}
+```
+
+## Accuracy
+
+Exact match of the greedy answer, {eval_size} items per split:
+
+| kind | test | held-out combinations |
+|---|---|---|
+{rows}
+
+## Prompt
+
+Ask through the processor's chat template, or format the prompt directly:
+see `{recipe.prompt_formatter}`.
+"""
