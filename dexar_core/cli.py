@@ -157,6 +157,13 @@ def run_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    """Compare models and methods (see :mod:`dexar_core.commands.compare`)."""
+    from dexar_core.commands.compare import run_compare as run
+
+    return run(args)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the grounded benchmark (see :mod:`dexar_core.commands.evaluate`)."""
     from dexar_core.commands.evaluate import run_evaluate as run
@@ -175,7 +182,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 "(default: shapes-llava)",
             ),
             argument("--image", help="image file (default with an embedded model: its example)"),
-            argument("--prompt", help="question or instruction (default: the example's)"),
+            argument(
+                "--prompt",
+                action="append",
+                help="question or instruction (default: the example's); repeat it for a "
+                "contrastive model (shapes-clip, open_clip:...) to get one map per prompt",
+            ),
             argument("--answer", help="explain this text instead of generating an answer"),
             argument("--method", default="dexar", help="explanation method (default: dexar)"),
             argument(
@@ -194,6 +206,44 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 help="a method option, e.g. head_agg=mean or text_set=prompt_only",
             ),
             argument("--chunk-size", type=int, help="answer tokens per backward pass"),
+            argument("--device", help="cpu, cuda, cuda:1 ..."),
+            argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+        ),
+    ),
+    "compare": Subcommand(
+        run=run_compare,
+        help="explain one image with several models and methods: one figure, or a metrics "
+        "table with --dataset",
+        arguments=(
+            argument(
+                "--models",
+                required=True,
+                help="comma-separated models: embedded names, checkpoint folders, open_clip:...",
+            ),
+            argument(
+                "--methods",
+                default="dexar",
+                help="comma-separated registered methods (default: dexar; `dexar plugins`)",
+            ),
+            argument("--image", help="image file (default: the first model's example image)"),
+            argument(
+                "--prompt",
+                action="append",
+                help="the prompt (default: the first model's example); repeat it for "
+                "contrastive models only (one map per prompt)",
+            ),
+            argument(
+                "--dataset",
+                help="compare on a grounded dataset instead of one image: a metrics table",
+            ),
+            argument("--split", default="test", help="dataset split (default: test)"),
+            argument("--limit", type=int, help="with --dataset: only the first N items"),
+            argument("--seed", type=int, default=0, help="with --dataset: its seed (default: 0)"),
+            argument(
+                "--out", default="dexar-compare", help="output folder (default: dexar-compare)"
+            ),
+            argument("--max-new-tokens", type=int, default=32, help="longest generated answer"),
+            argument("--layers", help="every method's layers: 'all', k (last k) or indices 0,3"),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
         ),
