@@ -259,6 +259,10 @@ def compare(
         image = example_image if image is None else image
         prompt = example_prompt if prompt is None else prompt
     prompts = _prompt_list(prompt)
+    if len(prompts) > 1:
+        for model in models:
+            if isinstance(model, str) and _served_contrastive(model, plugins) is False:
+                raise _several_prompts_error(model, len(prompts))
     picture = load_image(image)
     options = {} if layers is None else {"layers": layers}
     rows = []
@@ -303,11 +307,7 @@ def _explain_row(
             cells=tuple(cells),
         )
     if len(prompts) != 1:
-        raise InputError(
-            f"{loaded.model_id!r} is a generative model: it answers one prompt, got "
-            f"{len(prompts)}. Several prompts (one map each) apply to contrastive models "
-            "such as shapes-clip; compare a generative model with one prompt."
-        )
+        raise _several_prompts_error(loaded.model_id, len(prompts))
     try:
         answer = generate_answer(loaded, picture, prompts[0], max_new_tokens)
     except DexarError as error:
@@ -356,6 +356,27 @@ def generate_answer(loaded: LoadedModel, image: Any, prompt: str, max_new_tokens
             f"{loaded.model_id!r} gave an empty answer (it stopped at once); change the prompt."
         )
     return answer
+
+
+def _several_prompts_error(model_id: str, count: int) -> InputError:
+    return InputError(
+        f"{model_id!r} is a generative model: it answers one prompt, got {count}. Several "
+        "prompts (one map each) apply to contrastive models such as shapes-clip; compare "
+        "a generative model with one prompt."
+    )
+
+
+def _served_contrastive(name: str, catalog: Catalog) -> bool | None:
+    """Whether the adapter a name designates explains similarity (None: only loading tells)."""
+    prefix, separator, _ = name.partition(":")
+    if name in catalog.embedded_models:
+        adapter_name = catalog.embedded_model(name).adapter
+    elif separator and prefix in catalog.adapters:
+        adapter_name = prefix
+    else:
+        return None
+    adapter = catalog.adapter(adapter_name).factory()
+    return getattr(adapter, "explain_similarity", None) is not None
 
 
 def _cell(method: str, run: Callable[[], Explanation]) -> Cell:

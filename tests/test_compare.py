@@ -129,6 +129,15 @@ def test_several_prompts_for_a_generative_model_are_refused(tmp_path, capsys):
     assert "'shapes-llava' is a generative model" in err and "got 2" in err
 
 
+def test_several_prompts_with_a_generative_model_fail_before_any_model_loads(monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the prompts were checked")
+
+    monkeypatch.setattr("dexar_core.api.load", no_loading)
+    with pytest.raises(InputError, match=r"'shapes-llava' is a generative model.*got 2"):
+        compare(["shapes-clip", "shapes-llava"], ["dexar"], prompt=["a red circle", "a cube"])
+
+
 @pytest.mark.parametrize(
     ("models", "methods", "named"),
     [
