@@ -248,12 +248,20 @@ def compare(
     plugins = _catalog(catalog)
     if not models or not methods:
         raise InputError("compare needs at least one model and one method.")
+    model_ids = [model if isinstance(model, str) else model.model_id for model in models]
+    for what, names in (("models", model_ids), ("methods", list(methods))):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InputError(
+                f"compare: {what} {repeated} are given more than once; give each once."
+            )
     for method in methods:
         plugins.method(method)  # an unknown name fails here, naming the installed methods
     for model in models:
         if isinstance(model, str):
             check_model_name(model, plugins)
-    first = models[0] if isinstance(models[0], str) else models[0].model_id
+    _check_max_new_tokens(max_new_tokens)
+    first = model_ids[0]
     if image is None or prompt is None:
         example_image, example_prompt = example_inputs(first, plugins)
         image = example_image if image is None else image
@@ -341,12 +349,7 @@ def generate_answer(loaded: LoadedModel, image: Any, prompt: str, max_new_tokens
     """
     from dexar_core.images import load_image
 
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 1
-    ):
-        raise InputError(f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}.")
+    _check_max_new_tokens(max_new_tokens)
     adapter = loaded.adapter
     prepared = adapter.prepare(loaded, [load_image(image)], prompt)
     answer_ids = adapter.generate(loaded, prepared, max_new_tokens)
@@ -356,6 +359,15 @@ def generate_answer(loaded: LoadedModel, image: Any, prompt: str, max_new_tokens
             f"{loaded.model_id!r} gave an empty answer (it stopped at once); change the prompt."
         )
     return answer
+
+
+def _check_max_new_tokens(max_new_tokens: Any) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 1
+    ):
+        raise InputError(f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}.")
 
 
 def _several_prompts_error(model_id: str, count: int) -> InputError:

@@ -154,6 +154,13 @@ def test_bad_model_or_method_names_fail_before_any_work(models, methods, named, 
         compare(models.split(","), methods.split(","))
 
 
+def test_repeated_names_and_bad_lengths_are_refused():
+    with pytest.raises(InputError, match=r"methods \['dexar'\] are given more than once"):
+        compare(["shapes-llava"], ["dexar", "dexar"])
+    with pytest.raises(InputError, match="max_new_tokens must be an int of at least 1, got 0"):
+        compare(["shapes-llava"], ["dexar"], max_new_tokens=0)
+
+
 def test_name_lists_are_checked():
     assert split_names(" a, b ,", "models") == ["a", "b"]
     with pytest.raises(InputError, match="--methods is empty"):
