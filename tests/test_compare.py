@@ -234,3 +234,17 @@ def test_metrics_table_reads_numbers_intervals_and_gaps():
     assert "| m1 | 0.500 [0.250, 0.750] | 0.100 |" in markdown
     assert "| m2 | not supported | n/a |" in markdown
     assert "- m2 / x: not supported: cannot run" in markdown
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "shapes", "--image", "x.png"], "leave out --image and --prompt"),
+        (["--limit", "2"], "--limit applies to --dataset only"),
+        (["--dataset", "no-such-set", "--limit", "2"], "no dataset named 'no-such-set'"),
+    ],
+)
+def test_dataset_and_image_options_do_not_mix(extra, message, tmp_path, capsys):
+    code = main(["compare", "--models", "shapes-llava", "--out", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
