@@ -59,6 +59,13 @@ class HFDecoderOnlyAdapter(ModelAdapter):
 
     model_class: str
     accepts_video: bool = False
+    prompt_cache: bool = True
+    """Whether the explanation may run the prompt once without grad into a KV cache and
+    the answer rows after it (``TeacherForcedPass.prompt_inputs``). Exact where the
+    prompt's last position, run again as the first query row after the cache, sees the
+    keys it sees in the full pass: any causal decoder, and a prefix-LM unless a sliding
+    window is shorter than the prompt (the PaliGemma example checks that). An adapter
+    whose model breaks it sets this to False."""
 
     def __init__(self) -> None:
         self.capture = TransformersAttentionCapture(self.decoder_parts)
@@ -194,6 +201,7 @@ class HFDecoderOnlyAdapter(ModelAdapter):
             query_rows=[prompt_length - 1 + t for t in range(len(answer_ids))],
             answer_ids=answer_ids,
             key_length=prompt_length + len(answer_ids),
+            prompt_inputs=dict(prepared.inputs) if self.prompt_cache else None,
         )
 
     def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:

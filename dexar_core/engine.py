@@ -1,4 +1,4 @@
-"""The explanation pass: one forward and one backward over prompt + answer (METHOD.md §7).
+"""The explanation pass: one forward and one backward over the answer rows (METHOD.md §7).
 
 The adapter's capture makes the answer rows of each explained layer's attention
 autograd leaves and detaches every decoder layer's input; forward hooks read each
@@ -6,19 +6,26 @@ explained layer's output at the query rows; the logit-lens targets of all layers
 tokens are summed and differentiated once. Because each layer's input is detached and
 attention is causal, the gradient on row q_t of layer l's leaf is exactly
 d s^{l,t} / d A^l[q_t, :].
+
+Where the adapter allows it (decoder self-attention), the prompt runs first without grad
+into a KV cache (:mod:`dexar_core.prompt_cache`) and the forward with grad covers the
+answer rows only; elsewhere (cross-attention) it covers the whole sequence. Both give the
+same numbers: the prompt's keys and values are constants of the backward either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
+from dexar_core.answer_arrays import AnswerArrays
 from dexar_core.errors import DexarError, MethodError
 from dexar_core.interfaces import GradientExtractor
+from dexar_core.prompt_cache import PromptCache
 from dexar_core.records import (
     AttentionGradients,
     DecoderParts,
@@ -170,21 +177,23 @@ def attention_gradients(
             "disagree."
         )
     total = len(forced.query_rows)
+    if total == 0:
+        raise MethodError("the answer has no token to explain; give at least one answer token.")
     size = total if chunk_size is None else int(chunk_size)
     if size < 1:
         raise MethodError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
-    raw = "raw_gradients" in needs
-    pieces = [
-        _one_pass(loaded, forced, layers, list(range(start, min(start + size, total))), raw)
-        for start in range(0, total, size)
-    ]
-    gradients, attentions, targets, visible = (
-        np.concatenate([piece[index] for piece in pieces], axis)
-        for index, axis in enumerate((0, 0, 1, 0))
-    )
-    extras: dict[str, Any] = {}
-    if raw:
-        extras["raw_gradients"] = np.concatenate([piece[4] for piece in pieces], 0)
+    arrays = AnswerArrays(total, len(layers), forced.key_length, raw="raw_gradients" in needs)
+    prompt = PromptCache.start(loaded, forced)
+    for start in range(0, total, size):
+        tokens = list(range(start, min(start + size, total)))
+        if prompt is None:
+            rows = [forced.query_rows[t] for t in tokens]
+            _answer_pass(loaded, loaded.model, forced.inputs, rows, forced, tokens, layers, arrays)
+        else:
+            inputs, rows = prompt.rows(tokens)
+            _answer_pass(loaded, prompt.module, inputs, rows, forced, tokens, layers, arrays)
+    assert arrays.gradients is not None and arrays.attentions is not None
+    extras: dict[str, Any] = {"raw_gradients": arrays.raw_gradients}
     if "full_attention" in needs or "full_gradients" in needs:
         extras.update(
             full_attention_record(loaded, forced, layers, gradients="full_gradients" in needs)
@@ -192,10 +201,10 @@ def attention_gradients(
     if "position_logits" in needs:
         extras.update(position_logit_record(loaded, forced))
     return AttentionGradients(
-        gradients=gradients,
-        attentions=attentions,
-        targets=targets,
-        visible=visible,
+        gradients=arrays.gradients,
+        attentions=arrays.attentions,
+        targets=arrays.targets,
+        visible=arrays.visible,
         layers=tuple(layers),
         layout=layout,
         answer_ids=forced.answer_ids,
@@ -204,25 +213,28 @@ def attention_gradients(
     )
 
 
-def _one_pass(
+def _answer_pass(
     loaded: LoadedModel,
+    module: Any,
+    inputs: Mapping[str, Any],
+    rows: list[int],
     forced: TeacherForcedPass,
-    layers: Sequence[int],
     tokens: list[int],
-    raw: bool = False,
-) -> tuple[np.ndarray, ...]:
+    layers: Sequence[int],
+    arrays: AnswerArrays,
+) -> None:
+    """One forward of ``module`` over ``inputs`` and one backward; ``rows`` are the query
+    rows of ``tokens`` within that forward. Fills ``arrays``."""
     adapter, model = loaded.adapter, loaded.model
     parts = adapter.decoder_parts(model)
-    query_rows = [forced.query_rows[t] for t in tokens]
-    rows = torch.tensor(query_rows, dtype=torch.long)
     token_ids = torch.tensor([forced.answer_ids[t] for t in tokens], dtype=torch.long)
     outputs: dict[int, torch.Tensor] = {}
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
-        captured = stack.enter_context(adapter.capture.capture(model, layers, query_rows))
-        stack.enter_context(_record_outputs(parts, layers, rows, outputs))
+        captured = stack.enter_context(adapter.capture.capture(model, layers, rows))
+        stack.enter_context(_record_outputs(parts, layers, torch.tensor(rows), outputs))
         stack.enter_context(torch.enable_grad())
-        model(**forced.inputs)
+        module(**inputs)
         missing = [
             index for index in layers if index not in captured.leaves or index not in outputs
         ]
@@ -235,25 +247,7 @@ def _one_pass(
         targets = adapter.gradients.logit_lens_targets(parts, hidden, token_ids)
         leaves = [captured.leaves[index] for index in layers]
         grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
-    # Each layer has its own visible keys (Gemma 2 alternates sliding-window and full
-    # layers); a token's text set is what any explained layer lets it see.
-    per_layer = torch.stack([captured.visible[index].cpu() for index in layers])
-    visible = per_layer.any(dim=0)
-    stacked = torch.stack(
-        [torch.zeros_like(leaf) if grad is None else grad for grad, leaf in zip(grads, leaves)]
-    )
-    gradients = torch.relu(stacked.float()).cpu() * per_layer[:, None]
-    attentions = torch.stack([leaf.detach() for leaf in leaves]).float().cpu()
-    pieces = (
-        gradients.permute(2, 0, 1, 3).numpy(),
-        attentions.permute(2, 0, 1, 3).numpy(),
-        targets.detach().float().cpu().numpy(),
-        visible.numpy(),
-    )
-    if not raw:
-        return pieces
-    # the signed gradients, masked like the ReLU'd ones (attn_grad's need)
-    return (*pieces, (stacked.float().cpu() * per_layer[:, None]).permute(2, 0, 1, 3).numpy())
+    arrays.fill(tokens, leaves, grads, [captured.visible[index] for index in layers], targets)
 
 
 def _self_attention_only(loaded: LoadedModel, forced: TeacherForcedPass, queries: int) -> None:

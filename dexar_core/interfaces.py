@@ -138,6 +138,16 @@ class ModelAdapter(ABC):
         """
         return layout
 
+    def continuation_model(self, model: Any) -> Any:
+        """The module that runs answer tokens after a cached prompt; by default the model.
+
+        Only used where :meth:`teacher_forced` gives ``prompt_inputs``: the engine calls
+        it as ``module(input_ids=..., cache=..., use_cache=True, logits_to_keep=1)`` with
+        the cache its no-grad forward of ``prompt_inputs`` filled. An adapter whose model
+        needs the images at every call (BLIP-2) returns its language model here.
+        """
+        return model
+
     def token_strings(self, loaded: LoadedModel, token_ids: Sequence[int]) -> list[str]:
         """Readable text of each answer token, for labels."""
         tokenizer = loaded.tokenizer

@@ -66,12 +66,19 @@ class TeacherForcedPass:
             predicts each answer token: q_t.
         answer_ids: ``[T]`` the explained tokens v_t.
         key_length: length of the key sequence of the explained attention.
+        prompt_inputs: the forward's keyword arguments for the key positions
+            ``0 .. query_rows[0]`` alone (the prompt), where the engine may run them once
+            without grad into a KV cache and then only the answer rows with grad after
+            it (decoder self-attention over ``inputs["input_ids"]``, consecutive query
+            rows); None where the explanation must run the one full pass (cross-attention,
+            or an adapter that opts out). See :mod:`dexar_core.prompt_cache`.
     """
 
     inputs: Mapping[str, Any]
     query_rows: tuple[int, ...] = attrs.field(converter=lambda rows: tuple(int(r) for r in rows))
     answer_ids: tuple[int, ...] = attrs.field(converter=lambda ids: tuple(int(i) for i in ids))
     key_length: int
+    prompt_inputs: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -168,6 +168,10 @@ class _OptFamily(HFDecoderOnlyAdapter):
             )
         return super().teacher_forced(loaded, prepared, answer_ids)
 
+    def continuation_model(self, model: Any) -> Any:
+        """OPT alone: BLIP-2's own forward reruns the image towers at every call."""
+        return model.language_model
+
     def decoder_parts(self, model: Any) -> DecoderParts:
         """OPT layers and self-attention; the final norm is OPT's final layer norm followed
         by ``project_out`` where the model has one (both sit between the last layer and
@@ -383,6 +387,10 @@ class Blip2Adapter(ModelAdapter):
     def decoder_parts(self, model: Any) -> DecoderParts:
         """See :meth:`ModelAdapter.decoder_parts`."""
         return self.family(model).decoder_parts(model)
+
+    def continuation_model(self, model: Any) -> Any:
+        """See :meth:`ModelAdapter.continuation_model`."""
+        return self.family(model).continuation_model(model)
 
     def layout_for_answer(
         self,

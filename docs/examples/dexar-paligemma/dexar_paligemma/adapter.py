@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
 from dexar_core.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel, PreparedPrompt
+from dexar_core.records import LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid
 
 
@@ -95,6 +96,19 @@ class PaliGemmaAdapter(HFDecoderOnlyAdapter):
             device=token_types.device,
         )
         return {"token_type_ids": torch.cat([token_types, answer_types], dim=1)}
+
+    def teacher_forced(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
+    ) -> TeacherForcedPass:
+        """The shared pass, without the prompt cache where a sliding window is shorter
+        than the prompt."""
+        forced = super().teacher_forced(loaded, prepared, answer_ids)
+        window = getattr(loaded.model.config.get_text_config(), "sliding_window", None)
+        if window is not None and prepared.inputs["input_ids"].shape[1] > window:
+            # The prompt's last row attends to the whole prefix in the full pass, but
+            # only to its window when it runs again after a cached prompt.
+            return attrs.evolve(forced, prompt_inputs=None)
+        return forced
 
 
 # --8<-- [end:adapter]
