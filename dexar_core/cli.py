@@ -250,18 +250,40 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     ),
     "evaluate": Subcommand(
         run=run_evaluate,
-        help="score a method's maps on a grounded benchmark, with the chance lines beside",
+        help="score methods' maps on a benchmark, with chance lines and confidence intervals",
         arguments=(
-            argument("--dataset", default="shapes", help="grounded dataset (default: shapes)"),
-            argument("--split", default="test", help="dataset split (default: test)"),
+            argument(
+                "--dataset",
+                default="shapes",
+                help="shapes, voc:PATH, imagenet:PATH or vqa:PATH (default: shapes)",
+            ),
+            argument(
+                "--split",
+                help="shapes: train, val, test (default) or heldout; voc: a split list "
+                "(default: val)",
+            ),
             argument(
                 "--model",
                 help="embedded model name, checkpoint folder or cached hub id "
                 "(default: shapes-llava)",
             ),
-            argument("--method", default="dexar", help="explanation method (default: dexar)"),
+            argument(
+                "--methods",
+                "--method",
+                default="dexar",
+                help="explanation methods, comma-separated, e.g. dexar,attention,rollout "
+                "(default: dexar)",
+            ),
+            argument(
+                "--metrics",
+                help="segmentation,grounding,perturbation (default: every one the dataset allows)",
+            ),
             argument("--limit", type=int, help="evaluate only the first N items"),
-            argument("--out", default="dexar-eval", help="output folder (default: dexar-eval)"),
+            argument(
+                "--out",
+                default="dexar-eval",
+                help="run folder; rerunning into it resumes the run (default: dexar-eval)",
+            ),
             argument(
                 "--seed",
                 type=int,
@@ -275,14 +297,29 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 type=int,
                 default=0,
                 metavar="N",
-                help="save overlays of the first N items under OUT/pictures",
+                help="save overlays of the first N items under OUT/METHOD/pictures",
             ),
             argument(
                 "--option",
                 action="append",
                 default=[],
-                metavar="KEY=VALUE",
-                help="a method option, e.g. head_agg=mean",
+                metavar="[METHOD.]KEY=VALUE",
+                help="a method option for every method, e.g. layers=4, or for one, e.g. "
+                "dexar.head_agg=mean",
+            ),
+            argument(
+                "--replacement",
+                choices=("mean", "blur"),
+                default="mean",
+                help="how perturbation removes patches (default: the normalisation mean)",
+            ),
+            argument("--prompt", help="the question of voc and imagenet items"),
+            argument("--class-index", help="imagenet: a class-index JSON file"),
+            argument(
+                "--resamples",
+                type=int,
+                default=1000,
+                help="bootstrap resamples of the 95%% intervals (default: 1000)",
             ),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             JSON_FLAG,

@@ -1,54 +1,67 @@
 """The grounded benchmark: explain a model's answers and score the maps (METHOD.md §10).
 
-For every item of a grounded dataset (images with per-object masks, a question and its
-expected answer), :func:`evaluate` asks the model the question (free-run: the model
-generates its own answer, a caption for ``caption`` items), explains that answer, and
-scores it:
+For every item of a dataset (:mod:`dexar_core.datasets.benchmark`: the shapes
+benchmark, VOC-style masks, ImageNet-style folders, VQA jsonl), :func:`evaluate` asks
+the model the item's question (free-run: the model generates its own answer, a caption
+for ``caption`` items), explains that answer, and scores it with the chosen metric
+families:
 
-- **Segmentation**: the sequence map against the union of all objects' masks
-  (``soft_iou``, ``best_iou``, ``epg``, ``snr``), with the uniform and the random smooth
-  chance lines of :func:`dexar_core.metrics.chance_scores` computed on the same mask.
-- **Token grounding**: every answer token that names an object of the item (a colour
-  or shape word: :data:`OBJECT_WORDS`) is scored against the mask of the object(s) it
-  names: the pointing game and the IoU (``object_iou``) of its token map, beside the
-  uniform pointing chance (the mask's area fraction) and the random smooth map's hit
-  and IoU. A word that several objects share ("red" with two red shapes) names them
-  all: its mask is the union of their masks. A colour or shape word that names no
-  object of the item (the model's mistake) is counted as ``absent`` and not scored.
-- **delta separation**: the AUROC of ``delta^t`` with object words as positives and
-  function words (:data:`FUNCTION_WORDS`) as negatives, pooled over every token of
-  every item; position words ("top", "left") are neither and are left out.
-- **Answers**: exact-match accuracy of the generated answer per question kind.
+- **segmentation** (datasets with masks): the sequence map against the union of all
+  objects' masks (``soft_iou``, ``best_iou``, ``epg``, ``snr``) over the valid pixels,
+  with the uniform and the random smooth chance lines of
+  :func:`dexar_core.metrics.chance_scores` computed on the same mask.
+- **grounding** (datasets whose words name objects): every answer token that names an
+  object of the item (:attr:`BenchmarkItem.object_words`) is scored against the mask of
+  the object(s) it names: the pointing game and the IoU (``object_iou``) of its token
+  map, beside the uniform pointing chance (the mask's area fraction) and the random
+  smooth map's hit and IoU. A word that several objects share ("red" with two red
+  shapes) names them all: its mask is the union of their masks. An object word that
+  names no object of the item (the model's mistake) is counted as ``absent`` and not
+  scored. Also the AUROC of ``delta^t`` with object words as positives and function
+  words (:data:`FUNCTION_WORDS`) as negatives, pooled over every token of every item.
+- **perturbation** (any dataset): the positive and negative normalised-perplexity AUCs
+  of :mod:`dexar_core.metrics.perturbation`, for the sequence map and for a random
+  smooth map on the same grids (the chance line).
 
-Means leave out undefined values (NaN, and an infinite SNR when a map is zero on one
-side of the mask) and count them in ``undefined``. Nothing is printed: an optional
-callback sees each item, and with ``out`` the per-item records go to ``items.jsonl``
-(one line per item, flushed as it goes) and the summary to ``summary.json``.
+Answers are judged against the references where the dataset has them. Means leave out
+undefined values (NaN, and an infinite SNR when a map is zero on one side of the mask)
+and count them in ``undefined``; every number comes with a 95% bootstrap interval.
+
+With ``out``, a run is resumable and data-parallel (:mod:`dexar_core.run_log`,
+:mod:`dexar_core.distributed`): each finished item is appended to the process's log at
+once, a rerun skips the logged items, and under ``accelerate launch`` each process takes
+every ``world``-th item; rank 0 merges ``items.jsonl`` and writes ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 
-from dexar_core.datasets.shapes import (
-    COLORS,
-    KINDS,
-    SHAPES,
-    SPLITS,
-    ShapesDataset,
-    ShapesItem,
+from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark_item
+from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
+from dexar_core.distributed import Processes, current_processes
+from dexar_core.errors import DatasetError, DexarError, InputError, UnsupportedModelError
+from dexar_core.evaluation_records import (
+    CHANCE_LINES,
+    FUNCTION_WORDS,
+    METRICS,
+    PERTURBATION_ORDERS,
+    SEGMENTATION_METRICS,
+    ItemResult,
+    Summary,
+    TokenGrounding,
+    token_word,
+    word_class,
 )
-from dexar_core.errors import DatasetError, InputError
+from dexar_core.evaluation_summary import summarise
 from dexar_core.metrics import (
-    auroc,
     chance_scores,
     object_iou,
     pointing_game,
@@ -56,6 +69,17 @@ from dexar_core.metrics import (
     segmentation_scores,
     uniform_map,
     uniform_pointing_chance,
+)
+from dexar_core.metrics.bootstrap import RESAMPLES
+from dexar_core.run_log import (
+    ITEMS_FILE,
+    SUMMARY_FILE,
+    append_record,
+    finished_records,
+    open_log,
+    prepare_run,
+    write_atomically,
+    write_items,
 )
 
 if TYPE_CHECKING:
@@ -68,14 +92,16 @@ __all__ = [
     "DATASETS",
     "FUNCTION_WORDS",
     "ITEMS_FILE",
+    "METRICS",
     "OBJECT_WORDS",
+    "PERTURBATION_ORDERS",
     "SEGMENTATION_METRICS",
     "SUMMARY_FILE",
-    "GroundedDataset",
     "ItemResult",
     "Summary",
     "TokenGrounding",
     "chance_seed",
+    "check_metrics",
     "evaluate",
     "open_dataset",
     "score_item",
@@ -87,51 +113,26 @@ __all__ = [
 DATASETS: dict[str, tuple[Callable[..., ShapesDataset], tuple[str, ...]]] = {
     "shapes": (ShapesDataset, tuple(SPLITS)),
 }
-"""Grounded datasets by name: a factory called as ``factory(split, seed=, image_size=)``
-and the split names it accepts."""
+"""Datasets :func:`open_dataset` opens by name (folder datasets: ``open_benchmark``)."""
 
 OBJECT_WORDS: frozenset[str] = frozenset((*COLORS, *SHAPES))
-"""Words that name an object: its colour or its shape."""
+"""Words that name an object of the shapes benchmark: its colour or its shape."""
 
-FUNCTION_WORDS: frozenset[str] = frozenset({"a", "an", "the", "at", "and", "of", "in", "is"})
-"""Closed-class words of the benchmark's answers: the negatives of the delta AUROC."""
-
-SEGMENTATION_METRICS: tuple[str, ...] = ("soft_iou", "best_iou", "epg", "snr")
-"""The sequence-map scores, in report order (``snr`` in dB)."""
-
-CHANCE_LINES: tuple[str, ...] = ("uniform", "random_smooth")
-"""The chance lines reported beside the method, in report order."""
-
-ITEMS_FILE = "items.jsonl"
-SUMMARY_FILE = "summary.json"
-
-
-class GroundedDataset(Protocol):
-    """What :func:`evaluate` reads: indexable items with masks, e.g. a ShapesDataset."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> ShapesItem: ...
+NEEDS = {"segmentation": "has_masks", "grounding": "has_object_words"}
 
 
 def open_dataset(
     name: str, split: str = "test", *, seed: int = 0, image_size: int = 64
 ) -> ShapesDataset:
-    """Open a split of a grounded dataset by name.
-
-    Args:
-        name: a key of :data:`DATASETS` (``"shapes"``).
-        split: the split, e.g. ``"test"``; the dataset checks it.
-        seed: the dataset's seed (the benchmark's items depend on it).
-        image_size: image side in pixels; use the size the model was trained at.
+    """Open a split of the shapes benchmark by name (other datasets: ``open_benchmark``).
 
     Raises:
         DatasetError: for an unknown dataset or split.
     """
     if name not in DATASETS:
         raise DatasetError(
-            f"evaluate: no dataset named {name!r}; the grounded datasets are "
-            f"{sorted(DATASETS)}. Pass one of them (e.g. --dataset shapes)."
+            f"evaluate: no dataset named {name!r}; the built-in datasets are "
+            f"{sorted(DATASETS)}. Folders open with open_benchmark('voc:PATH'), ..."
         )
     factory, splits = DATASETS[name]
     if split not in splits:
@@ -147,188 +148,80 @@ def chance_seed(seed: int, index: int) -> int:
     return seed * 1_000_003 + index
 
 
-def token_word(token: str) -> str:
-    """The word a token spells: lower case, without word-start markers or punctuation."""
-    return "".join(char for char in token.lower() if char.isalpha())
+def check_metrics(metrics: Sequence[str] | None, benchmark: Benchmark) -> tuple[str, ...]:
+    """The metric families to measure: the given ones checked, or all the dataset allows.
 
-
-def word_class(word: str, item: ShapesItem) -> str:
-    """The word's class: ``object``, ``absent`` (naming nothing here), ``function``, ``other``."""
-    if word in OBJECT_WORDS:
-        return "object" if _named_objects(word, item) else "absent"
-    return "function" if word in FUNCTION_WORDS else "other"
-
-
-def _named_objects(word: str, item: ShapesItem) -> tuple[int, ...]:
-    """Indices of the objects whose colour or shape is ``word`` and that show a pixel."""
-    return tuple(
-        index
-        for index, obj in enumerate(item.objects)
-        if word in (obj.color, obj.shape) and obj.mask.any()
-    )
-
-
-@attrs.frozen(kw_only=True)
-class TokenGrounding:
-    """The scores of one answer token that names objects of the item.
-
-    Attributes:
-        position: the token's index in the answer.
-        token: the token as the tokenizer gives it.
-        word: the word it spells (:func:`token_word`).
-        objects: indices of the objects it names; its mask is their union.
-        delta: the token's weight ``delta^t``.
-        pointing_game: whether its map's maximum lies inside the mask.
-        iou: ``object_iou`` of its map and the mask.
-        uniform_pointing_chance: the mask's area fraction.
-        uniform_iou: ``object_iou`` of the uniform map.
-        random_pointing_game: the pointing game of the item's random smooth map.
-        random_iou: ``object_iou`` of the item's random smooth map.
+    Raises:
+        InputError: an unknown family, or one the dataset cannot score (no masks...).
     """
-
-    position: int
-    token: str
-    word: str
-    objects: tuple[int, ...]
-    delta: float
-    pointing_game: bool
-    iou: float
-    uniform_pointing_chance: float
-    uniform_iou: float
-    random_pointing_game: bool
-    random_iou: float
-
-
-@attrs.frozen(kw_only=True)
-class ItemResult:
-    """Everything measured on one item, as written to ``items.jsonl``.
-
-    Attributes:
-        index: the item's index in its split.
-        kind: its question kind.
-        question: the question asked.
-        expected: the expected answer.
-        answer: the model's answer ("" when it answered nothing).
-        correct: exact match of ``answer`` and ``expected``.
-        tokens: the explained answer tokens.
-        token_weights: ``delta^t`` per token.
-        word_classes: per token, ``object``, ``absent``, ``function`` or ``other``.
-        sequence_fallback: every delta was 0 and the sequence map weighs tokens by 1.
-        segmentation: the sequence map's scores against the union mask.
-        chance: the same scores of each chance line (:data:`CHANCE_LINES`).
-        token_grounding: one record per object-word token.
-        seconds: time spent on the item.
-        error: why the item could not be explained (then nothing else is scored).
-    """
-
-    index: int
-    kind: str
-    question: str
-    expected: str
-    answer: str
-    correct: bool
-    tokens: tuple[str, ...] = ()
-    token_weights: tuple[float, ...] = ()
-    word_classes: tuple[str, ...] = ()
-    sequence_fallback: bool = False
-    segmentation: Mapping[str, float] = attrs.field(factory=dict)
-    chance: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
-    token_grounding: tuple[TokenGrounding, ...] = ()
-    seconds: float = 0.0
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (non-finite floats become None)."""
-        return _json_ready(attrs.asdict(self))
-
-
-@attrs.frozen(kw_only=True)
-class Summary:
-    """The benchmark's numbers for one model and method, with the chance lines beside.
-
-    Attributes:
-        dataset: the dataset's description (``repr``).
-        split: the split evaluated.
-        model_id: the model evaluated.
-        method: the explanation method.
-        options: the method's options as given.
-        seed: the run's seed (random smooth chance maps, see :func:`chance_seed`).
-        items: items evaluated.
-        skipped: items that could not be explained (see ``ItemResult.error``).
-        seconds: wall-clock time of the run.
-        segmentation: ``{"method" | "uniform" | "random_smooth": {metric: mean}}`` over
-            the explained items.
-        undefined: per metric, how many items' method scores were left out of its mean.
-        grounding: ``{"tokens": n, "absent": n, "pointing_game": {line: rate},
-            "iou": {line: mean}}``; the pointing game's ``uniform`` line is the mean
-            area fraction (the uniform pointing chance).
-        delta_auroc: ``{"auroc", "auroc_within_answer", "object_words",
-            "function_words", "answers"}``; ``auroc`` pools every token, the
-            within-answer figure averages the AUROCs of the ``answers`` that hold both
-            classes. None where undefined.
-        accuracy: exact-match accuracy per question kind present and ``"all"``.
-        kind_counts: items per question kind and ``"all"``.
-    """
-
-    dataset: str
-    split: str
-    model_id: str
-    method: str
-    options: Mapping[str, Any]
-    seed: int
-    items: int
-    skipped: int
-    seconds: float
-    segmentation: Mapping[str, Mapping[str, float]]
-    undefined: Mapping[str, int]
-    grounding: Mapping[str, Any]
-    delta_auroc: Mapping[str, Any]
-    accuracy: Mapping[str, float]
-    kind_counts: Mapping[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (non-finite floats become None)."""
-        return _json_ready(attrs.asdict(self))
+    if metrics is None:
+        return tuple(m for m in METRICS if m not in NEEDS or getattr(benchmark, NEEDS[m]))
+    chosen = tuple(dict.fromkeys(metrics))
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise InputError(
+            f"evaluate: unknown metric {unknown[0] if unknown else '(none)'!r}; choose from "
+            f"{', '.join(METRICS)} (e.g. --metrics segmentation,perturbation)."
+        )
+    for metric in chosen:
+        if metric in NEEDS and not getattr(benchmark, NEEDS[metric]):
+            missing = "object masks" if metric == "segmentation" else "words that name objects"
+            raise InputError(
+                f"evaluate: {benchmark.name} has no {missing}, so {metric} cannot be scored "
+                "on it; use --metrics perturbation, or a dataset with masks (shapes, voc:PATH)."
+            )
+    return chosen
 
 
 def evaluate(
     loaded: LoadedModel,
-    dataset: GroundedDataset,
+    dataset: Any,
     *,
     method: str = "dexar",
+    metrics: Sequence[str] | None = None,
     limit: int | None = None,
     out: str | Path | None = None,
     seed: int = 0,
     max_new_tokens: int = 40,
-    on_item: Callable[[ShapesItem, Explanation | None, ItemResult], None] | None = None,
+    replacement: str = "mean",
+    resamples: int = RESAMPLES,
+    on_item: Callable[[BenchmarkItem, Explanation | None, ItemResult], None] | None = None,
     catalog: Catalog | None = None,
+    processes: Processes | None = None,
     **options: Any,
 ) -> Summary:
-    """Explain the model's answer on each item and score the maps against the masks.
+    """Explain the model's answer on each item and score the maps.
 
     Args:
         loaded: what :func:`dexar_core.api.load` returned.
-        dataset: grounded items (e.g. :func:`open_dataset`'s split), taken in order.
+        dataset: a :class:`Benchmark` (``open_benchmark``) or a dataset of reader items
+            (e.g. :func:`open_dataset`'s split), taken in order.
         method: the explanation method (``dexar`` or a registered baseline).
+        metrics: families of :data:`METRICS`; all that the dataset allows when None.
         limit: evaluate only the first ``limit`` items; all of them when None.
-        out: a folder for ``items.jsonl`` and ``summary.json``; nothing is written when
-            None.
-        seed: seeds the random smooth chance maps (:func:`chance_seed`).
+        out: the run folder (see :mod:`dexar_core.run_log`); a rerun with the same
+            arguments resumes it. Nothing is written when None.
+        seed: seeds the random smooth chance maps (:func:`chance_seed`) and the bootstrap.
         max_new_tokens: the longest generated answer (a three-object caption takes 25).
-        on_item: called after each item with the item, its explanation (None when it
-            could not be explained) and its result, e.g. to show progress.
+        replacement: how perturbation removes patches: ``mean`` or ``blur``.
+        resamples: bootstrap resamples of the confidence intervals.
+        on_item: called after each item this process evaluates, with the item, its
+            explanation (None when it could not be explained) and its result.
         catalog: the plugin catalog; the process-wide one by default.
+        processes: this process's place in a data-parallel run; found from the
+            environment (``accelerate launch``) by default.
         **options: the method's options, as for :func:`dexar_core.api.explain`.
 
     Returns:
-        The :class:`Summary`; also written to ``out/summary.json`` when ``out`` is given.
+        The :class:`Summary` over the first ``limit`` items, those of earlier runs in
+        ``out`` included; also written to ``out/summary.json``.
 
     Raises:
-        InputError: for a ``limit`` that is not a positive integer or an empty dataset.
-        MethodError: for an unknown method or bad method options (checked before the
-            first item).
+        InputError: a bad ``limit``, an empty dataset, metrics the dataset cannot score,
+            a several-process run without ``out``, or an ``out`` holding another run.
+        MethodError: an unknown method or bad method options (before the first item).
+        UnsupportedModelError: a model without generated answers (a contrastive one).
     """
-    from dexar_core.api import explain
     from dexar_plugins import default_catalog
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -336,81 +229,185 @@ def evaluate(
             f"evaluate: limit must be a positive number of items, got {limit!r}; leave it "
             "out (no --limit) to evaluate the whole split."
         )
-    count = len(dataset) if limit is None else min(limit, len(dataset))
+    benchmark = dataset if isinstance(dataset, Benchmark) else _as_benchmark(dataset)
+    chosen = check_metrics(metrics, benchmark)
+    count = len(benchmark) if limit is None else min(limit, len(benchmark))
     if count == 0:
         raise InputError("evaluate: the dataset has no item; give a non-empty split.")
+    if getattr(loaded.adapter, "explain_similarity", None) is not None:
+        raise UnsupportedModelError(
+            f"evaluate: {loaded.model_id} is a contrastive model with no generated answer "
+            "to explain; evaluate a generative model, or explain its maps with dexar explain."
+        )
     plugins = default_catalog() if catalog is None else catalog
     plugins.method(method).factory(**options)  # bad options fail here, not on every item
-    items_file = _open_items_file(out)
-    results: list[ItemResult] = []
-    start = time.perf_counter()
+    team = current_processes() if processes is None else processes
+    if out is None and team.world > 1:
+        raise InputError(
+            "evaluate: a several-process run needs an out folder to merge the processes' "
+            "items in; give --out."
+        )
+    config = {
+        "model": loaded.model_id,
+        "dataset": repr(benchmark),
+        "split": benchmark.split,
+        "method": method,
+        "options": options,
+        "metrics": chosen,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "replacement": replacement,
+    }
+    records: dict[int, dict[str, Any]] = {}
+    if out is not None:
+        prepare_run(out, config, team)
+        records = finished_records(out)
+        team.barrier()  # every process has read the logs before any appends to them
+    log = None if out is None else open_log(out, team.rank)
     try:
         for position in range(count):
-            item = dataset[position]
-            item_start = time.perf_counter()
-            explanation: Explanation | None
-            try:
-                explanation = explain(
-                    loaded,
-                    item.image,
-                    item.question,
-                    method=method,
-                    max_new_tokens=max_new_tokens,
-                    catalog=plugins,
-                    **options,
-                )
-            except InputError as error:
-                # An item-level failure (typically an empty answer) is recorded, not fatal.
-                explanation = None
-                result = ItemResult(
-                    index=item.index,
-                    kind=item.kind,
-                    question=item.question,
-                    expected=item.answer,
-                    answer="",
-                    correct=False,
-                    seconds=time.perf_counter() - item_start,
-                    error=str(error),
-                )
-            else:
-                result = score_item(item, explanation, seed=seed)
-                result = attrs.evolve(result, seconds=time.perf_counter() - item_start)
-            results.append(result)
-            if items_file is not None:
-                items_file.write(json.dumps(result.to_dict()) + "\n")
-                items_file.flush()
+            if position in records or not team.owns(position):
+                continue
+            item = benchmark[position]
+            explanation, result = _evaluate_item(
+                loaded,
+                item,
+                method=method,
+                metrics=chosen,
+                seed=seed,
+                max_new_tokens=max_new_tokens,
+                replacement=replacement,
+                catalog=plugins,
+                options=options,
+            )
+            records[position] = result.to_dict()
+            if log is not None:
+                append_record(log, records[position])
             if on_item is not None:
                 on_item(item, explanation, result)
     finally:
-        if items_file is not None:
-            items_file.close()
+        if log is not None:
+            log.close()
+    if out is not None:
+        team.barrier()  # every process has logged its items
+        records = finished_records(out)
+    missing = [position for position in range(count) if position not in records]
+    if missing:
+        raise DexarError(
+            f"evaluate: items {missing[:5]} have no record after every process finished; "
+            "rerun the same command to evaluate them."
+        )
+    ordered = [records[position] for position in range(count)]
     summary = summarise(
-        results,
-        dataset=repr(dataset),
-        split=str(getattr(dataset, "split", "")),
+        [ItemResult.from_dict(record) for record in ordered],
+        dataset=repr(benchmark),
+        split=benchmark.split,
         model_id=loaded.model_id,
         method=method,
         options=options,
         seed=seed,
-        seconds=time.perf_counter() - start,
+        metrics=chosen,
+        resamples=resamples,
     )
+    if out is not None and team.is_main:
+        write_items(out, ordered)
+        write_atomically(Path(out) / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
     if out is not None:
-        (Path(out) / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        team.barrier()  # nobody reads the merged files before rank 0 has written them
     return summary
 
 
-def score_item(item: ShapesItem, explanation: Explanation, *, seed: int = 0) -> ItemResult:
-    """Score one explanation of the model's answer on ``item`` (no timing).
+def _evaluate_item(
+    loaded: LoadedModel,
+    item: BenchmarkItem,
+    *,
+    method: str,
+    metrics: Sequence[str],
+    seed: int,
+    max_new_tokens: int,
+    replacement: str,
+    catalog: Catalog,
+    options: dict[str, Any],
+) -> tuple[Explanation | None, ItemResult]:
+    """Explain the model's answer on one item and score it; a failed item is recorded."""
+    from dexar_core.api import explain
+
+    start = time.perf_counter()
+    try:
+        explanation = explain(
+            loaded,
+            item.image,
+            item.question,
+            method=method,
+            max_new_tokens=max_new_tokens,
+            catalog=catalog,
+            **options,
+        )
+    except InputError as error:
+        # An item-level failure (typically an empty answer) is recorded, not fatal.
+        result = ItemResult(
+            index=item.index,
+            item_id=item.item_id,
+            kind=item.kind,
+            question=item.question,
+            expected=item.answer,
+            answer="",
+            correct=False if item.references else None,
+            seconds=time.perf_counter() - start,
+            error=str(error),
+        )
+        return None, result
+    result = score_item(item, explanation, seed=seed, metrics=metrics)
+    if "perturbation" in metrics:
+        result = attrs.evolve(
+            result, **perturbation_scores(loaded, item, explanation, seed, replacement)
+        )
+    return explanation, attrs.evolve(result, seconds=time.perf_counter() - start)
+
+
+def score_item(
+    item: Any,
+    explanation: Explanation,
+    *,
+    seed: int = 0,
+    metrics: Sequence[str] = ("segmentation", "grounding"),
+) -> ItemResult:
+    """Score one explanation of the model's answer on ``item`` (no model call, no timing).
 
     Args:
-        item: the benchmark item, with its masks.
-        explanation: the explanation of the model's answer to ``item.question``.
+        item: the item (a :class:`BenchmarkItem` or a reader's item, e.g. a ShapesItem).
+        explanation: the explanation of the model's answer to its question.
         seed: the run's seed (the random smooth map uses :func:`chance_seed`).
+        metrics: which of ``segmentation`` and ``grounding`` to score (perturbation
+            needs the model: :func:`perturbation_scores`).
     """
-    token_maps, sequence_map = explanation.upsample(0)
-    union = item.union_mask
-    random_map = random_smooth_map(union.shape, chance_seed(seed, item.index))
+    item = as_benchmark_item(item)
     weights = [float(weight) for weight in explanation.token_weights]
+    result = ItemResult(
+        index=item.index,
+        item_id=item.item_id,
+        kind=item.kind,
+        question=item.question,
+        expected=item.answer,
+        answer=explanation.answer,
+        correct=item.is_correct(explanation.answer),
+        tokens=tuple(explanation.tokens),
+        token_weights=tuple(weights),
+        sequence_fallback=explanation.sequence_fallback,
+    )
+    if item.mask is None or not {"segmentation", "grounding"} & set(metrics):
+        return result
+    token_maps, sequence_map = explanation.upsample(0)
+    valid = item.valid
+    if "segmentation" in metrics:
+        result = attrs.evolve(
+            result,
+            segmentation=segmentation_scores(sequence_map, item.mask, valid),
+            chance=chance_scores(item.mask, chance_seed(seed, item.index), valid),
+        )
+    if "grounding" not in metrics:
+        return result
+    random_map = random_smooth_map(item.mask.shape, chance_seed(seed, item.index))
     words = [token_word(token) for token in explanation.tokens]
     classes = [word_class(word, item) for word in words]
     grounding = []
@@ -419,8 +416,8 @@ def score_item(item: ShapesItem, explanation: Explanation, *, seed: int = 0) -> 
     ):
         if word_kind != "object":
             continue
-        objects = _named_objects(word, item)
-        mask = np.any([item.objects[index].mask for index in objects], axis=0)
+        objects = item.object_words[word]
+        mask = item.union_of(objects)
         grounding.append(
             TokenGrounding(
                 position=position,
@@ -428,152 +425,69 @@ def score_item(item: ShapesItem, explanation: Explanation, *, seed: int = 0) -> 
                 word=word,
                 objects=objects,
                 delta=weights[position],
-                pointing_game=pointing_game(token_maps[position], mask),
-                iou=object_iou(token_maps[position], mask),
-                uniform_pointing_chance=uniform_pointing_chance(mask),
-                uniform_iou=object_iou(uniform_map(mask.shape), mask),
-                random_pointing_game=pointing_game(random_map, mask),
-                random_iou=object_iou(random_map, mask),
+                pointing_game=pointing_game(token_maps[position], mask, valid),
+                iou=object_iou(token_maps[position], mask, valid),
+                uniform_pointing_chance=uniform_pointing_chance(mask, valid),
+                uniform_iou=object_iou(uniform_map(mask.shape), mask, valid),
+                random_pointing_game=pointing_game(random_map, mask, valid),
+                random_iou=object_iou(random_map, mask, valid),
             )
         )
-    return ItemResult(
-        index=item.index,
-        kind=item.kind,
-        question=item.question,
-        expected=item.answer,
-        answer=explanation.answer,
-        correct=explanation.answer.strip() == item.answer,
-        tokens=tuple(explanation.tokens),
-        token_weights=tuple(weights),
-        word_classes=tuple(classes),
-        sequence_fallback=explanation.sequence_fallback,
-        segmentation=segmentation_scores(sequence_map, union),
-        chance=chance_scores(union, chance_seed(seed, item.index)),
-        token_grounding=tuple(grounding),
-    )
+    return attrs.evolve(result, word_classes=tuple(classes), token_grounding=tuple(grounding))
 
 
-def summarise(
-    results: Sequence[ItemResult],
-    *,
-    dataset: str,
-    split: str,
-    model_id: str,
-    method: str,
-    options: Mapping[str, Any],
+def perturbation_scores(
+    loaded: LoadedModel,
+    item: BenchmarkItem,
+    explanation: Explanation,
     seed: int,
-    seconds: float,
-) -> Summary:
-    """Aggregate per-item results into the :class:`Summary` (see its attributes)."""
-    scored = [result for result in results if result.error is None]
-    lines: dict[str, list[Mapping[str, float]]] = {
-        "method": [result.segmentation for result in scored],
-        **{line: [result.chance[line] for result in scored] for line in CHANCE_LINES},
-    }
-    segmentation = {
-        line: {metric: _finite_mean([s[metric] for s in scores]) for metric in SEGMENTATION_METRICS}
-        for line, scores in lines.items()
-    }
-    undefined = {
-        metric: sum(not math.isfinite(s[metric]) for s in lines["method"])
-        for metric in SEGMENTATION_METRICS
-    }
-    tokens = [grounding for result in scored for grounding in result.token_grounding]
-    grounding = {
-        "tokens": len(tokens),
-        "absent": sum(result.word_classes.count("absent") for result in scored),
-        "pointing_game": {
-            "method": _finite_mean([float(t.pointing_game) for t in tokens]),
-            "uniform": _finite_mean([t.uniform_pointing_chance for t in tokens]),
-            "random_smooth": _finite_mean([float(t.random_pointing_game) for t in tokens]),
-        },
-        "iou": {
-            "method": _finite_mean([t.iou for t in tokens]),
-            "uniform": _finite_mean([t.uniform_iou for t in tokens]),
-            "random_smooth": _finite_mean([t.random_iou for t in tokens]),
-        },
-    }
-    kinds = [kind for kind in KINDS if any(r.kind == kind for r in results)]
-    kinds += sorted({r.kind for r in results} - set(kinds))
-    accuracy = {
-        kind: _finite_mean([float(r.correct) for r in results if r.kind == kind]) for kind in kinds
-    }
-    accuracy["all"] = _finite_mean([float(r.correct) for r in results])
-    kind_counts = {kind: sum(r.kind == kind for r in results) for kind in kinds}
-    kind_counts["all"] = len(results)
-    return Summary(
-        dataset=dataset,
-        split=split,
-        model_id=model_id,
-        method=method,
-        options=dict(options),
-        seed=seed,
-        items=len(results),
-        skipped=len(results) - len(scored),
-        seconds=seconds,
-        segmentation=segmentation,
-        undefined=undefined,
-        grounding=grounding,
-        delta_auroc=_delta_separation(scored),
-        accuracy=accuracy,
-        kind_counts=kind_counts,
+    replacement: str = "mean",
+) -> dict[str, Any]:
+    """The positive and negative nPPL AUCs of the sequence map and of the chance map.
+
+    The chance line ranks the patches by a random smooth map on each grid, seeded as the
+    segmentation chance map is (:func:`chance_seed`).
+
+    Returns:
+        ``{"perturbation": {"method" | "random_smooth": {order: auc}},
+        "perturbation_curves": {order: nPPL per fraction}}``, the fields of
+        :class:`ItemResult` they fill.
+    """
+    from dexar_core.metrics.perturbation import perturbation_curve
+
+    random_maps = [
+        random_smooth_map(grid.shape, chance_seed(seed, item.index) + number)
+        for number, grid in enumerate(explanation.grids)
+    ]
+    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
+    curves: dict[str, tuple[float, ...]] = {}
+    for line, maps in (("method", explanation.sequence_maps), ("random_smooth", random_maps)):
+        for order in PERTURBATION_ORDERS:
+            curve = perturbation_curve(
+                loaded,
+                item.image,
+                explanation.prompt,
+                explanation.token_ids,
+                [np.asarray(m) for m in maps],
+                explanation.grids,
+                order=order,
+                replacement=replacement,
+            )
+            aucs[line][order] = curve.auc
+            if line == "method":
+                curves[order] = curve.normalised
+    return {"perturbation": aucs, "perturbation_curves": curves}
+
+
+def _as_benchmark(dataset: Any) -> Benchmark:
+    """A reader's dataset seen as a :class:`Benchmark`; what it holds read off item 0."""
+    if len(dataset) == 0:
+        raise InputError("evaluate: the dataset has no item; give a non-empty split.")
+    first = as_benchmark_item(dataset[0], 0)
+    return Benchmark(
+        repr(dataset),
+        str(getattr(dataset, "split", "")),
+        dataset,
+        has_masks=first.mask is not None,
+        has_object_words=bool(first.object_words),
     )
-
-
-def _delta_separation(results: Sequence[ItemResult]) -> dict[str, Any]:
-    """AUROC of delta, object words against function words, pooled and within answers."""
-    pooled_scores: list[float] = []
-    pooled_labels: list[bool] = []
-    within: list[float] = []
-    for result in results:
-        scores = [
-            weight
-            for weight, kind in zip(result.token_weights, result.word_classes, strict=True)
-            if kind in ("object", "function")
-        ]
-        labels = [
-            kind == "object" for kind in result.word_classes if kind in ("object", "function")
-        ]
-        pooled_scores += scores
-        pooled_labels += labels
-        if any(labels) and not all(labels):
-            within.append(auroc(scores, labels))
-    positives = sum(pooled_labels)
-    negatives = len(pooled_labels) - positives
-    return {
-        "auroc": auroc(pooled_scores, pooled_labels) if positives and negatives else None,
-        "auroc_within_answer": float(np.mean(within)) if within else None,
-        "object_words": positives,
-        "function_words": negatives,
-        "answers": len(within),
-    }
-
-
-def _finite_mean(values: Sequence[float]) -> float:
-    """Mean of the finite values; NaN when there is none."""
-    finite = [value for value in values if math.isfinite(value)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _json_ready(value: Any) -> Any:
-    """A copy with tuples as lists, numpy scalars as Python ones, non-finite floats as None."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _open_items_file(out: str | Path | None) -> Any:
-    """``out/items.jsonl`` opened for writing (the folder made), or None without ``out``."""
-    if out is None:
-        return None
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"evaluate: out={str(folder)!r} is a file; give a folder for the results.")
-    folder.mkdir(parents=True, exist_ok=True)
-    return (folder / ITEMS_FILE).open("w", encoding="utf-8")

@@ -188,17 +188,21 @@ def test_command_prints_the_table_with_chance_lines(tiny_dir, tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    for line in ("dexar", "uniform", "random smooth", "pointing", "AUROC", "exact match"):
+    for line in ("dexar", "uniform", "random smooth", "pointing", "AUROC", "answer accuracy"):
         assert line in captured.out
-    assert (out / ITEMS_FILE).is_file() and (out / SUMMARY_FILE).is_file()
-    assert (out / "pictures" / "item0000_sequence.png").is_file()
+    assert (out / "dexar" / ITEMS_FILE).is_file() and (out / "dexar" / SUMMARY_FILE).is_file()
+    assert (out / SUMMARY_FILE).is_file()
+    assert (out / "dexar" / "pictures" / "item0000_sequence.png").is_file()
     assert "1/1" in captured.err  # progress on stderr
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--dataset", "voc"], "no dataset named 'voc'"),
+        (["--dataset", "voc"], "cannot read dataset 'voc'"),
+        (["--dataset", "coco:/data"], "cannot read dataset 'coco:/data'"),
+        (["--metrics", "segmentation,saliency"], "unknown metric 'saliency'"),
+        (["--methods", "dexar,gradcam"], "No method named 'gradcam'"),
         (["--split", "dev"], "no split 'dev'"),
         (["--limit", "0"], "--limit must be a positive number"),
     ],

@@ -1,15 +1,16 @@
-"""``dexar evaluate``: run the grounded benchmark and print the table with its chance lines.
+"""``dexar evaluate``: run a benchmark for one or more methods and print the tables.
 
 The work is :func:`dexar_core.evaluation.evaluate`; this module opens the dataset, loads
-the model, shows progress on stderr, saves pictures of the first items when asked, and
-formats the summary.
+the model, runs each method into its own resumable run folder (``OUT/<method>/``),
+shows progress on stderr, saves pictures of the first items when asked, and prints the
+report (:mod:`dexar_core.commands.evaluate_report`). Under ``accelerate launch`` every
+process runs this same code on its share of the items.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from dexar_core.commands.explain import DEFAULT_MODEL, parse_option
 from dexar_core.errors import CheckpointError, InputError
 
 if TYPE_CHECKING:
-    from dexar_core.datasets.shapes import ShapesItem
+    from dexar_core.datasets.benchmark import BenchmarkItem
+    from dexar_core.distributed import Processes
     from dexar_core.evaluation import ItemResult, Summary
     from dexar_core.explanation import Explanation
 
@@ -29,13 +31,18 @@ TRAINING_FACTS = "dexar_training.json"
 
 DEFAULT_IMAGE_SIZE = 64
 PICTURE_SIDE = 256  # the benchmark's 64-pixel images are too small to read as overlays
-
-LINE_NAMES = {"method": None, "uniform": "uniform", "random_smooth": "random smooth"}
+SUMMARIES_FILE = "summary.json"
+"""``OUT/summary.json``: every method's summary, by method."""
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Load the model, run the benchmark, print the summary table; write the outputs."""
-    from dexar_core.evaluation import evaluate, open_dataset
+    """Load the model, run the benchmark per method, print the report; write the outputs."""
+    from dexar_core.commands.evaluate_report import format_report
+    from dexar_core.datasets.benchmark import open_benchmark
+    from dexar_core.distributed import current_processes
+    from dexar_core.evaluation import check_metrics, evaluate
+    from dexar_core.run_log import write_atomically
+    from dexar_plugins import default_catalog
 
     if args.limit is not None and args.limit < 1:
         raise InputError(
@@ -44,111 +51,121 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.pictures < 0:
         raise InputError(f"--pictures must be 0 or more, got {args.pictures}.")
+    if args.resamples < 0:
+        raise InputError(f"--resamples must be 0 (no intervals) or more, got {args.resamples}.")
+    methods = _names(args.methods, "--methods")
+    metrics = None if args.metrics is None else _names(args.metrics, "--metrics")
+    options = _method_options(args.option, methods)
     model_name = args.model or DEFAULT_MODEL
-    options = dict(parse_option(text) for text in args.option)
     out = Path(args.out)
-    open_dataset(args.dataset, args.split, seed=args.seed)  # a bad name fails before loading
+
+    def dataset(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
+        return open_benchmark(
+            args.dataset,
+            args.split,
+            seed=args.seed,
+            image_size=image_size,
+            prompt=args.prompt,
+            class_index=args.class_index,
+        )
+
+    check_metrics(metrics, dataset())  # bad names and datasets fail before loading
+    catalog = default_catalog()
+    for method in methods:
+        catalog.method(method).factory(**options[method])
+    team = current_processes()
     start = time.perf_counter()
-    _progress(f"dexar: loading {model_name} ...")
-    loaded = _load_model(model_name, args.device)
+    _progress(f"dexar: loading {model_name} ...", team)
+    loaded = _load_model(model_name, args.device or team.device)
     image_size = args.image_size or _training_image_size(loaded.model.name_or_path)
-    dataset = open_dataset(args.dataset, args.split, seed=args.seed, image_size=image_size)
-    total = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    benchmark = dataset(image_size)
+    total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
+    shard = f" (process {team.rank + 1} of {team.world})" if team.world > 1 else ""
     _progress(
         f"dexar: loaded in {time.perf_counter() - start:.1f} s; evaluating {total} items of "
-        f"{args.dataset}/{args.split} ({image_size} px) ..."
+        f"{args.dataset}{'/' + benchmark.split if benchmark.split else ''} with "
+        f"{', '.join(methods)}{shard} ...",
+        team,
     )
-    counter = _progress_bar(total)
-    picture_writer = _picture_writer(out / "pictures", args.pictures)
+    summaries: dict[str, Summary] = {}
+    for method in methods:
+        folder = out / method
+        counter = _progress_bar(_remaining(folder, total, team), method, team)
+        picture_writer = _picture_writer(folder / "pictures", args.pictures)
 
-    def on_item(item: ShapesItem, explanation: Explanation | None, result: ItemResult) -> None:
-        picture_writer(item, explanation, result)
-        counter()
+        def on_item(
+            item: BenchmarkItem,
+            explanation: Explanation | None,
+            result: ItemResult,
+            write: Callable[..., None] = picture_writer,
+            step: Callable[..., None] = counter,
+        ) -> None:
+            write(item, explanation, result)
+            step()
 
-    try:
-        summary = evaluate(
-            loaded,
-            dataset,
-            method=args.method,
-            limit=args.limit,
-            out=out,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            on_item=on_item,
-            **options,
-        )
-    finally:
-        counter(close=True)
+        try:
+            summaries[method] = evaluate(
+                loaded,
+                benchmark,
+                method=method,
+                metrics=metrics,
+                limit=args.limit,
+                out=folder,
+                seed=args.seed,
+                max_new_tokens=args.max_new_tokens,
+                replacement=args.replacement,
+                resamples=args.resamples,
+                on_item=on_item,
+                processes=team,
+                **options[method],
+            )
+        finally:
+            counter(close=True)
+    if not team.is_main:
+        return 0
+    by_method = {method: summary.to_dict() for method, summary in summaries.items()}
+    write_atomically(out / SUMMARIES_FILE, json.dumps(by_method, indent=2) + "\n")
     if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
+        print(json.dumps(by_method, indent=2))
     else:
-        print(format_summary(summary))
-    _progress(f"dexar: wrote {out}/items.jsonl and {out}/summary.json")
+        print(format_report(summaries))
+    _progress(f"dexar: wrote {out}/<method>/items.jsonl and {out}/{SUMMARIES_FILE}", team)
     return 0
 
 
-def format_summary(summary: Summary) -> str:
-    """The summary as plain-text tables, the chance lines under the method's numbers."""
-    method = summary.method
-    head = (
-        f"{summary.dataset}, split {summary.split}: {summary.items} items "
-        f"({summary.skipped} not explained), model {summary.model_id}, method {method}, "
-        f"seed {summary.seed}, {summary.seconds:.0f} s"
-    )
-    segmentation = _table(
-        ("sequence map vs union mask", "soft_iou", "best_iou", "epg", "snr_db"),
-        [
-            (LINE_NAMES[line] or method, *(_number(scores[m]) for m in scores))
-            for line, scores in summary.segmentation.items()
-        ],
-    )
-    undefined = {metric: n for metric, n in summary.undefined.items() if n}
-    if undefined:
-        segmentation += (
-            "\n(left out as undefined: "
-            + ", ".join(f"{metric} {n}" for metric, n in undefined.items())
-            + ")"
-        )
-    grounding = summary.grounding
-    tokens = _table(
-        (f"object-word tokens ({grounding['tokens']})", "pointing", "iou"),
-        [
-            (
-                LINE_NAMES[line] or method,
-                _number(grounding["pointing_game"][line]),
-                _number(grounding["iou"][line]),
+def _names(text: str, flag: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise InputError(f"{flag} needs at least one name, got {text!r}.")
+    return names
+
+
+def _method_options(texts: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """``KEY=VALUE`` for every method, ``METHOD.KEY=VALUE`` for one of them."""
+    options: dict[str, dict[str, Any]] = {method: {} for method in methods}
+    for text in texts:
+        key, value = parse_option(text)
+        method, dot, name = key.rpartition(".")
+        if not dot:
+            for chosen in options.values():
+                chosen[key] = value
+        elif method in options:
+            options[method][name] = value
+        else:
+            raise InputError(
+                f"--option {text!r} is for method {method!r}, which is not in --methods "
+                f"({', '.join(methods)}); fix the prefix or add the method."
             )
-            for line in ("method", "uniform", "random_smooth")
-        ],
-    )
-    if grounding["absent"]:
-        tokens += f"\n({grounding['absent']} colour/shape tokens named no object of their item)"
-    delta = summary.delta_auroc
-    separation = (
-        f"delta AUROC, object vs function words: {_number(delta['auroc'])} pooled "
-        f"({delta['object_words']} object, {delta['function_words']} function tokens), "
-        f"{_number(delta['auroc_within_answer'])} within answers ({delta['answers']} answers)"
-    )
-    accuracy = _table(
-        ("answer accuracy", *summary.accuracy),
-        [
-            ("exact match", *(_number(value) for value in summary.accuracy.values())),
-            ("items", *(str(n) for n in summary.kind_counts.values())),
-        ],
-    )
-    return "\n\n".join((head, segmentation, tokens, separation, accuracy))
+    return options
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    from dexar_core.cli import format_table
+def _remaining(folder: Path, total: int, team: Processes) -> int:
+    """How many of this process's items the run folder does not hold yet."""
+    from dexar_core.run_log import finished_records
 
-    return format_table(headers, rows)
-
-
-def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.3f}"
+    done = finished_records(folder) if folder.is_dir() else {}
+    mine = [p for p in range(total) if team.owns(p)]
+    return sum(p not in done for p in mine)
 
 
 def _load_model(name: str, device: str | None) -> Any:
@@ -177,12 +194,15 @@ def _training_image_size(path: str) -> int:
     return DEFAULT_IMAGE_SIZE
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _progress(message: str, team: Processes) -> None:
+    """A line on stderr, from rank 0 only so several processes do not repeat it."""
+    if team.is_main:
+        print(message, file=sys.stderr, flush=True)
 
 
-def _progress_bar(total: int) -> Callable[..., None]:
-    """A step function drawing progress on stderr: tqdm when installed, else a counter."""
+def _progress_bar(total: int, method: str, team: Processes) -> Callable[..., None]:
+    """A step function drawing this process's progress on stderr (tqdm, else a counter)."""
+    label = f"{method} [{team.rank}]" if team.world > 1 else method
     try:
         from tqdm import tqdm
     except ImportError:
@@ -194,10 +214,10 @@ def _progress_bar(total: int) -> Callable[..., None]:
                 print(file=sys.stderr, flush=True)
                 return
             done += 1
-            print(f"\rdexar: {done}/{total} items", end="", file=sys.stderr, flush=True)
+            print(f"\rdexar: {label}: {done}/{total} items", end="", file=sys.stderr, flush=True)
 
         return count
-    bar = tqdm(total=total, desc="dexar evaluate", unit="item", file=sys.stderr)
+    bar = tqdm(total=total, desc=f"dexar evaluate {label}", unit="item", file=sys.stderr)
 
     def step(close: bool = False) -> None:
         if close:
@@ -210,11 +230,11 @@ def _progress_bar(total: int) -> Callable[..., None]:
 
 def _picture_writer(
     folder: Path, count: int
-) -> Callable[[ShapesItem, Explanation | None, ItemResult], None]:
+) -> Callable[[BenchmarkItem, Explanation | None, ItemResult], None]:
     """Saves the sequence overlay and the token strip of the first ``count`` explained items."""
     written = 0
 
-    def write(item: ShapesItem, explanation: Explanation | None, result: ItemResult) -> None:
+    def write(item: BenchmarkItem, explanation: Explanation | None, result: ItemResult) -> None:
         nonlocal written
         if explanation is None or written >= count:
             return

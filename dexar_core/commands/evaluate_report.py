@@ -1,0 +1,157 @@
+"""The plain-text report of ``dexar evaluate``: one table per metric family, methods as rows.
+
+Each number is followed by its 95% bootstrap interval in brackets; the chance lines
+(uniform, random smooth) are rows under the methods. They come from the first method's
+summary: every method answers the same items with the same model, and the chance maps
+depend only on the item, the answer and the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dexar_core.evaluation import CHANCE_LINES, SEGMENTATION_METRICS, Summary
+
+__all__ = ["format_report"]
+
+LINE_NAMES = {"uniform": "uniform", "random_smooth": "random smooth"}
+
+
+def format_report(summaries: Mapping[str, Summary]) -> str:
+    """The tables of every measured metric family, for one or more methods' summaries."""
+    first = next(iter(summaries.values()))
+    head = (
+        f"{first.dataset}{', split ' + first.split if first.split else ''}: {first.items} "
+        f"items, model {first.model_id}, seed {first.seed}; [95% bootstrap interval over "
+        f"items, {first.resamples} resamples]"
+    )
+    skipped = ", ".join(f"{m} {s.skipped}" for m, s in summaries.items() if s.skipped)
+    if skipped:
+        head += f"\nnot explained (empty answer): {skipped}"
+    parts = [head]
+    if "segmentation" in first.metrics:
+        parts.append(_segmentation(summaries, first))
+    if "grounding" in first.metrics:
+        parts.append(_grounding(summaries, first))
+        parts.append(_delta(summaries))
+    if "perturbation" in first.metrics:
+        parts.append(_perturbation(summaries, first))
+    if any(math.isfinite(value) for value in first.accuracy.values()):
+        parts.append(
+            _table(
+                ("answer accuracy", *first.accuracy),
+                [
+                    (
+                        "correct",
+                        *(
+                            _cell(first.accuracy, first.confidence["accuracy"], kind)
+                            for kind in first.accuracy
+                        ),
+                    ),
+                    ("items", *(str(n) for n in first.kind_counts.values())),
+                ],
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def _segmentation(summaries: Mapping[str, Summary], first: Summary) -> str:
+    headers = ("sequence map vs union mask", *SEGMENTATION_METRICS[:3], "snr_db")
+    rows = [
+        (
+            method,
+            *(
+                _cell(s.segmentation["method"], s.confidence["segmentation"]["method"], metric)
+                for metric in SEGMENTATION_METRICS
+            ),
+        )
+        for method, s in summaries.items()
+    ]
+    rows += [
+        (
+            LINE_NAMES[line],
+            *(
+                _cell(first.segmentation[line], first.confidence["segmentation"][line], metric)
+                for metric in SEGMENTATION_METRICS
+            ),
+        )
+        for line in CHANCE_LINES
+    ]
+    text = _table(headers, rows)
+    undefined = {
+        method: {metric: n for metric, n in s.undefined.items() if n}
+        for method, s in summaries.items()
+    }
+    notes = [
+        f"{method} " + ", ".join(f"{metric} {n}" for metric, n in counts.items())
+        for method, counts in undefined.items()
+        if counts
+    ]
+    if notes:
+        text += "\n(left out as undefined: " + "; ".join(notes) + ")"
+    return text
+
+
+def _grounding(summaries: Mapping[str, Summary], first: Summary) -> str:
+    def row(name: str, summary: Summary, line: str) -> tuple[str, ...]:
+        numbers, bounds = summary.grounding, summary.confidence["grounding"]
+        return (
+            name,
+            _cell(numbers["pointing_game"], bounds["pointing_game"], line),
+            _cell(numbers["iou"], bounds["iou"], line),
+        )
+
+    rows = [row(method, s, "method") for method, s in summaries.items()]
+    rows += [row(LINE_NAMES[line], first, line) for line in CHANCE_LINES]
+    text = _table((f"object-word tokens ({first.grounding['tokens']})", "pointing", "iou"), rows)
+    if first.grounding["absent"]:
+        text += f"\n({first.grounding['absent']} object words named no object of their item)"
+    return text
+
+
+def _delta(summaries: Mapping[str, Summary]) -> str:
+    first = next(iter(summaries.values())).delta_auroc
+    headers = (
+        f"delta AUROC, object vs function words ({first['object_words']} object, "
+        f"{first['function_words']} function tokens)",
+        "pooled",
+        f"within answers ({first['answers']})",
+    )
+    rows = [
+        (
+            method,
+            _cell(s.delta_auroc, s.confidence["delta_auroc"], "auroc"),
+            _cell(s.delta_auroc, s.confidence["delta_auroc"], "auroc_within_answer"),
+        )
+        for method, s in summaries.items()
+    ]
+    return _table(headers, rows)
+
+
+def _perturbation(summaries: Mapping[str, Summary], first: Summary) -> str:
+    def row(name: str, summary: Summary, line: str) -> tuple[str, ...]:
+        numbers, bounds = summary.perturbation[line], summary.confidence["perturbation"][line]
+        return (name, _cell(numbers, bounds, "positive"), _cell(numbers, bounds, "negative"))
+
+    rows = [row(method, s, "method") for method, s in summaries.items()]
+    rows.append(row(LINE_NAMES["random_smooth"], first, "random_smooth"))
+    headers = ("perturbation, nPPL AUC", "positive (higher better)", "negative (lower better)")
+    return _table(headers, rows)
+
+
+def _cell(numbers: Mapping[str, Any], bounds: Mapping[str, Sequence[float]], key: str) -> str:
+    value = numbers[key]
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    low, high = bounds[key]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    from dexar_core.cli import format_table
+
+    return format_table(headers, rows)

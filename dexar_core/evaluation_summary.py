@@ -1,0 +1,268 @@
+"""From per-item results to the :class:`Summary`, each number with its bootstrap interval.
+
+Every number of the summary is a function of a set of items: a mean over items, a
+rate over the object tokens of the items, or an AUROC over their tokens. It is computed
+once on all items and again on each bootstrap resample of the items
+(:mod:`dexar_core.metrics.bootstrap`), from per-item columns, so a thousand resamples
+cost little more than one summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dexar_core.datasets.shapes import KINDS
+from dexar_core.errors import InputError
+from dexar_core.evaluation_records import (
+    CHANCE_LINES,
+    PERTURBATION_ORDERS,
+    SEGMENTATION_METRICS,
+    ItemResult,
+    Summary,
+)
+from dexar_core.metrics import auroc
+from dexar_core.metrics.bootstrap import RESAMPLES, percentile_interval, resample_indices
+
+__all__ = ["summarise"]
+
+LINES = ("method", *CHANCE_LINES)
+PERTURBATION_LINES = ("method", "random_smooth")
+
+Numbers = dict[str, Any]
+
+
+def summarise(
+    results: Sequence[ItemResult],
+    *,
+    dataset: str,
+    split: str,
+    model_id: str,
+    method: str,
+    options: Mapping[str, Any],
+    seed: int,
+    metrics: Sequence[str] = ("segmentation", "grounding"),
+    resamples: int = RESAMPLES,
+) -> Summary:
+    """Aggregate per-item results into the :class:`Summary` (see its attributes).
+
+    Args:
+        results: one result per item, in any order.
+        dataset: the dataset's description.
+        split: the split.
+        model_id: the model.
+        method: the explanation method.
+        options: its options.
+        seed: the run's seed; the bootstrap draws from it.
+        metrics: the metric families measured.
+        resamples: bootstrap resamples (0: no intervals, every one NaN).
+    """
+    if not results:
+        raise InputError("summarise: no item result; evaluate at least one item.")
+    columns = _Columns(results)
+    everything = np.arange(len(results))
+    numbers = columns.numbers(everything)
+    if resamples > 0:
+        draws = resample_indices(len(results), resamples, seed)
+        samples = [_leaves(columns.numbers(indices)) for indices in draws]
+        intervals = {
+            key: percentile_interval([sample[key] for sample in samples]) for key in samples[0]
+        }
+    else:
+        intervals = {key: (math.nan, math.nan) for key in _leaves(numbers)}
+    scored = [result for result in results if result.error is None]
+    kinds = columns.kinds
+    return Summary(
+        dataset=dataset,
+        split=split,
+        model_id=model_id,
+        method=method,
+        options=dict(options),
+        metrics=tuple(metrics),
+        seed=seed,
+        items=len(results),
+        skipped=len(results) - len(scored),
+        seconds=float(sum(result.seconds for result in results)),
+        segmentation=numbers["segmentation"],
+        undefined={
+            metric: sum(
+                bool(r.segmentation) and not math.isfinite(r.segmentation[metric]) for r in scored
+            )
+            for metric in SEGMENTATION_METRICS
+        },
+        grounding={
+            "tokens": sum(len(r.token_grounding) for r in scored),
+            "absent": sum(r.word_classes.count("absent") for r in scored),
+            **numbers["grounding"],
+        },
+        delta_auroc={**numbers["delta_auroc"], **columns.delta_counts()},
+        perturbation=numbers["perturbation"],
+        accuracy=numbers["accuracy"],
+        kind_counts={
+            kind: len(results) if kind == "all" else int(np.sum(kinds == kind))
+            for kind in columns.kind_order
+        },
+        confidence=_nest(intervals),
+        resamples=resamples,
+    )
+
+
+class _Columns:
+    """Per-item arrays of everything the summary's numbers are made of."""
+
+    def __init__(self, results: Sequence[ItemResult]) -> None:
+        count = len(results)
+        scored = np.array([r.error is None for r in results])
+        self.scored = scored
+        self.segmentation = {
+            line: {metric: np.full(count, np.nan) for metric in SEGMENTATION_METRICS}
+            for line in LINES
+        }
+        self.perturbation = {
+            line: {order: np.full(count, np.nan) for order in PERTURBATION_ORDERS}
+            for line in PERTURBATION_LINES
+        }
+        self.tokens = np.zeros(count)
+        self.hits = {line: np.zeros(count) for line in LINES}
+        self.iou_sums = {line: np.zeros(count) for line in LINES}
+        self.iou_counts = {line: np.zeros(count) for line in LINES}
+        self.within_auroc = np.full(count, np.nan)
+        token_items: list[int] = []
+        token_scores: list[float] = []
+        token_labels: list[bool] = []
+        for row, result in enumerate(results):
+            if result.error is not None:
+                continue
+            for line in LINES:
+                scores = result.segmentation if line == "method" else result.chance.get(line, {})
+                for metric, value in scores.items():
+                    self.segmentation[line][metric][row] = _finite_or_nan(value)
+            for line, aucs in result.perturbation.items():
+                for order, value in aucs.items():
+                    self.perturbation[line][order][row] = _finite_or_nan(value)
+            for token in result.token_grounding:
+                self.tokens[row] += 1
+                hits = (token.pointing_game, token.uniform_pointing_chance)
+                for line, hit in zip(LINES, (*hits, token.random_pointing_game)):
+                    self.hits[line][row] += float(hit)
+                for line, iou in zip(LINES, (token.iou, token.uniform_iou, token.random_iou)):
+                    if math.isfinite(iou):
+                        self.iou_sums[line][row] += iou
+                        self.iou_counts[line][row] += 1
+            pairs = [
+                (weight, kind == "object")
+                for weight, kind in zip(result.token_weights, result.word_classes, strict=True)
+                if kind in ("object", "function")
+            ]
+            token_items += [row] * len(pairs)
+            token_scores += [weight for weight, _ in pairs]
+            token_labels += [label for _, label in pairs]
+            labels = [label for _, label in pairs]
+            if any(labels) and not all(labels):
+                self.within_auroc[row] = auroc([w for w, _ in pairs], labels)
+        self.token_items = np.array(token_items, dtype=np.intp)
+        self.token_scores = np.array(token_scores, dtype=np.float64)
+        self.token_labels = np.array(token_labels, dtype=bool)
+        self.correct = np.array(
+            [math.nan if r.correct is None else float(r.correct) for r in results]
+        )
+        self.kinds = np.array([r.kind for r in results])
+        present = set(self.kinds.tolist())
+        self.kind_order = [kind for kind in KINDS if kind in present]
+        self.kind_order += sorted(present - set(self.kind_order))
+        self.kind_order.append("all")
+
+    def numbers(self, rows: npt.NDArray[np.intp]) -> Numbers:
+        """Every number of the summary over the items ``rows`` (repeats allowed)."""
+        tokens = self.tokens[rows].sum()
+        return {
+            "segmentation": {
+                line: {metric: _mean(values[rows]) for metric, values in scores.items()}
+                for line, scores in self.segmentation.items()
+            },
+            "grounding": {
+                "pointing_game": {
+                    line: _ratio(self.hits[line][rows].sum(), tokens) for line in LINES
+                },
+                "iou": {
+                    line: _ratio(self.iou_sums[line][rows].sum(), self.iou_counts[line][rows].sum())
+                    for line in LINES
+                },
+            },
+            "delta_auroc": {
+                "auroc": self._pooled_auroc(rows),
+                "auroc_within_answer": _mean(self.within_auroc[rows]),
+            },
+            "perturbation": {
+                line: {order: _mean(values[rows]) for order, values in aucs.items()}
+                for line, aucs in self.perturbation.items()
+            },
+            "accuracy": {
+                kind: _mean(self.correct[rows] if kind == "all" else self._of_kind(rows, kind))
+                for kind in self.kind_order
+            },
+        }
+
+    def delta_counts(self) -> dict[str, int]:
+        """How many tokens and answers the delta AUROC rests on (no interval)."""
+        positives = int(self.token_labels.sum())
+        return {
+            "object_words": positives,
+            "function_words": int(self.token_labels.size - positives),
+            "answers": int(np.isfinite(self.within_auroc).sum()),
+        }
+
+    def _of_kind(self, rows: npt.NDArray[np.intp], kind: str) -> npt.NDArray[np.float64]:
+        picked = rows[self.kinds[rows] == kind]
+        return self.correct[picked]
+
+    def _pooled_auroc(self, rows: npt.NDArray[np.intp]) -> float:
+        if not self.token_items.size:
+            return math.nan
+        copies = np.bincount(rows, minlength=self.tokens.size)[self.token_items]
+        labels = np.repeat(self.token_labels, copies)
+        if labels.all() or not labels.any():
+            return math.nan
+        return auroc(np.repeat(self.token_scores, copies), labels)
+
+
+def _finite_or_nan(value: float) -> float:
+    return float(value) if math.isfinite(value) else math.nan
+
+
+def _mean(values: npt.NDArray[np.float64]) -> float:
+    """Mean of the finite values; NaN when there is none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else math.nan
+
+
+def _leaves(
+    numbers: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], float]:
+    """The numbers flattened to ``{(section, ..., name): value}``."""
+    leaves: dict[tuple[str, ...], float] = {}
+    for key, value in numbers.items():
+        if isinstance(value, Mapping):
+            leaves.update(_leaves(value, (*prefix, key)))
+        else:
+            leaves[(*prefix, key)] = value
+    return leaves
+
+
+def _nest(intervals: Mapping[tuple[str, ...], tuple[float, float]]) -> dict[str, Any]:
+    """The inverse of :func:`_leaves`, with ``[low, high]`` leaves."""
+    nested: dict[str, Any] = {}
+    for path, interval in intervals.items():
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = list(interval)
+    return nested

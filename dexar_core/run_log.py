@@ -1,0 +1,154 @@
+"""The on-disk record of an evaluation run, made so that no finished item is ever lost.
+
+Layout of a run folder::
+
+    run.json             what the run measures (model, dataset, method, options, ...)
+    log/rank<R>.jsonl    one JSON line per finished item, appended by process R and
+                         flushed to disk before the next item starts
+    items.jsonl          all items, merged and in order (written at the end by rank 0)
+    summary.json         the summary (written at the end by rank 0)
+
+A rerun with the same ``run.json`` reads every log, skips the items found there and
+appends the rest, whatever number of processes wrote them. A process killed while
+writing leaves at most one incomplete last line; readers skip it and its writer cuts it
+off before appending again. A rerun that would measure something else (another model,
+method, option...) is refused rather than mixed into the old items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from dexar_core.distributed import Processes
+from dexar_core.errors import InputError
+
+__all__ = [
+    "CONFIG_FILE",
+    "ITEMS_FILE",
+    "LOG_FOLDER",
+    "SUMMARY_FILE",
+    "append_record",
+    "finished_records",
+    "open_log",
+    "prepare_run",
+    "write_atomically",
+    "write_items",
+]
+
+CONFIG_FILE = "run.json"
+LOG_FOLDER = "log"
+ITEMS_FILE = "items.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def prepare_run(folder: str | Path, config: Mapping[str, Any], processes: Processes) -> None:
+    """Make the run folder and record ``config``, or check it against the recorded one.
+
+    Every process reads the recorded config before rank 0 writes a new one, so all of
+    them agree on whether to refuse.
+
+    Raises:
+        InputError: ``folder`` is a file, or holds a run with a different config.
+    """
+    root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"evaluate: out={str(root)!r} is a file; give a folder for the results.")
+    wanted = json.loads(json.dumps(config))
+    recorded = _read_config(root / CONFIG_FILE)
+    if recorded is not None and recorded != wanted:
+        changed = sorted(
+            key for key in {*recorded, *wanted} if recorded.get(key) != wanted.get(key)
+        )
+        details = "; ".join(
+            f"{key}: {recorded.get(key)!r} before, {wanted.get(key)!r} now" for key in changed
+        )
+        raise InputError(
+            f"evaluate: {str(root)!r} holds a run that measured something else ({details}). "
+            "Resume it with the same arguments, or give a new --out folder."
+        )
+    processes.barrier()
+    if processes.is_main:
+        (root / LOG_FOLDER).mkdir(parents=True, exist_ok=True)
+        if recorded is None:
+            write_atomically(root / CONFIG_FILE, json.dumps(wanted, indent=2) + "\n")
+    processes.barrier()
+
+
+def finished_records(folder: str | Path) -> dict[int, dict[str, Any]]:
+    """Every item record in the run's logs, by item index (the first one of an index wins).
+
+    An incomplete last line (a process killed mid-write) is skipped; a malformed line
+    anywhere else means the log was edited by hand, and is refused.
+
+    Raises:
+        InputError: a log line that is not a JSON object with an ``index``.
+    """
+    records: dict[int, dict[str, Any]] = {}
+    for log in sorted((Path(folder) / LOG_FOLDER).glob("rank*.jsonl")):
+        lines = log.read_text(encoding="utf-8").split("\n")
+        # The text after the last newline is a line still being written, or nothing.
+        for number, line in enumerate(lines[:-1], start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                index = int(record["index"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise InputError(
+                    f"evaluate: {log}:{number} is not an item record ({error}); the log was "
+                    "changed by something other than dexar. Delete that line to rerun the item."
+                ) from error
+            records.setdefault(index, record)
+    return records
+
+
+def open_log(folder: str | Path, rank: int) -> IO[str]:
+    """This process's log, opened for appending, an incomplete last line cut off first."""
+    path = Path(folder) / LOG_FOLDER / f"rank{rank}.jsonl"
+    if path.exists():
+        data = path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete != len(data):
+            with path.open("r+b") as log:
+                log.truncate(complete)
+    return path.open("a", encoding="utf-8")
+
+
+def append_record(log: IO[str], record: Mapping[str, Any]) -> None:
+    """Append one item record and push it to disk before going on."""
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    os.fsync(log.fileno())
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so readers never see half."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_items(folder: str | Path, records: Sequence[Mapping[str, Any]]) -> None:
+    """The merged ``items.jsonl``: one line per record, in the given order."""
+    write_atomically(
+        Path(folder) / ITEMS_FILE, "".join(json.dumps(record) + "\n" for record in records)
+    )
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"evaluate: {str(path)!r} is not valid JSON ({error}); delete the run folder or "
+            "give a new --out folder."
+        ) from error
+    if not isinstance(recorded, dict):
+        raise InputError(f"evaluate: {str(path)!r} is not a run record; give a new --out folder.")
+    return recorded
