@@ -153,9 +153,10 @@ class _Columns:
                     if math.isfinite(iou):
                         self.iou_sums[line][row] += iou
                         self.iou_counts[line][row] += 1
+            classes = result.word_classes  # empty unless grounding was measured
             pairs = [
                 (weight, kind == "object")
-                for weight, kind in zip(result.token_weights, result.word_classes, strict=True)
+                for weight, kind in zip(result.token_weights[: len(classes)], classes, strict=True)
                 if kind in ("object", "function")
             ]
             token_items += [row] * len(pairs)
