@@ -104,6 +104,7 @@ __all__ = [
     "check_metrics",
     "evaluate",
     "open_dataset",
+    "perturbation_scores",
     "score_item",
     "summarise",
     "token_word",
