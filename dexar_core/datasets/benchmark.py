@@ -252,13 +252,17 @@ def as_benchmark_item(item: Any, index: int | None = None) -> BenchmarkItem:
     """The :class:`BenchmarkItem` of a reader's item (a BenchmarkItem is returned as is).
 
     Args:
-        item: a ShapesItem, SegmentationItem, ClassifiedImage, VQAItem or BenchmarkItem.
+        item: a ShapesItem (or a record with its ``objects``, ``union_mask``, ``question``,
+            ``answer``, ``kind``, ``index`` and ``image``), SegmentationItem,
+            ClassifiedImage, VQAItem or BenchmarkItem.
         index: its position in its dataset; shapes items know theirs.
     """
     if isinstance(item, BenchmarkItem):
         return item
-    if isinstance(item, ShapesItem):
-        return _from_shapes(item)
+    if isinstance(item, ShapesItem) or all(
+        hasattr(item, name) for name in ("objects", "union_mask", "question", "kind", "index")
+    ):
+        return _from_shapes(item)  # also ShapesItem-like records of other generators
     position = -1 if index is None else index
     if isinstance(item, SegmentationItem):
         return _from_voc(item, position, CAPTION_QUESTION)
@@ -280,7 +284,7 @@ def as_benchmark_item(item: Any, index: int | None = None) -> BenchmarkItem:
     )
 
 
-def _from_shapes(item: ShapesItem) -> BenchmarkItem:
+def _from_shapes(item: Any) -> BenchmarkItem:
     masks = {number: obj.mask for number, obj in enumerate(item.objects)}
     words = {
         word: tuple(

@@ -7,7 +7,7 @@ sys.path.insert(0, "/tmp/evalruns")
 import old_shapes
 
 from dexar_core.api import load
-from dexar_core.commands.evaluate import format_summary
+from dexar_core.commands.evaluate_report import format_report
 from dexar_core.evaluation import evaluate
 
 loaded = load("/tmp/evalruns/shapes-llava-0609")
@@ -19,4 +19,4 @@ summary = evaluate(
     out="/tmp/eval-llava-oldshapes",
     seed=0,
 )
-print(format_summary(summary))
+print(format_report({"dexar": summary}))
