@@ -230,14 +230,22 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 "--prompt",
                 action="append",
                 help="the prompt (default: the first model's example); repeat it for "
-                "contrastive models only (one map per prompt)",
+                "contrastive models only (one map per prompt); with --dataset voc: or "
+                "imagenet: the items' question",
             ),
             argument(
                 "--dataset",
-                help="compare on a grounded dataset instead of one image: a metrics table",
+                help="compare on a dataset instead of one image, a metrics table: shapes, "
+                "voc:PATH, imagenet:PATH or vqa:PATH",
             ),
-            argument("--split", default="test", help="dataset split (default: test)"),
+            argument("--split", help="with --dataset: its split (shapes: test by default)"),
             argument("--limit", type=int, help="with --dataset: only the first N items"),
+            argument(
+                "--metrics",
+                help="with --dataset: segmentation,grounding,perturbation (default: every one "
+                "the dataset allows)",
+            ),
+            argument("--class-index", help="with --dataset imagenet:PATH: a class-index JSON"),
             argument("--seed", type=int, default=0, help="with --dataset: its seed (default: 0)"),
             argument(
                 "--out", default="dexar-compare", help="output folder (default: dexar-compare)"

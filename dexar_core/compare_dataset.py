@@ -106,7 +106,8 @@ class MetricsTable:
     def to_markdown(self) -> str:
         """One markdown table per metric: models as rows, methods as columns, chance last."""
         limit = "all items" if self.limit is None else f"first {self.limit} items"
-        parts = [f"{self.dataset}, split {self.split}, {limit}, seed {self.seed}"]
+        split = f", split {self.split}" if self.split else ""
+        parts = [f"{self.dataset}{split}, {limit}, seed {self.seed}"]
         for metric, (_, chance) in METRICS.items():
             chance_header = [] if chance is None else [f"{chance.replace('_', ' ')} chance"]
             headers = ["model", *self.methods, *chance_header]
@@ -153,43 +154,52 @@ def compare_on_dataset(
     models: Sequence[str],
     methods: Sequence[str],
     dataset: str = "shapes",
-    split: str = "test",
+    split: str | None = None,
     *,
     limit: int | None = None,
+    metrics: Sequence[str] | None = None,
     seed: int = 0,
     max_new_tokens: int = 40,
+    prompt: str | None = None,
+    class_index: str | None = None,
     layers: Any = None,
     out: str | Path | None = None,
     device: str | None = None,
     dtype: Any = None,
     catalog: Catalog | None = None,
 ) -> MetricsTable:
-    """Evaluate every model with every method on the same items of a grounded dataset.
+    """Evaluate every model with every method on the same items of a dataset.
 
-    Models are loaded one at a time; each model sees the dataset at the image size it was
-    trained at (:func:`model_image_size`).
+    Models are loaded one at a time; each model sees the shapes benchmark at the image
+    size it was trained at (:func:`model_image_size`).
 
     Args:
         models: model names as for :func:`dexar_core.api.load`.
         methods: registered method names.
-        dataset: a grounded dataset name (see :func:`dexar_core.evaluation.open_dataset`).
-        split: its split.
+        dataset: ``shapes``, ``voc:PATH``, ``imagenet:PATH`` or ``vqa:PATH`` (see
+            :func:`dexar_core.datasets.benchmark.open_benchmark`).
+        split: its split (None: the dataset's default, ``test`` for shapes).
         limit: evaluate only the first ``limit`` items (the same items for every pair).
-        seed: the dataset's and the chance maps' seed.
+        metrics: metric families (``segmentation``, ``grounding``, ``perturbation``);
+            every one the dataset allows when None.
+        seed: the dataset's, the chance maps' and the bootstrap's seed.
         max_new_tokens: the longest generated answer.
+        prompt: the question of datasets without one (VOC, ImageNet).
+        class_index: ImageNet: a class-index JSON file.
         layers: every method's ``layers`` option when given.
-        out: when given, each pair's ``items.jsonl`` and ``summary.json`` go to
-            ``out/<model>/<method>/``.
+        out: when given, each pair's run folder is ``out/<model>/<method>/``; running
+            again into it resumes every pair (see docs/evaluation.md).
         device: where to load the models.
         dtype: the models' dtype.
         catalog: the plugin catalog; the process-wide one by default.
 
     Raises:
-        InputError: no model or method, an unknown model, method, dataset or split, or a
-            bad ``limit``.
+        InputError: no model or method, an unknown model, method, dataset, split or
+            metric, or a bad ``limit`` (all before any model loads).
     """
     from dexar_core.api import load
-    from dexar_core.evaluation import evaluate, open_dataset
+    from dexar_core.datasets.benchmark import open_benchmark
+    from dexar_core.evaluation import check_metrics, evaluate
     from dexar_plugins.manager import default_catalog
 
     plugins = default_catalog() if catalog is None else catalog
@@ -201,26 +211,29 @@ def compare_on_dataset(
         plugins.method(method)
     for model in models:
         check_model_name(model, plugins)
-    open_dataset(dataset, split, seed=seed)  # a bad name or split fails before any load
+
+    def items(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
+        return open_benchmark(
+            dataset, split, seed=seed, image_size=image_size, prompt=prompt, class_index=class_index
+        )
+
+    opened = items()
+    check_metrics(metrics, opened)  # bad datasets, splits and metrics fail before any load
     options = {} if layers is None else {"layers": layers}
     summaries: dict[str, dict[str, Any]] = {}
     reasons: dict[str, dict[str, str]] = {}
     for model in models:
         loaded = load(model, device=device, dtype=dtype, catalog=plugins)
-        items = open_dataset(
-            dataset, split, seed=seed, image_size=model_image_size(loaded, plugins)
-        )
+        opened = items(model_image_size(loaded, plugins))
         for method in methods:
-            folder = None if out is None else Path(out) / file_stem(model) / method
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
             try:
                 summary = evaluate(
                     loaded,
-                    items,
+                    opened,
                     method=method,
+                    metrics=metrics,
                     limit=limit,
-                    out=folder,
+                    out=None if out is None else Path(out) / file_stem(model) / method,
                     seed=seed,
                     max_new_tokens=max_new_tokens,
                     catalog=plugins,
@@ -233,7 +246,7 @@ def compare_on_dataset(
         del loaded  # freed before the next model loads
     return MetricsTable(
         dataset=dataset,
-        split=split,
+        split=opened.split,
         limit=limit,
         seed=seed,
         models=tuple(models),

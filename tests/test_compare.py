@@ -6,6 +6,7 @@ import json
 
 import pytest
 from PIL import Image
+from test_datasets_voc import write_voc
 
 from dexar_core.cli import main
 from dexar_core.compare import Comparison, compare, split_names
@@ -208,6 +209,28 @@ def test_dataset_gives_a_models_by_methods_table(tmp_path, capsys):
     assert "not supported" in clip_row
 
 
+def test_a_voc_folder_with_a_question_and_chosen_metrics(tmp_path, capsys):
+    root = write_voc(tmp_path / "voc", size=(32, 24))
+    out = tmp_path / "table"
+    args = ["compare", "--models", "shapes-llava", "--methods", "dexar,attention"]
+    args += ["--dataset", f"voc:{root}", "--prompt", "describe the image", "--limit", "1"]
+    code = main([*args, "--metrics", "segmentation,grounding", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith(f"voc:{root}, split val, first 1 items, seed 0")
+    record = json.loads((out / "metrics.json").read_text())
+    summary = record["summaries"]["shapes-llava"]["dexar"]
+    assert summary["items"] == 1 and summary["metrics"] == ["segmentation", "grounding"]
+    soft_iou = next(
+        line
+        for line in captured.out.split("**soft_iou**")[1].splitlines()
+        if "|" in line and "shapes-llava" in line
+    )
+    assert f"{summary['segmentation']['method']['soft_iou']:.3f}" in soft_iou
+    perturbation = captured.out.split("**perturbation_positive**")[1]
+    assert "| shapes-llava | n/a | n/a | n/a |" in perturbation  # not asked for
+
+
 def test_metrics_table_reads_numbers_intervals_and_gaps():
     summary = {
         "segmentation": {"method": {"soft_iou": 0.5}, "uniform": {"soft_iou": 0.1}},
@@ -239,9 +262,12 @@ def test_metrics_table_reads_numbers_intervals_and_gaps():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--dataset", "shapes", "--image", "x.png"], "leave out --image and --prompt"),
+        (["--dataset", "shapes", "--image", "x.png"], "leave out --image"),
+        (["--dataset", "shapes", "--prompt", "a", "--prompt", "b"], "at most one --prompt"),
         (["--limit", "2"], "--limit applies to --dataset only"),
-        (["--dataset", "no-such-set", "--limit", "2"], "no dataset named 'no-such-set'"),
+        (["--metrics", "segmentation"], "--metrics applies to --dataset only"),
+        (["--dataset", "shapes", "--metrics", "colour"], "unknown metric 'colour'"),
+        (["--dataset", "no-such-set", "--limit", "2"], "cannot read dataset 'no-such-set'"),
     ],
 )
 def test_dataset_and_image_options_do_not_mix(extra, message, tmp_path, capsys):

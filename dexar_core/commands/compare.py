@@ -26,14 +26,19 @@ def run_compare(args: argparse.Namespace) -> int:
     methods = split_names(args.methods, "methods")
     layers = None if args.layers is None else parse_option(f"layers={args.layers}")[1]
     if args.dataset is not None:
-        if args.image is not None or args.prompt:
+        if args.image is not None or len(args.prompt or ()) > 1:
             raise InputError(
-                "--dataset compares on the dataset's own images and questions; leave out "
-                "--image and --prompt (or leave out --dataset to compare on one image)."
+                "--dataset compares on the dataset's own images, with one question per item "
+                "(--prompt sets it for voc: and imagenet: datasets); leave out --image and "
+                "give at most one --prompt, or leave out --dataset to compare on one image."
             )
         return _run_on_dataset(args, models, methods, layers)
-    if args.limit is not None:
-        raise InputError("--limit applies to --dataset only; leave it out with --image.")
+    for option in ("split", "limit", "metrics", "class_index"):
+        if getattr(args, option) is not None:
+            raise InputError(
+                f"--{option.replace('_', '-')} applies to --dataset only; leave it out when "
+                "comparing on one image."
+            )
     return _run_on_image(args, models, methods, layers)
 
 
@@ -120,8 +125,8 @@ def _run_on_dataset(
     from dexar_core.compare_dataset import compare_on_dataset
 
     _progress(
-        f"dexar: evaluating {', '.join(models)} x {', '.join(methods)} on "
-        f"{args.dataset}/{args.split}"
+        f"dexar: evaluating {', '.join(models)} x {', '.join(methods)} on {args.dataset}"
+        + ("" if args.split is None else f"/{args.split}")
         + ("" if args.limit is None else f", first {args.limit} items")
         + " ..."
     )
@@ -132,7 +137,10 @@ def _run_on_dataset(
         args.dataset,
         args.split,
         limit=args.limit,
+        metrics=None if args.metrics is None else split_names(args.metrics, "metrics"),
         seed=args.seed,
+        prompt=args.prompt[0] if args.prompt else None,
+        class_index=args.class_index,
         max_new_tokens=args.max_new_tokens,
         layers=layers,
         out=out,
