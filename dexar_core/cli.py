@@ -284,7 +284,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             ),
             argument(
                 "--metrics",
-                help="segmentation,grounding,perturbation (default: every one the dataset allows)",
+                help="segmentation,grounding,perturbation (default: segmentation,grounding "
+                "where the dataset has masks, else perturbation)",
             ),
             argument("--limit", type=int, help="evaluate only the first N items"),
             argument(

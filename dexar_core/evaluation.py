@@ -150,13 +150,17 @@ def chance_seed(seed: int, index: int) -> int:
 
 
 def check_metrics(metrics: Sequence[str] | None, benchmark: Benchmark) -> tuple[str, ...]:
-    """The metric families to measure: the given ones checked, or all the dataset allows.
+    """The metric families to measure: the given ones checked, or the dataset's default.
+
+    The default is segmentation and grounding where the dataset has what they need, and
+    perturbation only where it has neither: perturbation costs 40 forwards per item.
 
     Raises:
         InputError: an unknown family, or one the dataset cannot score (no masks...).
     """
     if metrics is None:
-        return tuple(m for m in METRICS if m not in NEEDS or getattr(benchmark, NEEDS[m]))
+        cheap = tuple(metric for metric, needs in NEEDS.items() if getattr(benchmark, needs))
+        return cheap or ("perturbation",)
     chosen = tuple(dict.fromkeys(metrics))
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
@@ -198,7 +202,8 @@ def evaluate(
         dataset: a :class:`Benchmark` (``open_benchmark``) or a dataset of reader items
             (e.g. :func:`open_dataset`'s split), taken in order.
         method: the explanation method (``dexar`` or a registered baseline).
-        metrics: families of :data:`METRICS`; all that the dataset allows when None.
+        metrics: families of :data:`METRICS`; None: segmentation and grounding where
+            the dataset allows them, else perturbation (:func:`check_metrics`).
         limit: evaluate only the first ``limit`` items; all of them when None.
         out: the run folder (see :mod:`dexar_core.run_log`); a rerun with the same
             arguments resumes it. Nothing is written when None.

@@ -24,7 +24,7 @@ from dexar_core.api import load
 from dexar_core.cli import main
 from dexar_core.datasets.benchmark import open_benchmark
 from dexar_core.errors import InputError
-from dexar_core.evaluation import evaluate, open_dataset
+from dexar_core.evaluation import check_metrics, evaluate, open_dataset
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
 from dexar_core.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 from dexar_llava.tiny import build_tiny_llava
@@ -238,8 +238,11 @@ def test_voc_items_score_segmentation_over_valid_pixels_and_name_classes(tmp_pat
 
 def test_evaluate_on_voc(loaded, tmp_path):
     benchmark = open_benchmark(f"voc:{write_voc(tmp_path / 'voc')}")
-    summary = evaluate(loaded, benchmark, out=tmp_path / "out", **{**RUN, "metrics": None})
-    assert summary.items == 2 and summary.metrics == ("segmentation", "grounding", "perturbation")
+    assert check_metrics(None, benchmark) == ("segmentation", "grounding")
+    every = ("segmentation", "grounding", "perturbation")
+    summary = evaluate(loaded, benchmark, out=tmp_path / "out", **{**RUN, "metrics": every})
+    assert summary.items == 2 and summary.metrics == every
+    assert math.isfinite(summary.perturbation["method"]["positive"])
     assert math.isfinite(summary.segmentation["method"]["soft_iou"])
     assert math.isnan(summary.accuracy["all"])  # VOC has no reference answers
     # The uniform map's EPG is the object's share of the valid (non-void) pixels.
