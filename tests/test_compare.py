@@ -274,3 +274,18 @@ def test_dataset_and_image_options_do_not_mix(extra, message, tmp_path, capsys):
     code = main(["compare", "--models", "shapes-llava", "--out", str(tmp_path), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err
+
+
+def test_models_named_by_folder_and_by_adapter_prefix():
+    from dexar_plugins import default_catalog
+
+    catalog = default_catalog()
+    clip = f"open_clip:{catalog.embedded_model('shapes-clip').path}"
+    llava = str(catalog.embedded_model("shapes-llava").path)
+    image = catalog.embedded_model("shapes-clip").example_image
+    result = compare([clip, llava], ["legrad"], image, "a red circle", max_new_tokens=4)
+    assert [row.model_id for row in result.rows] == [clip, llava]
+    assert [row.contrastive for row in result.rows] == [True, False]
+    assert all(cell.supported for row in result.rows for cell in row.cells)
+    same = compare(["shapes-clip"], ["legrad"], image, "a red circle")
+    assert result.rows[0].similarities == pytest.approx(same.rows[0].similarities)
