@@ -242,8 +242,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument("--limit", type=int, help="with --dataset: only the first N items"),
             argument(
                 "--metrics",
-                help="with --dataset: segmentation,grounding,perturbation (default: every one "
-                "the dataset allows)",
+                help="with --dataset: segmentation,grounding,perturbation (default, as in "
+                "dexar evaluate: segmentation,grounding on datasets with masks, else perturbation)",
             ),
             argument("--class-index", help="with --dataset imagenet:PATH: a class-index JSON"),
             argument("--seed", type=int, default=0, help="with --dataset: its seed (default: 0)"),

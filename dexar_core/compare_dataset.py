@@ -181,7 +181,8 @@ def compare_on_dataset(
         split: its split (None: the dataset's default, ``test`` for shapes).
         limit: evaluate only the first ``limit`` items (the same items for every pair).
         metrics: metric families (``segmentation``, ``grounding``, ``perturbation``);
-            every one the dataset allows when None.
+            None: ``evaluate``'s default (:func:`dexar_core.evaluation.check_metrics`:
+            segmentation and grounding where the dataset has masks, else perturbation).
         seed: the dataset's, the chance maps' and the bootstrap's seed.
         max_new_tokens: the longest generated answer.
         prompt: the question of datasets without one (VOC, ImageNet).
