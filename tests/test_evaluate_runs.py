@@ -360,3 +360,17 @@ def test_two_processes_under_accelerate_equal_one_and_resume(tiny_dir, tmp_path,
     assert without_seconds(json.loads((folder / SUMMARY_FILE).read_text())) == without_seconds(
         whole.to_dict()
     )
+
+
+def test_command_json_holds_every_method_and_resamples_0_leaves_out_intervals(
+    tiny_dir, tmp_path, capsys
+):
+    code = command(tiny_dir, tmp_path / "out", "--limit", "1", "--json", "--resamples", "0")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summaries = json.loads(captured.out)
+    assert list(summaries) == ["dexar"] and summaries["dexar"]["resamples"] == 0
+    assert summaries["dexar"]["metrics"] == ["segmentation", "grounding"]
+    assert summaries["dexar"]["confidence"]["segmentation"]["method"]["epg"] == [None, None]
+    assert command(tiny_dir, tmp_path / "out", "--resamples", "-1") == 2
+    assert "--resamples must be 0" in capsys.readouterr().err
