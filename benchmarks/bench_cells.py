@@ -222,6 +222,7 @@ class Cell:
         method = method or DexarMethod()
         adapter = self.loaded.adapter
         forced = adapter.teacher_forced(self.loaded, self.prepared, answer_ids)
+        forced = engine_variant(forced, self.job.get("engine", ENGINES[0]))
         layout = self.layout
         if hasattr(adapter, "layout_for_answer"):  # as dexar_core.api.explain does
             layout = adapter.layout_for_answer(self.loaded, self.prepared, forced, layout)
@@ -272,70 +273,21 @@ class Cell:
         raise ValueError(f"unknown kind {kind!r}")
 
 
-# --- a proposed engine change, measured here before it goes into dexar_core ------------
+# --- engine variants ---------------------------------------------------------------------
 
-_SPLITTABLE_INPUTS = {
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_sizes",
-    "use_cache",
-    "logits_to_keep",
-}
+ENGINES = ("prompt-cache", "full-pass")
+"""``prompt-cache``: the engine as it runs by default (the prompt once without grad into a
+KV cache, then the answer rows); ``full-pass``: the same engine made to run its one pass
+over prompt + answer (``prompt_inputs`` dropped), as it does for encoder-decoders."""
 
 
-def cached_prefix(model: Any, forced: Any, first: int) -> Any:
-    """The teacher-forced pass from row ``first`` on, with the rows before it prefilled.
-
-    The positions before the first query row (the image and the prompt: the bulk of the
-    sequence) run once without grad into a KV cache, as ``generate``'s prefill does; the
-    grad-enabled forward then covers only the answer rows, so the backward and the saved
-    activations scale with T instead of with the whole sequence. None where the inputs
-    are not a LLaVA-style decoder-only prompt (the engine then runs its one full pass).
-    """
+def engine_variant(forced: Any, engine: str) -> Any:
+    """The teacher-forced pass the ``engine`` variant explains."""
     import attrs
-    import torch
-    from transformers import DynamicCache
 
-    from dexar_core.engine import frozen_parameters
-
-    inputs = forced.inputs
-    ids = inputs.get("input_ids")
-    if (
-        first < 1
-        or getattr(model.config, "is_encoder_decoder", False)
-        or set(inputs) - _SPLITTABLE_INPUTS
-        or ids is None
-        or ids.shape[1] != forced.key_length
-    ):
-        return None
-    image_token = getattr(model.config, "image_token_id", None)
-    if image_token is not None and bool((ids[:, first:] == image_token).any()):
-        return None
-    cache = DynamicCache(config=model.config)
-    mask = inputs.get("attention_mask")
-    prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-    prefix.update(input_ids=ids[:, :first], use_cache=True, cache=cache, logits_to_keep=1)
-    suffix = {"input_ids": ids[:, first:], "cache": cache, "use_cache": True, "logits_to_keep": 1}
-    if mask is not None:
-        prefix["attention_mask"], suffix["attention_mask"] = mask[:, :first], mask
-    with frozen_parameters(model), torch.no_grad():
-        model(**prefix)
-    return attrs.evolve(forced, inputs=suffix, query_rows=[q - first for q in forced.query_rows])
-
-
-def use_engine(variant: str) -> None:
-    """Run the engine as committed (``tree``) or with :func:`cached_prefix` (``prefix-cache``)."""
-    import dexar_core.engine as engine
-
-    original = getattr(engine, "_dexar_bench_original_one_pass", engine._one_pass)
-    engine._dexar_bench_original_one_pass = original
-
-    def one_pass(loaded, forced, layers, tokens, *rest):
-        local = cached_prefix(loaded.model, forced, forced.query_rows[tokens[0]])
-        return original(loaded, forced if local is None else local, layers, tokens, *rest)
-
-    engine._one_pass = original if variant == "tree" else one_pass
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+    return forced if engine == "prompt-cache" else attrs.evolve(forced, prompt_inputs=None)
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -384,7 +336,6 @@ def run_job(job: dict[str, Any], cell: Cell | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(job["threads"])
-    use_engine(job.get("engine", "tree"))
     started = time.perf_counter()
     cell = cell or Cell(job)
     build_s = time.perf_counter() - started
@@ -467,7 +418,7 @@ def profile(args: argparse.Namespace) -> None:
         [ProfilerActivity.CUDA] if args.device.startswith("cuda") else []
     )
     for engine in args.engines:
-        use_engine(engine)
+        cell.job["engine"] = engine
         cell.explain(ids, args.chunk_size)  # warm-up
         saved: dict[int, tuple[tuple[int, ...], int]] = {}
 

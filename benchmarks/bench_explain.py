@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_cells import DRY_RUN_SHAPE, PRESETS, Cell, profile, run_job
+from bench_cells import DRY_RUN_SHAPE, ENGINES, PRESETS, Cell, profile, run_job
 from bench_report import (
     HEADER,
     TARGET,
@@ -133,6 +133,11 @@ def benchmark(args: argparse.Namespace, progress: Callable[[dict], None]) -> Non
     """Measure every cell (and engine variant), calling ``progress`` after each row."""
     runner = Runner(args.isolation)
     baselines, baseline_note = registered_baselines()
+    if args.baselines is not None:
+        unknown = sorted(set(args.baselines) - set(baselines))
+        if unknown:
+            raise SystemExit(f"--baselines {unknown} are not registered methods: {baselines}")
+        baselines = args.baselines
     measured: dict[str, Any] = {
         "rows": [],
         "chunking": [],
@@ -184,6 +189,8 @@ def naive_for(runner: Runner, job: dict[str, Any], args, naive_s: dict, forced_n
     size, n, t = job["size"], job["image_tokens"], job["answer_length"]
     guess = predicted_naive_s(naive_s, size, n, t)
     forced = (size, str(n), str(t)) in forced_naive
+    if args.naive_limit <= 0 and not forced:
+        return {"skipped": "--naive-limit 0: the reference runs in --naive-always cells only"}
     if guess is not None and guess > args.naive_limit and not forced:
         return {"skipped": f"predicted {guess:.0f} s > --naive-limit {args.naive_limit:.0f} s"}
     naive = measure_naive(runner, job, args, guess)
@@ -318,16 +325,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--engines",
         type=lambda s: s.split(","),
-        default=["tree"],
-        help="comma list: 'tree' (the engine as committed) and/or "
-        "'prefix-cache' (with the proposed cached prefix)",
+        default=[ENGINES[0]],
+        help=f"comma list of {ENGINES}: the engine's default path (the prompt cached "
+        "without grad, then the answer rows) and/or its one full pass over prompt + answer",
+    )
+    parser.add_argument(
+        "--baselines",
+        type=lambda s: [item for item in s.split(",") if item],
+        default=None,
+        help="comma list of registered methods timed at the target cell (default: all "
+        "registered; '' for none)",
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--naive-limit",
         type=float,
         default=60.0,
-        help="skip the reference where it is predicted to take longer (s)",
+        help="skip the reference where it is predicted to take longer (s); 0 runs it in "
+        "the --naive-always cells only",
     )
     parser.add_argument(
         "--naive-always",
@@ -364,6 +379,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [size for size in args.sizes if size not in PRESETS]
     if unknown:
         parser.error(f"unknown --sizes {unknown}; choose from {sorted(PRESETS)}")
+    unknown = [engine for engine in args.engines if engine not in ENGINES]
+    if unknown:
+        parser.error(f"unknown --engines {unknown}; choose from {ENGINES}")
     return args
 
 

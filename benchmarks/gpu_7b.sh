@@ -12,8 +12,9 @@
 #        grad, in both generate and explain, so it adds about the same time to both.
 #        Answer lengths 8 and 32; chunking sweep at 32, 128, 256 answer tokens.
 #   mid  12 layers, hidden 768, 12 heads, vocab 32000, N = 576 and 2304, T = 8, 32, 128.
-# Both engines: 'tree' (dexar_core as committed) and 'prefix-cache' (the change proposed in
-# docs/performance.md). The straightforward reference runs only where it is predicted to
+# Both engine paths: 'prompt-cache' (the default: the prompt once without grad into a KV
+# cache, then the answer rows) and 'full-pass' (one pass over prompt + answer, as for
+# encoder-decoders). The straightforward reference runs only where it is predicted to
 # finish within 30 s (always at the mid target cell T=32, N=576).
 # Each step has a wall-clock limit and writes its JSON after every measured row, so a step
 # cut short still leaves its numbers; the whole script stays under about 8 minutes.
@@ -84,10 +85,10 @@ step() {
 }
 
 step "${LIMITS[0]}" "${DEVICE[@]}" ${DRY[@]+"${DRY[@]}"} --sizes 7b --image-tokens 576 --answer-lengths 8,32 \
-    --engines tree,prefix-cache --naive-limit 30 --naive-always '' \
+    --engines prompt-cache,full-pass --naive-limit 30 --naive-always '' \
     --chunk-sweep none,32 --chunk-sweep-cell 7b:576 --chunk-sweep-lengths 32,128,256 \
     --out "$OUT" --tag 7b ${SHORT[@]+"${SHORT[@]}"} ${SHORT:+--chunk-sweep-cell 7b:64}
 step "${LIMITS[1]}" "${DEVICE[@]}" ${DRY[@]+"${DRY[@]}"} --sizes mid --image-tokens 576,2304 \
-    --answer-lengths 8,32,128 --engines tree,prefix-cache --naive-limit 30 \
+    --answer-lengths 8,32,128 --engines prompt-cache,full-pass --naive-limit 30 \
     --naive-always mid:576:32 --chunk-sweep '' --out "$OUT" --tag mid ${SHORT[@]+"${SHORT[@]}"}
 ls -l "$OUT"

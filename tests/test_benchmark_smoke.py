@@ -76,6 +76,6 @@ def test_smoke_run_exits_cleanly_and_writes_the_report(tmp_path):
     assert {fit["quantity"] for fit in report["fits"]} >= {"explain", "generate"}
     assert {entry["chunk_size"] for entry in report["chunking"]} == {None, 2}
     assert all(entry["error"] is None for entry in report["chunking"])
-    assert set(report["targets"]) == {"cell", "tree"}
-    assert "explain_over_generate_at_most_1" in report["targets"]["tree"]
+    assert set(report["targets"]) == {"cell", "prompt-cache"}
+    assert "explain_over_generate_at_most_1" in report["targets"]["prompt-cache"]
     assert "not implemented yet" in report["baselines"]["note"] or report["baselines"]["registered"]
