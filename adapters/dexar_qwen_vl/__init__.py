@@ -6,13 +6,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.values import AdapterSpec
+from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
     from dexar_core.interfaces import ModelAdapter
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+"""Where the embedded checkpoints live."""
+
+EXAMPLE_TEST_INDEX = 23
+"""``ShapesDataset("test", image_size=(80, 112))[23]``, saved as ``example.png``: a
+non-square test image the embedded model captions correctly."""
 
 
 def _adapter() -> ModelAdapter:
@@ -64,5 +69,21 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             factory=_adapter,
             description="Qwen2-VL / Qwen2.5-VL, decoder-only, dynamic resolution and video",
             conformance=conformance_case,
+        ),
+    )
+
+
+@hookimpl
+def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
+    """``shapes-qwen2vl``: see its model card for the training command and accuracy."""
+    return (
+        EmbeddedModelSpec(
+            name="shapes-qwen2vl",
+            path=CHECKPOINTS / "shapes-qwen2vl",
+            adapter="qwen_vl",
+            description="tiny Qwen2-VL (ViT + 2x2 merger, Qwen2 with M-RoPE) trained on "
+            "the shapes benchmark at several sizes and aspect ratios",
+            example_image=Path(__file__).resolve().parent / "example.png",
+            example_prompt="describe the image.",
         ),
     )
