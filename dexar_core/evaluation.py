@@ -23,6 +23,11 @@ families:
   of :mod:`dexar_core.metrics.perturbation`, for the sequence map and for a random
   smooth map on the same grids (the chance line).
 
+Contrastive models (open_clip: no answer) are explained on a text instead, the item's
+caption (:mod:`dexar_core.evaluation_contrastive`): segmentation as above, no grounding
+(``Summary.not_applicable`` says why), and perturbation by the image-text similarity's
+drop (:mod:`dexar_core.evaluation_perturbation`).
+
 Answers are judged against the references where the dataset has them. Means leave out
 undefined values (NaN, and an infinite SNR when a map is zero on one side of the mask)
 and count them in ``undefined``; every number comes with a 95% bootstrap interval.
@@ -42,12 +47,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy as np
 
 from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark_item
 from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
 from dexar_core.distributed import Processes, current_processes
-from dexar_core.errors import DatasetError, DexarError, InputError, UnsupportedModelError
+from dexar_core.errors import DatasetError, DexarError, InputError
+from dexar_core.evaluation_contrastive import (
+    NOT_APPLICABLE,
+    PERTURBATION_MEASURE,
+    evaluate_contrastive_item,
+    is_contrastive,
+)
+from dexar_core.evaluation_perturbation import chance_seed, perturbation_scores
 from dexar_core.evaluation_records import (
     CHANCE_LINES,
     FUNCTION_WORDS,
@@ -144,11 +155,6 @@ def open_dataset(
     return factory(split, seed=seed, image_size=image_size)
 
 
-def chance_seed(seed: int, index: int) -> int:
-    """Seed of the random smooth chance map of item ``index`` under the run's ``seed``."""
-    return seed * 1_000_003 + index
-
-
 def check_metrics(metrics: Sequence[str] | None, benchmark: Benchmark) -> tuple[str, ...]:
     """The metric families to measure: the given ones checked, or the dataset's default.
 
@@ -226,7 +232,12 @@ def evaluate(
         InputError: a bad ``limit``, an empty dataset, metrics the dataset cannot score,
             a several-process run without ``out``, or an ``out`` holding another run.
         MethodError: an unknown method or bad method options (before the first item).
-        UnsupportedModelError: a model without generated answers (a contrastive one).
+        UnsupportedModelError: a method the model's architecture cannot run.
+
+    A contrastive model (an adapter with ``explain_similarity``) is explained on each
+    item's caption instead of an answer, without grounding
+    (:mod:`dexar_core.evaluation_contrastive`); ``method`` is then one the adapter
+    offers (open_clip: ``dexar``, ``legrad``) and ``max_new_tokens`` does not apply.
     """
     from dexar_plugins import default_catalog
 
@@ -240,13 +251,17 @@ def evaluate(
     count = len(benchmark) if limit is None else min(limit, len(benchmark))
     if count == 0:
         raise InputError("evaluate: the dataset has no item; give a non-empty split.")
-    if getattr(loaded.adapter, "explain_similarity", None) is not None:
-        raise UnsupportedModelError(
-            f"evaluate: {loaded.model_id} is a contrastive model with no generated answer "
-            "to explain; evaluate a generative model, or explain its maps with dexar explain."
-        )
+    contrastive = is_contrastive(loaded)
+    if contrastive:  # no answer: no grounding; its methods are the adapter's, checked there
+        chosen = tuple(metric for metric in chosen if metric != "grounding")
+        if not chosen:
+            raise InputError(
+                f"evaluate: grounding is {NOT_APPLICABLE['grounding']}; use --metrics "
+                f"segmentation,perturbation for {loaded.model_id}."
+            )
     plugins = default_catalog() if catalog is None else catalog
-    plugins.method(method).factory(**options)  # bad options fail here, not on every item
+    if not contrastive:
+        plugins.method(method).factory(**options)  # bad options fail here, not on every item
     team = current_processes() if processes is None else processes
     if out is None and team.world > 1:
         raise InputError(
@@ -275,17 +290,21 @@ def evaluate(
             if position in records or not team.owns(position):
                 continue
             item = benchmark[position]
-            explanation, result = _evaluate_item(
-                loaded,
-                item,
-                method=method,
-                metrics=chosen,
-                seed=seed,
-                max_new_tokens=max_new_tokens,
-                replacement=replacement,
-                catalog=plugins,
-                options=options,
-            )
+            common: dict[str, Any] = {"method": method, "metrics": chosen, "seed": seed}
+            common["options"] = options
+            if contrastive:
+                explanation, result = evaluate_contrastive_item(
+                    loaded, item, replacement=replacement, **common
+                )
+            else:
+                explanation, result = _evaluate_item(
+                    loaded,
+                    item,
+                    max_new_tokens=max_new_tokens,
+                    replacement=replacement,
+                    catalog=plugins,
+                    **common,
+                )
             records[position] = result.to_dict()
             if log is not None:
                 append_record(log, records[position])
@@ -315,6 +334,10 @@ def evaluate(
         metrics=chosen,
         resamples=resamples,
     )
+    if contrastive:
+        summary = attrs.evolve(
+            summary, perturbation_measure=PERTURBATION_MEASURE, not_applicable=NOT_APPLICABLE
+        )
     if out is not None and team.is_main:
         write_items(out, ordered)
         write_atomically(Path(out) / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
@@ -440,49 +463,6 @@ def score_item(
             )
         )
     return attrs.evolve(result, word_classes=tuple(classes), token_grounding=tuple(grounding))
-
-
-def perturbation_scores(
-    loaded: LoadedModel,
-    item: BenchmarkItem,
-    explanation: Explanation,
-    seed: int,
-    replacement: str = "mean",
-) -> dict[str, Any]:
-    """The positive and negative nPPL AUCs of the sequence map and of the chance map.
-
-    The chance line ranks the patches by a random smooth map on each grid, seeded as the
-    segmentation chance map is (:func:`chance_seed`).
-
-    Returns:
-        ``{"perturbation": {"method" | "random_smooth": {order: auc}},
-        "perturbation_curves": {order: nPPL per fraction}}``, the fields of
-        :class:`ItemResult` they fill.
-    """
-    from dexar_core.metrics.perturbation import perturbation_curve
-
-    random_maps = [
-        random_smooth_map(grid.shape, chance_seed(seed, item.index) + number)
-        for number, grid in enumerate(explanation.grids)
-    ]
-    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
-    curves: dict[str, tuple[float, ...]] = {}
-    for line, maps in (("method", explanation.sequence_maps), ("random_smooth", random_maps)):
-        for order in PERTURBATION_ORDERS:
-            curve = perturbation_curve(
-                loaded,
-                item.image,
-                explanation.prompt,
-                explanation.token_ids,
-                [np.asarray(m) for m in maps],
-                explanation.grids,
-                order=order,
-                replacement=replacement,
-            )
-            aucs[line][order] = curve.auc
-            if line == "method":
-                curves[order] = curve.normalised
-    return {"perturbation": aucs, "perturbation_curves": curves}
 
 
 def _as_benchmark(dataset: Any) -> Benchmark:

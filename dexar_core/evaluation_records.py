@@ -198,6 +198,11 @@ class Summary:
             rate and AUROC above, nested as the numbers are (``confidence["segmentation"]
             ["method"]["epg"]``); items are resampled, ``resamples`` times.
         resamples: bootstrap resamples behind ``confidence``.
+        perturbation_measure: what the perturbation AUCs normalise: ``perplexity``
+            (generative models, nPPL: positive higher is better) or ``similarity``
+            (contrastive models, ``sim_r / sim_0``: positive lower is better).
+        not_applicable: metric name -> why the model cannot be scored by it (a
+            contrastive model has no grounding and no delta AUROC); empty otherwise.
     """
 
     dataset: str
@@ -219,6 +224,8 @@ class Summary:
     kind_counts: Mapping[str, int]
     confidence: Mapping[str, Any]
     resamples: int
+    perturbation_measure: str = "perplexity"
+    not_applicable: Mapping[str, str] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite floats become None)."""

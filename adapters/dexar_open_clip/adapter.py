@@ -63,6 +63,11 @@ class OpenClipProcessor:
     transform: Any
     preprocess_cfg: Mapping[str, Any]
 
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        """The normalisation mean: what removed patches are filled with (perturbation)."""
+        return tuple(float(value) for value in self.preprocess_cfg.get("mean", (0.0, 0.0, 0.0)))
+
     @classmethod
     def for_model(cls, model: Any, tokenizer: Any) -> OpenClipProcessor:
         """The processor of ``model`` with its own preprocessing config."""
@@ -245,6 +250,32 @@ class OpenClipAdapter(ModelAdapter):
         from dexar_open_clip.similarity import explain_similarity
 
         return explain_similarity(loaded, image, prompts, **options)
+
+    def similarities(
+        self, loaded: LoadedModel, images: Sequence[Any], prompt: str, *, batch_size: int = 16
+    ) -> np.ndarray:
+        """``[len(images)]`` the model's image-text cosine similarity of each image with ``prompt``.
+
+        Computed as :func:`dexar_open_clip.similarity.similarity_gradients` reports them
+        (float32 unit embeddings), without gradients; ``batch_size`` images per forward.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        text = normalize_prompts(prompt)
+        processor: OpenClipProcessor = loaded.processor
+        parameter = next(loaded.model.parameters())
+        scores = []
+        with torch.no_grad():
+            encoded = loaded.model.encode_text(processor.tokenizer(list(text)).to(parameter.device))
+            unit_text = F.normalize(encoded.float(), dim=-1)
+            for start in range(0, len(images), batch_size):
+                pixels = torch.stack(
+                    [processor.transform(image) for image in images[start : start + batch_size]]
+                ).to(parameter.device, parameter.dtype)
+                unit_image = F.normalize(loaded.model.encode_image(pixels).float(), dim=-1)
+                scores.append((unit_image @ unit_text.T)[:, 0].cpu().numpy())
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
     def generate(self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int) -> Any:
         """Contrastive models do not generate."""

@@ -5,6 +5,12 @@ the model, runs each method into its own resumable run folder (``OUT/<method>/``
 shows progress on stderr, saves pictures of the first items when asked, and prints the
 report (:mod:`dexar_core.commands.evaluate_report`). Under ``accelerate launch`` every
 process runs this same code on its share of the items.
+
+A method the model's architecture cannot run (``evaluate`` raises a
+:class:`MethodError` or an :class:`UnsupportedModelError`, e.g. ``rollout`` on an
+encoder-decoder model) does not stop the others: its entry in ``OUT/summary.json`` is
+the string ``"not supported: <reason>"``, the report lists it after the tables, and the
+command exits 0 when at least one method ran (else it raises the last such error).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.commands.explain import DEFAULT_MODEL, parse_option
-from dexar_core.errors import CheckpointError, InputError
+from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from dexar_core.datasets.benchmark import BenchmarkItem
@@ -77,7 +83,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...", team)
     loaded = _load_model(model_name, args.device or team.device)
-    image_size = args.image_size or _training_image_size(loaded.model.name_or_path)
+    image_size = args.image_size or _training_image_size(getattr(loaded.model, "name_or_path", ""))
     benchmark = dataset(image_size)
     total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
     shard = f" (process {team.rank + 1} of {team.world})" if team.world > 1 else ""
@@ -88,6 +94,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         team,
     )
     summaries: dict[str, Summary] = {}
+    not_supported: dict[str, str] = {}
+    failure: Exception | None = None
     for method in methods:
         folder = out / method
         counter = _progress_bar(_remaining(folder, total, team), method, team)
@@ -119,16 +127,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 processes=team,
                 **options[method],
             )
+        except (MethodError, UnsupportedModelError) as error:  # the architecture, not input
+            not_supported[method], failure = str(error), error
+            _progress(f"dexar: {method}: not supported: {error}", team)
         finally:
             counter(close=True)
+    if not summaries and failure is not None:
+        raise failure
     if not team.is_main:
         return 0
-    by_method = {method: summary.to_dict() for method, summary in summaries.items()}
+    by_method: dict[str, Any] = {
+        method: summaries[method].to_dict()
+        if method in summaries
+        else f"not supported: {not_supported[method]}"
+        for method in methods
+    }
     write_atomically(out / SUMMARIES_FILE, json.dumps(by_method, indent=2) + "\n")
     if args.json:
         print(json.dumps(by_method, indent=2))
     else:
-        print(format_report(summaries))
+        print(format_report(summaries, not_supported))
     _progress(f"dexar: wrote {out}/<method>/items.jsonl and {out}/{SUMMARIES_FILE}", team)
     return 0
 
@@ -184,7 +202,13 @@ def _load_model(name: str, device: str | None) -> Any:
 
 
 def _training_image_size(path: str) -> int:
-    """The image size an embedded checkpoint was trained at, else the default."""
+    """The image size an embedded checkpoint was trained at, else the default.
+
+    ``path`` is "" for a model without a checkpoint folder (open_clip: the default; its
+    transform resizes every image to the model's own input size anyway).
+    """
+    if not path:
+        return DEFAULT_IMAGE_SIZE
     facts = Path(path) / TRAINING_FACTS
     if facts.is_file():
         try:

@@ -19,8 +19,14 @@ __all__ = ["format_report"]
 LINE_NAMES = {"uniform": "uniform", "random_smooth": "random smooth"}
 
 
-def format_report(summaries: Mapping[str, Summary]) -> str:
-    """The tables of every measured metric family, for one or more methods' summaries."""
+def format_report(
+    summaries: Mapping[str, Summary], not_supported: Mapping[str, str] | None = None
+) -> str:
+    """The tables of every measured metric family, for one or more methods' summaries.
+
+    ``not_supported`` (method -> reason) lists the methods that could not run on the
+    model, after the tables; ``summaries`` holds at least one method that did.
+    """
     first = next(iter(summaries.values()))
     head = (
         f"{first.dataset}{', split ' + first.split if first.split else ''}: {first.items} "
@@ -38,6 +44,10 @@ def format_report(summaries: Mapping[str, Summary]) -> str:
         parts.append(_delta(summaries))
     if "perturbation" in first.metrics:
         parts.append(_perturbation(summaries, first))
+    notes = [f"{metric}: {reason}" for metric, reason in first.not_applicable.items()]
+    notes += [
+        f"{method}: not supported: {reason}" for method, reason in (not_supported or {}).items()
+    ]
     if any(math.isfinite(value) for value in first.accuracy.values()):
         parts.append(
             _table(
@@ -54,6 +64,8 @@ def format_report(summaries: Mapping[str, Summary]) -> str:
                 ],
             )
         )
+    if notes:
+        parts.append("\n".join(notes))
     return "\n\n".join(parts)
 
 
@@ -137,7 +149,14 @@ def _perturbation(summaries: Mapping[str, Summary], first: Summary) -> str:
 
     rows = [row(method, s, "method") for method, s in summaries.items()]
     rows.append(row(LINE_NAMES["random_smooth"], first, "random_smooth"))
-    headers = ("perturbation, nPPL AUC", "positive (higher better)", "negative (lower better)")
+    if first.perturbation_measure == "similarity":  # similarity falls as perplexity rises
+        headers = (
+            "perturbation, sim_r/sim_0 AUC",
+            "positive (lower better)",
+            "negative (higher better)",
+        )
+    else:
+        headers = ("perturbation, nPPL AUC", "positive (higher better)", "negative (lower better)")
     return _table(headers, rows)
 
 

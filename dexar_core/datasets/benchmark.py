@@ -101,6 +101,9 @@ class BenchmarkItem:
         object_masks: object id -> its ``(height, width)`` boolean mask.
         object_words: every word of the dataset that names objects -> the ids of the
             objects of *this* item it names (empty: the word names nothing here).
+        description: a text naming every object of the image (shapes: its caption,
+            whatever the question kind), the prompt contrastive models are explained
+            with; "" when the dataset has none.
     """
 
     index: int
@@ -114,6 +117,7 @@ class BenchmarkItem:
     valid: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
     object_masks: Mapping[int, np.ndarray] = attrs.field(factory=dict, eq=False, repr=False)
     object_words: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict, repr=False)
+    description: str = ""
 
     @property
     def answer(self) -> str:
@@ -305,6 +309,7 @@ def _from_shapes(item: Any) -> BenchmarkItem:
         mask=item.union_mask,
         object_masks=masks,
         object_words=words,
+        description=str(getattr(item, "caption", "")),
     )
 
 
