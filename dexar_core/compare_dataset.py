@@ -4,9 +4,10 @@
 (model, method) pair on the same items and collects the summaries into a
 :class:`MetricsTable`, printed as one markdown table per metric with the uniform chance
 line beside. A method that cannot run on a model (``evaluate`` raises a
-:class:`MethodError` or an :class:`UnsupportedModelError`, e.g. for a contrastive model
-without answers) is a cell with the reason and the other pairs go on; any other error
-(bad input) stops the comparison. Nothing is printed here.
+:class:`MethodError` or an :class:`UnsupportedModelError`, e.g. ``rollout`` on an
+encoder-decoder, or ``attention`` on a contrastive model, which ``evaluate`` explains with
+``dexar`` and ``legrad`` on each item's caption) is a cell with the reason and the
+other pairs go on; any other error (bad input) stops the comparison. Nothing is printed here.
 """
 
 from __future__ import annotations
