@@ -206,7 +206,9 @@ def test_dataset_gives_a_models_by_methods_table(tmp_path, capsys):
         row = next(line for line in captured.out.splitlines() if line.startswith("| shapes-llava"))
         assert shown in row
     clip_row = next(line for line in captured.out.splitlines() if line.startswith("| shapes-clip"))
-    assert "not supported" in clip_row
+    assert "not supported" in clip_row  # attention cannot explain a contrastive model
+    assert table.value("shapes-clip", "dexar", "soft_iou") is not None  # its caption's map
+    assert table.value("shapes-clip", "dexar", "pointing_game") is None  # not applicable
 
 
 def test_a_voc_folder_with_a_question_and_chosen_metrics(tmp_path, capsys):
