@@ -33,6 +33,19 @@ class Argument:
     options: Mapping[str, Any]
 
 
+def image_size(text: str) -> int | tuple[int, int]:
+    """``--image-size``: a side (``64``) or ``HEIGHTxWIDTH`` (``80x112``), in pixels."""
+    try:
+        sides = [int(side) for side in text.lower().split("x")]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides, default=0) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a side like 64 or HEIGHTxWIDTH like 80x112, found {text!r}"
+        )
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
 def argument(*flags: str, **options: Any) -> Argument:
     """Describe a command-line argument with ``argparse.add_argument``'s parameters."""
     return Argument(flags, options)
@@ -299,7 +312,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 default=0,
                 help="seed of the dataset's items and of the random chance maps (default: 0)",
             ),
-            argument("--image-size", type=int, help="image side (default: the model's)"),
+            argument(
+                "--image-size",
+                type=image_size,
+                help="image side, or HEIGHTxWIDTH like 80x112 (default: the model's)",
+            ),
             argument("--max-new-tokens", type=int, default=40, help="longest generated answer"),
             argument(
                 "--pictures",
