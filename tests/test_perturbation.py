@@ -148,14 +148,7 @@ def test_mask_to_grid_is_the_covered_fraction_of_each_cell():
 
 
 def _shapes_llava():
-    from dexar_plugins.manager import default_catalog
-
-    if "shapes-llava" not in default_catalog().embedded_models:
-        pytest.skip(
-            "needs the embedded shapes-llava checkpoint (a trained model: a random one has "
-            "no reason to rank an object mask above its inverse); it is not installed yet "
-            "(`dexar models` lists it once adapters/dexar_llava ships it)"
-        )
+    """The embedded, trained LLaVA: a random model has no reason to rank a mask first."""
     from dexar_core.api import load
 
     return load("shapes-llava")
