@@ -1,0 +1,198 @@
+"""Markdown tables of docs/results.md from `dexar evaluate` run folders.
+
+Usage: python docs/results/tables.py RUN_DIR[+RUN_DIR ...] ...
+
+Each RUN_DIR is one model's `dexar evaluate --out` folder (its summary.json holds every
+method); several folders of the same model and items joined by ``+`` make one table.
+Prints, per model, one row per method and the chance lines, each number with its 95%
+bootstrap interval, and for perturbation the medians and paired win rates.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = (
+    ("soft IoU", ("segmentation", "method", "soft_iou")),
+    ("best IoU", ("segmentation", "method", "best_iou")),
+    ("EPG", ("segmentation", "method", "epg")),
+    ("pointing", ("grounding", "pointing_game", "method")),
+    ("token IoU", ("grounding", "iou", "method")),
+    ("delta AUROC", ("delta_auroc", "auroc")),
+    ("positive AUC", ("perturbation", "method", "positive")),
+    ("negative AUC", ("perturbation", "method", "negative")),
+)
+CHANCE = {
+    "uniform map": {
+        "soft IoU": ("segmentation", "uniform", "soft_iou"),
+        "best IoU": ("segmentation", "uniform", "best_iou"),
+        "EPG": ("segmentation", "uniform", "epg"),
+        "pointing": ("grounding", "pointing_game", "uniform"),
+        "token IoU": ("grounding", "iou", "uniform"),
+        "delta AUROC": (),
+    },
+    "random smooth map": {
+        "soft IoU": ("segmentation", "random_smooth", "soft_iou"),
+        "best IoU": ("segmentation", "random_smooth", "best_iou"),
+        "EPG": ("segmentation", "random_smooth", "epg"),
+        "pointing": ("grounding", "pointing_game", "random_smooth"),
+        "token IoU": ("grounding", "iou", "random_smooth"),
+        "positive AUC": ("perturbation", "random_smooth", "positive"),
+        "negative AUC": ("perturbation", "random_smooth", "negative"),
+    },
+}
+
+
+def dig(tree: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def cell(summary: dict[str, Any], path: tuple[str, ...]) -> str:
+    value = dig(summary, path) if path else None
+    if not isinstance(value, (int, float)):
+        return "n/a"
+    interval = dig(summary.get("confidence", {}), path)
+    if isinstance(interval, list) and len(interval) == 2 and None not in interval:
+        return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f"{value:.3f}"
+
+
+ORDER = (
+    "dexar",
+    "dexar_nohead",
+    "dexar_nodelta",
+    "attention",
+    "rollout",
+    "attn_grad",
+    "gae",
+    "legrad",
+    "tam",
+)
+
+
+def methods_of(runs: list[Path]) -> dict[str, dict[str, Any]]:
+    found = {}
+    folders = [path for run in runs for path in run.iterdir() if path.is_dir()]
+    folders.sort(key=lambda path: (*ORDER, path.name).index(path.name))
+    for folder in folders:
+        summary_file = folder / "summary.json"
+        if summary_file.is_file():
+            found[folder.name] = json.loads(summary_file.read_text())
+    return found
+
+
+DELTA_METHODS = ("dexar", "dexar_nohead")
+"""Methods with a token weight delta; the others weigh every token 1 (AUROC 0.5 by design)."""
+
+
+def perturbation_items(folder: Path) -> list[dict[str, Any]]:
+    """Per-item perturbation AUCs of one method's run (items without them left out)."""
+    items_file = folder / "items.jsonl"
+    if not items_file.is_file():
+        return []
+    rows = [json.loads(line) for line in items_file.read_text().splitlines() if line.strip()]
+    return [row["perturbation"] for row in rows if row.get("perturbation")]
+
+
+def robust_perturbation(
+    folders: dict[str, Path], summaries: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Medians and paired win rates against the random smooth map, per method.
+
+    nPPL AUCs are heavy-tailed (one item whose perplexity explodes moves the mean), so
+    the median and the share of items where the method beats the chance map on that
+    same item say more than the mean on a few items.
+    """
+    similarity = next(iter(summaries.values())).get("perturbation_measure") == "similarity"
+    sign = -1.0 if similarity else 1.0  # +1: a higher positive AUC is better
+    lines = [
+        "",
+        "| method | median positive | median negative | items where positive beats chance "
+        "| items where negative beats chance |",
+        "|---|---|---|---|---|",
+    ]
+    for method in summaries:
+        rows = perturbation_items(folders[method])
+        if not rows:
+            continue
+        positive = np.array([row["method"]["positive"] for row in rows], dtype=float)
+        negative = np.array([row["method"]["negative"] for row in rows], dtype=float)
+        chance_positive = np.array([row["random_smooth"]["positive"] for row in rows])
+        chance_negative = np.array([row["random_smooth"]["negative"] for row in rows])
+        wins_positive = np.mean(sign * (positive - chance_positive) > 0)
+        wins_negative = np.mean(sign * (chance_negative - negative) > 0)
+        lines.append(
+            f"| {method} | {np.nanmedian(positive):.3f} | {np.nanmedian(negative):.3f} "
+            f"| {wins_positive:.0%} | {wins_negative:.0%} |"
+        )
+    return lines if len(lines) > 3 else []
+
+
+def table(argument: str) -> str:
+    runs = [Path(part) for part in argument.split("+")]
+    summaries = methods_of(runs)
+    if not summaries:
+        return f"{argument}: no summaries\n"
+    folders = {folder.name: folder for run in runs for folder in run.iterdir() if folder.is_dir()}
+    used = [
+        (name, path)
+        for name, path in COLUMNS
+        if any(isinstance(dig(s, path), (int, float)) for s in summaries.values())
+    ]
+    first = next(iter(summaries.values()))
+    lines = [
+        f"**{first['model_id']}**, {first['items']} items",
+        "",
+        "| method | " + " | ".join(name for name, _ in used) + " |",
+        "|---" * (len(used) + 1) + "|",
+    ]
+    for method, summary in summaries.items():
+        cells = [
+            "n/a" if name == "delta AUROC" and method not in DELTA_METHODS else cell(summary, path)
+            for name, path in used
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for run in runs:
+        everything = run / "summary.json"
+        if not everything.is_file():
+            continue
+        for method, outcome in json.loads(everything.read_text()).items():
+            if isinstance(outcome, str):
+                reason = outcome.split(";")[0]
+                lines.append(f"| {method} | {reason} |" + " |" * (len(used) - 1))
+    for line, paths in CHANCE.items():
+        cells = [cell(first, paths.get(name, ())) for name, _ in used]
+        lines.append(f"| *{line}* | " + " | ".join(cells) + " |")
+    if any(name == "positive AUC" for name, _ in used):
+        lines += robust_perturbation(folders, summaries)
+        if first.get("perturbation_measure") == "similarity":
+            lines += [
+                "",
+                "Perturbation by similarity drop: positive lower is better, negative higher.",
+            ]
+        else:
+            lines += [
+                "",
+                "Perturbation by normalised perplexity: positive higher is better, negative lower.",
+            ]
+    accuracy = first.get("accuracy", {})
+    if any(value is not None for value in accuracy.values()):
+        shown = ", ".join(
+            f"{kind} {value:.0%}" for kind, value in accuracy.items() if value is not None
+        )
+        lines += ["", f"Answer exact match on these items: {shown}."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    for argument in sys.argv[1:]:
+        print(table(argument))
