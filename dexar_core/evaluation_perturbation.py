@@ -21,7 +21,7 @@ normalised curve over r (trapezoids):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -155,6 +155,32 @@ def _chance_maps(item: BenchmarkItem, explanation: Explanation, seed: int) -> li
     ]
 
 
+def _scored_lines(
+    item: BenchmarkItem,
+    explanation: Explanation,
+    seed: int,
+    curve_of: Callable[[list[np.ndarray], str], Any],
+) -> dict[str, Any]:
+    """Both orders' AUCs of the sequence map and of the chance map, one curve each.
+
+    ``curve_of(maps, order)`` returns a curve with ``auc`` and ``normalised``; the
+    method's curves are kept, the chance map's only as AUCs.
+    """
+    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
+    curves: dict[str, tuple[float, ...]] = {}
+    lines = (
+        ("method", list(explanation.sequence_maps)),
+        ("random_smooth", _chance_maps(item, explanation, seed)),
+    )
+    for line, maps in lines:
+        for order in PERTURBATION_ORDERS:
+            curve = curve_of([np.asarray(m) for m in maps], order)
+            aucs[line][order] = curve.auc
+            if line == "method":
+                curves[order] = curve.normalised
+    return {"perturbation": aucs, "perturbation_curves": curves}
+
+
 def similarity_perturbation_scores(
     loaded: LoadedModel,
     item: BenchmarkItem,
@@ -169,27 +195,19 @@ def similarity_perturbation_scores(
         {order: auc}}``) and ``perturbation_curves`` (the method's ``nSim_r``).
     """
     prompt = explanation.tokens[0]
-    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
-    curves: dict[str, tuple[float, ...]] = {}
-    lines = (
-        ("method", list(explanation.sequence_maps)),
-        ("random_smooth", _chance_maps(item, explanation, seed)),
-    )
-    for line, maps in lines:
-        for order in PERTURBATION_ORDERS:
-            curve = similarity_curve(
-                loaded,
-                item.image,
-                prompt,
-                [np.asarray(m) for m in maps],
-                explanation.grids,
-                order=order,
-                replacement=replacement,
-            )
-            aucs[line][order] = curve.auc
-            if line == "method":
-                curves[order] = curve.normalised
-    return {"perturbation": aucs, "perturbation_curves": curves}
+
+    def curve_of(maps: list[np.ndarray], order: str) -> Any:
+        return similarity_curve(
+            loaded,
+            item.image,
+            prompt,
+            maps,
+            explanation.grids,
+            order=order,
+            replacement=replacement,
+        )
+
+    return _scored_lines(item, explanation, seed, curve_of)
 
 
 def perturbation_scores(
@@ -211,25 +229,16 @@ def perturbation_scores(
     """
     from dexar_core.metrics.perturbation import perturbation_curve
 
-    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
-    curves: dict[str, tuple[float, ...]] = {}
-    lines = (
-        ("method", list(explanation.sequence_maps)),
-        ("random_smooth", _chance_maps(item, explanation, seed)),
-    )
-    for line, maps in lines:
-        for order in PERTURBATION_ORDERS:
-            curve = perturbation_curve(
-                loaded,
-                item.image,
-                explanation.prompt,
-                explanation.token_ids,
-                [np.asarray(m) for m in maps],
-                explanation.grids,
-                order=order,
-                replacement=replacement,
-            )
-            aucs[line][order] = curve.auc
-            if line == "method":
-                curves[order] = curve.normalised
-    return {"perturbation": aucs, "perturbation_curves": curves}
+    def curve_of(maps: list[np.ndarray], order: str) -> Any:
+        return perturbation_curve(
+            loaded,
+            item.image,
+            explanation.prompt,
+            explanation.token_ids,
+            maps,
+            explanation.grids,
+            order=order,
+            replacement=replacement,
+        )
+
+    return _scored_lines(item, explanation, seed, curve_of)
