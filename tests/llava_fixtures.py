@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -27,3 +29,11 @@ def noise_image(seed: int = 0, size: tuple[int, int] = (64, 64)) -> Image.Image:
     """A reproducible RGB noise image of ``(width, height)``."""
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return Image.fromarray(pixels)
+
+
+def saved_tiny_llava(folder: Path) -> Path:
+    """Save a random tiny LLaVA (seed 0) and its processor into ``folder``, a checkpoint."""
+    model, processor = build_tiny_llava(seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from llava_fixtures import noise_image
+from llava_fixtures import noise_image, saved_tiny_llava
 from PIL import Image
 
 from dexar_core import errors
 from dexar_core.api import explain, load
 from dexar_core.explanation import Explanation
-from dexar_llava.tiny import build_tiny_llava
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    model, processor = build_tiny_llava(seed=0)
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="module")

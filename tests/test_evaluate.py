@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from llava_fixtures import saved_tiny_llava
 
 from dexar_core import errors
 from dexar_core.api import explain, load
@@ -25,7 +26,6 @@ from dexar_core.evaluation import (
     word_class,
 )
 from dexar_core.metrics import chance_scores, pointing_game, uniform_pointing_chance
-from dexar_llava.tiny import build_tiny_llava
 
 torch.set_num_threads(2)
 
@@ -35,11 +35,7 @@ SEED = 5
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    model, processor = build_tiny_llava(seed=0)
-    folder = tmp_path_factory.mktemp("eval-llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_tiny_llava(tmp_path_factory.mktemp("eval-llava"))
 
 
 @pytest.fixture(scope="module")

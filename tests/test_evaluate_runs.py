@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from llava_fixtures import saved_tiny_llava
 from PIL import Image
 
 from dexar_core.api import load
@@ -27,7 +28,6 @@ from dexar_core.errors import InputError
 from dexar_core.evaluation import check_metrics, evaluate, open_dataset
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
 from dexar_core.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
-from dexar_llava.tiny import build_tiny_llava
 
 torch.set_num_threads(1)
 
@@ -37,11 +37,7 @@ PERTURBATION = {**RUN, "metrics": ("perturbation",)}
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    model, processor = build_tiny_llava(seed=0)
-    folder = tmp_path_factory.mktemp("runs-llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return saved_tiny_llava(tmp_path_factory.mktemp("runs-llava"))
 
 
 @pytest.fixture(scope="module")
