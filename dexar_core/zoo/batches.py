@@ -63,3 +63,31 @@ def encoder_decoder_batch(
         labels[row, : len(ids) + 1] = labels.new_tensor([*ids, tokenizer.eos_token_id])
     batch["labels"] = labels
     return dict(batch)
+
+
+LOSS_WEIGHTINGS = ("token", "item")
+"""How answer tokens are weighed: each token equally, or each item equally."""
+
+
+def item_mean_loss(logits: Any, labels: Any, *, shifted: bool) -> Any:
+    """Cross-entropy averaged over each item's answer tokens, then over the items.
+
+    The token mean that transformers computes lets a twelve-word caption weigh twelve
+    times a one-word answer; here every item weighs the same, so the question kinds
+    whose answer is one word (colour, shape, position) are not drowned by captions.
+
+    Args:
+        logits: ``(batch, length, vocab)`` scores.
+        labels: ``(batch, length)`` target ids, ``-100`` where no loss is taken.
+        shifted: whether position ``i`` predicts label ``i + 1`` (decoder-only models);
+            False where logits and labels are aligned (an encoder-decoder's decoder).
+    """
+    import torch.nn.functional as F
+
+    if shifted:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = F.cross_entropy(
+        logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
+    counted = (labels != -100).sum(dim=1).clamp(min=1)
+    return (per_token.sum(dim=1) / counted).mean()

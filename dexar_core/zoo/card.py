@@ -79,6 +79,7 @@ def command_line(
     learning_rate: float,
     threads: int,
     device: str,
+    loss_per: str = "token",
 ) -> str:
     parts = [
         "python -m dexar_core.zoo.train",
@@ -95,6 +96,8 @@ def command_line(
         parts.append(f"--threads {threads}")
     if device != "cpu":
         parts.append(f"--device {device}")
+    if loss_per != "token":
+        parts.append(f"--loss-per {loss_per}")
     return " ".join(parts)
 
 

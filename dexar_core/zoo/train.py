@@ -38,7 +38,7 @@ from typing import Any
 from dexar_core.datasets.shapes import ShapesDataset, ShapesItem
 from dexar_core.errors import InputError
 from dexar_core.zoo.answers import evaluate
-from dexar_core.zoo.batches import training_batch
+from dexar_core.zoo.batches import LOSS_WEIGHTINGS, item_mean_loss, training_batch
 from dexar_core.zoo.card import TrainingReport, command_line, save_checkpoint
 from dexar_core.zoo.recipes import RECIPES, TrainingRecipe, recipe
 
@@ -61,6 +61,7 @@ def train(
     device: str = "cpu",
     image_size: int = 64,
     model_options: dict[str, Any] | None = None,
+    loss_per: str = "token",
     progress: Callable[[str], None] | None = None,
 ) -> TrainingReport:
     """Train an adapter's tiny model on the shapes benchmark and save it with a card.
@@ -82,6 +83,10 @@ def train(
             thread count and library versions; CPU and GPU runs differ in rounding.
         image_size: the benchmark's image side in pixels (the model's input size).
         model_options: extra keyword arguments for the adapter's builder.
+        loss_per: ``"token"`` averages the loss over all answer tokens of the batch
+            (transformers' own loss); ``"item"`` averages each item's tokens first, so
+            a one-word answer weighs as much as a caption (see
+            :func:`~dexar_core.zoo.batches.item_mean_loss`).
         progress: called with one line of text now and then; ``None`` for silence.
 
     Returns:
@@ -89,12 +94,18 @@ def train(
 
     Raises:
         InputError: if the adapter is unknown or neither ``steps`` nor ``minutes`` is a
-            positive number.
+            positive number, or ``loss_per`` is not one of
+            :data:`~dexar_core.zoo.batches.LOSS_WEIGHTINGS`.
     """
     import torch
 
     chosen = recipe(adapter)
     _check_budget(steps, minutes, batch_size, eval_size)
+    if loss_per not in LOSS_WEIGHTINGS:
+        raise InputError(
+            f"dexar_core.zoo.train: expected loss_per to be one of {list(LOSS_WEIGHTINGS)}, "
+            f"found {loss_per!r}."
+        )
     say = progress or (lambda line: None)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -139,7 +150,12 @@ def train(
             encoder_decoder=chosen.encoder_decoder,
         )
         batch = {key: value.to(device) for key, value in batch.items()}
-        loss = model(**batch).loss
+        output = model(**batch)
+        loss = output.loss
+        if loss_per == "item":
+            loss = item_mean_loss(
+                output.logits, batch["labels"], shifted=not chosen.encoder_decoder
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,7 +189,7 @@ def train(
         heldout_accuracy=heldout,
         final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])),
         command=command_line(
-            chosen.name, out, seed, step, batch_size, learning_rate, threads, device
+            chosen.name, out, seed, step, batch_size, learning_rate, threads, device, loss_per
         ),
     )
     save_checkpoint(model, processor, report, chosen, eval_size=eval_size, image_size=image_size)
@@ -196,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-size", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--loss-per",
+        default="token",
+        choices=LOSS_WEIGHTINGS,
+        help="average the loss over answer tokens (default) or over items",
+    )
     args = parser.parse_args(argv)
     try:
         report = train(
@@ -209,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_size=args.eval_size,
             threads=args.threads,
             device=args.device,
+            loss_per=args.loss_per,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except InputError as error:
