@@ -21,7 +21,9 @@ TOKEN_SCORES = ("max_gradient", "attention_weighted", "visual_share")
 def aggregate_keys(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int) -> np.ndarray:
     """Aggregate ``[T, L, H, K]`` gradients over a per-token key set ``[T, K]``.
 
-    Returns ``[T, L, H]``; an empty key set aggregates to 0.
+    Returns ``[T, L, H]``; an empty key set aggregates to 0. One layer at a time, so
+    the masked working copy is ``[T, H, K]``, not another ``[T, L, H, K]`` array: at
+    long answers the gradients are the largest thing an explanation holds.
 
     Args:
         gradients: non-negative gradients.
@@ -29,21 +31,30 @@ def aggregate_keys(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int)
         how: ``"max"``, ``"topk_mean"`` (mean of the ``topk`` largest) or ``"mean"``.
         topk: k for ``"topk_mean"``.
     """
-    mask = keys[:, None, None, :]
+    if how not in HEAD_AGGREGATIONS:
+        raise MethodError(f"head_agg must be one of {HEAD_AGGREGATIONS}, got {how!r}.")
+    tokens, layers, heads, _ = gradients.shape
+    result = np.zeros((tokens, layers, heads), dtype=np.float32)
+    for layer in range(layers):
+        result[:, layer] = _aggregate_layer(gradients[:, layer], keys, how, topk)
+    return result
+
+
+def _aggregate_layer(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int) -> np.ndarray:
+    """:func:`aggregate_keys` on one layer's ``[T, H, K]`` gradients; returns ``[T, H]``."""
+    mask = keys[:, None, :]
     if how == "max":
         return np.where(mask, gradients, 0.0).max(axis=-1, initial=0.0)
-    count = keys.sum(axis=-1)[:, None, None]
+    count = keys.sum(axis=-1)[:, None]
     if how == "mean":
         total = np.where(mask, gradients, 0.0).sum(axis=-1)
         return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    if how == "topk_mean":
-        masked = np.where(mask, gradients, -np.inf)
-        k = min(topk, gradients.shape[-1])
-        top = -np.sort(-masked, axis=-1)[..., :k]
-        top = np.where(np.isfinite(top), top, 0.0)
-        used = np.minimum(count, k)
-        return np.divide(top.sum(axis=-1), used, out=np.zeros(top.shape[:-1]), where=used > 0)
-    raise MethodError(f"head_agg must be one of {HEAD_AGGREGATIONS}, got {how!r}.")
+    masked = np.where(mask, gradients, -np.inf)
+    k = min(topk, gradients.shape[-1])
+    top = -np.sort(-masked, axis=-1)[..., :k]
+    top = np.where(np.isfinite(top), top, 0.0)
+    used = np.minimum(count, k)
+    return np.divide(top.sum(axis=-1), used, out=np.zeros(top.shape[:-1]), where=used > 0)
 
 
 class DexarMethod(Method):
@@ -130,8 +141,10 @@ class DexarMethod(Method):
             head_weights = np.maximum(visual_score - text_score, 0.0)
         else:
             head_weights = np.ones_like(visual_score)
-        on_visual = gradients[..., layout.visual_positions]
-        token_relevance = np.einsum("tlh,tlhn->tn", head_weights, on_visual, dtype=np.float32)
+        # over every key, then the visual columns: indexing first would copy [T, L, H, N]
+        token_relevance = np.einsum("tlh,tlhk->tk", head_weights, gradients, dtype=np.float32)[
+            :, layout.visual_positions
+        ]
         if self.token_weighting:
             token_weights = self._token_weights(record, visual, text, visual_score, text_score)
         else:
@@ -169,7 +182,7 @@ class DexarMethod(Method):
             on_visual = aggregate_keys(weighted, visual, self.head_agg, self.topk)
             on_text = aggregate_keys(weighted, text, self.head_agg, self.topk)
             return np.maximum(on_visual.max(axis=(1, 2)) - on_text.max(axis=(1, 2)), 0.0)
-        visual_mass = np.where(visual[:, None, None, :], gradients, 0.0).sum(axis=(1, 2, 3))
-        text_mass = np.where(text[:, None, None, :], gradients, 0.0).sum(axis=(1, 2, 3))
+        visual_mass = np.einsum("tlhk,tk->t", gradients, visual.astype(np.float32))
+        text_mass = np.einsum("tlhk,tk->t", gradients, text.astype(np.float32))
         total = visual_mass + text_mass
         return np.divide(visual_mass, total, out=np.zeros_like(total), where=total > 0)
