@@ -224,6 +224,7 @@ def measure_naive(runner: Runner, job: dict[str, Any], args, guess: float | None
         return {"error": first["error"], "seconds": None}
     measured = dict(first["kinds"]["naive"], relative_error=first.get("naive_relative_error"))
     measured["seconds"], measured["timing"] = measured["first_run_s"], "one run, no warm-up"
+    measured["cpu_s"] = measured.get("first_run_cpu_s")
     if not args.smoke and measured["first_run_s"] * (args.reps + 1) < args.naive_limit:
         timed = runner(
             dict(job, mode="time", kinds=["naive"], reps=args.reps, warmup=True), timeout

@@ -21,11 +21,18 @@ def summarise(row: dict[str, Any]) -> dict[str, Any]:
     }
     for kind in ("generate", "explain", "free_run"):
         summary[f"{kind}_peak_mb"] = memory[kind].get("peak_mb")
+    for kind in ("generate", "explain", "free_run"):
+        summary[f"{kind}_cpu_s"] = kinds.get(kind, {}).get("cpu_s")
     summary["naive"] = naive.get("seconds")
+    summary["naive_cpu_s"] = naive.get("cpu_s")
     summary["naive_peak_mb"] = naive.get("peak_mb")
     summary["naive_relative_error"] = naive.get("relative_error")
     summary["explain_over_generate"] = _ratio(summary["explain"], summary["generate"])
     summary["naive_over_explain"] = _ratio(summary["naive"], summary["explain"])
+    summary["explain_over_generate_cpu"] = _ratio(
+        summary["explain_cpu_s"], summary["generate_cpu_s"]
+    )
+    summary["naive_over_explain_cpu"] = _ratio(summary["naive_cpu_s"], summary["explain_cpu_s"])
     summary["memory_explain_over_generate"] = _ratio(
         summary["explain_peak_mb"], summary["generate_peak_mb"]
     )
@@ -57,8 +64,8 @@ def format_value(value, unit: str = "", width: int = 8) -> str:
 
 HEADER = (
     f"{'model':<6}{'engine':>13}{'N':>6}{'T':>5} |{'gen':>8}{'explain':>8}{'free':>8}"
-    f"{'naive':>8} |{'ex/gen':>8}{'nv/ex':>8} |{'gen MB':>8}{'ex MB':>8}{'ratio':>8}"
-    f"{'nv MB':>8}"
+    f"{'naive':>8} |{'ex/gen':>8}{'nv/ex':>8}{'cpu e/g':>8}{'cpu n/e':>8} |"
+    f"{'gen MB':>8}{'ex MB':>8}{'ratio':>8}{'nv MB':>8}"
 )
 
 
@@ -73,6 +80,8 @@ def table_line(row: dict[str, Any]) -> str:
             ("naive", "s"),
             ("explain_over_generate", "x"),
             ("naive_over_explain", "x"),
+            ("explain_over_generate_cpu", "x"),
+            ("naive_over_explain_cpu", "x"),
             ("generate_peak_mb", ""),
             ("explain_peak_mb", ""),
             ("memory_explain_over_generate", "x"),
@@ -83,9 +92,9 @@ def table_line(row: dict[str, Any]) -> str:
         f"{row['size']:<6}{row['engine']:>13}{row['image_tokens']:>6}{row['answer_length']:>5} |"
         + "".join(cells[:4])
         + " |"
-        + "".join(cells[4:6])
+        + "".join(cells[4:8])
         + " |"
-        + "".join(cells[6:])
+        + "".join(cells[8:])
     )
     notes = [s["naive_note"]] if s["naive_note"] else []
     return line + ("  " + "; ".join(notes + row["errors"]) if notes or row["errors"] else "")
@@ -98,7 +107,14 @@ def linear_fits(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cells = [
             r for r in rows if (r["engine"], r["size"], r["image_tokens"]) == (engine, size, n)
         ]
-        for quantity in ("explain", "generate", "explain_peak_mb", "generate_peak_mb"):
+        for quantity in (
+            "explain",
+            "generate",
+            "explain_cpu_s",
+            "generate_cpu_s",
+            "explain_peak_mb",
+            "generate_peak_mb",
+        ):
             points = [
                 (r["answer_length"], r["summary"][quantity])
                 for r in cells

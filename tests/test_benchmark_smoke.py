@@ -38,6 +38,11 @@ SUMMARY_KEYS = {
     "naive_peak_mb",
     "explain_over_generate",
     "naive_over_explain",
+    "explain_cpu_s",
+    "generate_cpu_s",
+    "naive_cpu_s",
+    "explain_over_generate_cpu",
+    "naive_over_explain_cpu",
     "memory_explain_over_generate",
     "naive_relative_error",
     "engine_s",
@@ -70,10 +75,11 @@ def test_smoke_run_exits_cleanly_and_writes_the_report(tmp_path):
         assert set(summary) >= SUMMARY_KEYS
         for kind in ("generate", "explain", "free_run", "naive"):
             assert summary[kind] > 0, kind
+            assert summary[f"{kind}_cpu_s"] > 0, kind
             assert summary[f"{kind}_peak_mb"] is not None, kind
         # the reference and the engine explain the same thing, so the ratio means something
         assert summary["naive_relative_error"] <= 1e-5
-    assert {fit["quantity"] for fit in report["fits"]} >= {"explain", "generate"}
+    assert {fit["quantity"] for fit in report["fits"]} >= {"explain", "generate", "explain_cpu_s"}
     assert {entry["chunk_size"] for entry in report["chunking"]} == {None, 2}
     assert all(entry["error"] is None for entry in report["chunking"])
     assert set(report["targets"]) == {"cell", "prompt-cache"}
