@@ -46,22 +46,32 @@ class AnswerArrays:
     def fill(
         self,
         tokens: Sequence[int],
-        leaves: Sequence[torch.Tensor],
-        grads: Sequence[torch.Tensor | None],
+        leaves: list[torch.Tensor | None],
+        grads: list[torch.Tensor | None],
         visible: Sequence[torch.Tensor],
         targets: torch.Tensor,
     ) -> None:
         """Write one pass's rows: per layer a ``[H, R, K']`` leaf, its gradient (None: no
         path to the targets, zero) and ``[R, K']`` visibility, with ``K' <= K`` (keys
-        past K' are beyond every row of this pass); ``targets`` is ``[L, R]``."""
+        past K' are beyond every row of this pass); ``targets`` is ``[L, R]``.
+
+        Each layer's entries of ``leaves`` and ``grads`` are set to None once written, so
+        where the caller keeps no other reference they are freed layer by layer: the
+        outputs' pages fill as the leaves and gradients go, instead of on top of them.
+        """
         first, stop = tokens[0], tokens[-1] + 1
-        heads, keys = leaves[0].shape[0], leaves[0].shape[-1]
+        shape = leaves[0].shape if leaves[0] is not None else None
+        assert shape is not None, "fill() takes each pass's leaves once"
+        heads, keys = shape[0], shape[-1]
         if self.gradients is None:
             self._allocate(heads)
         assert self.gradients is not None and self.attentions is not None
         gradients, attentions = torch.from_numpy(self.gradients), torch.from_numpy(self.attentions)
         raw = None if self.raw_gradients is None else torch.from_numpy(self.raw_gradients)
-        for layer, (leaf, grad, seen) in enumerate(zip(leaves, grads, visible)):
+        for layer, seen in enumerate(visible):
+            leaf, grad = leaves[layer], grads[layer]
+            leaves[layer] = grads[layer] = None
+            assert leaf is not None
             rows = gradients[first:stop, layer, :, :keys]  # [R, H, K']
             if grad is None:
                 rows.zero_()
@@ -72,6 +82,7 @@ class AnswerArrays:
                 raw[first:stop, layer, :, :keys].copy_(rows)
             rows.relu_()
             attentions[first:stop, layer, :, :keys].copy_(leaf.detach().transpose(0, 1))
+            del leaf, grad
         seen_by_any = torch.stack([seen.cpu() for seen in visible]).any(dim=0)
         # a token's text set is what any explained layer lets it see (Gemma 2 alternates
         # sliding-window and full layers)

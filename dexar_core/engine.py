@@ -245,8 +245,13 @@ def _answer_pass(
             )
         hidden = torch.stack([outputs[index] for index in layers])
         targets = adapter.gradients.logit_lens_targets(parts, hidden, token_ids)
-        leaves = [captured.leaves[index] for index in layers]
-        grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
+        leaves = [captured.leaves.pop(index) for index in layers]
+        grads = list(torch.autograd.grad(targets.sum(), leaves, allow_unused=True))
+    # Drop the graph (it holds the leaves) so that fill() holds the only references and
+    # frees each layer's leaf and gradient once written: the outputs fill as they empty.
+    targets = targets.detach()
+    del hidden
+    outputs.clear()
     arrays.fill(tokens, leaves, grads, [captured.visible[index] for index in layers], targets)
 
 

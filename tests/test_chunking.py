@@ -73,3 +73,28 @@ def test_chunked_explanations_give_the_same_maps(answer):
     np.testing.assert_allclose(chunked.token_map_stack, whole.token_map_stack, atol=1e-5)
     np.testing.assert_allclose(chunked.sequence_map, whole.sequence_map, atol=1e-5)
     assert relative_error(chunked.token_weights, whole.token_weights) <= TOLERANCE
+
+
+@pytest.mark.parametrize(("attn_implementation", "chunk_size"), [("sdpa", None), ("eager", 4)])
+def test_each_layers_leaf_is_freed_once_written(monkeypatch, attn_implementation, chunk_size):
+    """The outputs fill as the leaves empty: nothing (graph, capture) keeps a leaf alive
+    after fill() wrote it, so leaves, gradients and outputs are never all held at once."""
+    import gc
+    import weakref
+
+    from dexar_core.answer_arrays import AnswerArrays
+
+    alive_after_fill: list[int] = []
+    fill = AnswerArrays.fill
+
+    def watched(self, tokens, leaves, grads, visible, targets):
+        references = [weakref.ref(leaf) for leaf in leaves]
+        fill(self, tokens, leaves, grads, visible, targets)
+        gc.collect()
+        alive_after_fill.append(sum(reference() is not None for reference in references))
+
+    monkeypatch.setattr(AnswerArrays, "fill", watched)
+    loaded = tiny_llava(seed=7, attn_implementation=attn_implementation)
+    record = _record(loaded, chunk_size)
+    assert np.abs(record.gradients).max() > 0
+    assert alive_after_fill and alive_after_fill == [0] * len(alive_after_fill)
