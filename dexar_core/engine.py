@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -252,7 +252,13 @@ def _answer_pass(
     targets = targets.detach()
     del hidden
     outputs.clear()
-    arrays.fill(tokens, leaves, grads, [captured.visible[index] for index in layers], targets)
+    arrays.fill(
+        tokens,
+        cast(list[torch.Tensor | None], leaves),
+        cast(list[torch.Tensor | None], grads),
+        [captured.visible[index] for index in layers],
+        targets,
+    )
 
 
 def _self_attention_only(loaded: LoadedModel, forced: TeacherForcedPass, queries: int) -> None:
