@@ -3,12 +3,14 @@
 Usage::
 
     python -m dexar_core.zoo.train --adapter llava --out DIR --seed 0 [--steps N] [--minutes M]
-        [--device cpu|cuda] [--threads 2]
+        [--lr 5e-4] [--loss-per token|item] [--device cpu|cuda] [--threads 2]
 
 The model (a real transformers class with a tiny config, built offline by the
 adapter's ``tiny`` module) learns to answer the benchmark's colour, shape and position
 questions and to caption the image. The loss covers the answer tokens and the closing
-end-of-sequence token only. Afterwards it answers the test split by greedy generation
+end-of-sequence token only, averaged over all of them (``--loss-per token``, transformers'
+own loss) or over each item's first (``--loss-per item``, so a one-word answer weighs
+as much as a caption). Afterwards it answers the test split by greedy generation
 and is scored by exact match per question kind (and on the held-out combinations).
 The folder it writes is a standard Hugging Face checkpoint (``config.json``,
 ``model.safetensors``, tokenizer and processor files) plus a model card ``README.md``
