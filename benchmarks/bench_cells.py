@@ -301,6 +301,30 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+pinned_allocator = False
+"""Whether :func:`pin_mmap_threshold` took effect in this process."""
+
+MMAP_THRESHOLD = 64 * 1024
+"""Bytes from which glibc's malloc gives a block its own mapping, returned when freed."""
+
+
+def pin_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold, so the peak resident set follows the live tensors.
+
+    By default glibc raises the threshold to the size of each mapped block it frees (up
+    to 32 MiB), after which blocks of that size come from the heap and stay resident when
+    freed: the peak then depends on the order of earlier allocations. The same generate
+    measured 101 MB in one tree and 162 MB in another, each time in a fresh process
+    (docs/performance.md). A fixed threshold turns that adjustment off. Returns whether
+    it took effect (False off glibc); the environment variable
+    ``MALLOC_MMAP_THRESHOLD_`` does the same for a process about to start.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float, str, Any]:
     """Run ``operation`` once: peak memory growth (MiB), seconds, how measured, its result."""
     import torch
@@ -318,7 +342,7 @@ def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float,
         return peak, seconds, "cuda_max_allocated", result
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    how = "rss_hwm_reset"
+    how = "rss_hwm_reset" + (", mmap threshold 64 KiB" if pinned_allocator else "")
     try:
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # resets VmHWM to the current resident set
@@ -335,6 +359,8 @@ def run_job(job: dict[str, Any], cell: Cell | None = None) -> dict[str, Any]:
     """Measure one job (memory of one kind, or interleaved timing of several)."""
     import torch
 
+    global pinned_allocator
+    pinned_allocator = pin_mmap_threshold()
     torch.set_num_threads(job["threads"])
     started = time.perf_counter()
     cell = cell or Cell(job)

@@ -24,14 +24,19 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_cells import PRESETS
+from bench_cells import MMAP_THRESHOLD, PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_MARK = "DEXAR_BENCH_RESULT "
 
 
 def worker(tree: Path, job: dict, timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{tree / 'adapters'}")
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{tree}{os.pathsep}{tree / 'adapters'}",
+        # an older tree's worker may not pin the allocator itself (bench_cells)
+        MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD),
+    )
     script = tree / "benchmarks" / "bench_explain.py"
     try:
         done = subprocess.run(

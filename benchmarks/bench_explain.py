@@ -41,7 +41,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench_cells import DRY_RUN_SHAPE, ENGINES, PRESETS, Cell, profile, run_job
+from bench_cells import (
+    DRY_RUN_SHAPE,
+    ENGINES,
+    PRESETS,
+    Cell,
+    pin_mmap_threshold,
+    profile,
+    run_job,
+)
 from bench_report import (
     HEADER,
     TARGET,
@@ -387,6 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pin_mmap_threshold()  # before any model is built: see its docstring
     args = parse_args(argv)
     if args.worker:
         print(RESULT_MARK + json.dumps(run_job(json.loads(args.worker))), flush=True)

@@ -30,6 +30,7 @@ def _reset() -> None:
 
 
 def main() -> None:
+    b.pin_mmap_threshold()
     torch.set_num_threads(1)
     length, chunk = int(sys.argv[1]), None if sys.argv[2] == "none" else int(sys.argv[2])
     job = dict(

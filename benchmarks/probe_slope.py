@@ -19,6 +19,7 @@ import torch
 
 
 def main() -> None:
+    b.pin_mmap_threshold()
     torch.set_num_threads(1)
     lengths, reps = [int(t) for t in sys.argv[1].split(",")], int(sys.argv[2])
     job = dict(
