@@ -108,13 +108,23 @@ def test_shipped_checkpoint_is_small_and_documented():
     assert f"{facts['accuracy']['all']:.1%}" in card
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped shapes-llava is below issue 4's accuracy bar (its model card gives "
-    "the measured figures); remove this mark once a retrained checkpoint meets it",
-)
-def test_shipped_checkpoint_meets_the_accuracy_bar():
-    facts = json.loads((CHECKPOINT / "dexar_training.json").read_text())
+BELOW_BAR = "below the accuracy bar of issues 4 and 5 (its model card gives the measured figures)"
+BAR_CHECKPOINTS = {
+    "shapes-llava": pytest.param(
+        CHECKPOINT, marks=pytest.mark.xfail(strict=True, reason=BELOW_BAR)
+    ),
+    "shapes-qwen2vl": pytest.param(
+        LLAVA.parent / "dexar_qwen_vl" / "checkpoints" / "shapes-qwen2vl",
+        marks=pytest.mark.xfail(strict=True, reason=BELOW_BAR),
+    ),
+}
+"""The checkpoints the bar applies to; a strict xfail where the shipped one is below it, so
+that a retrained checkpoint that meets it fails the mark until the mark is removed."""
+
+
+@pytest.mark.parametrize("folder", list(BAR_CHECKPOINTS.values()), ids=list(BAR_CHECKPOINTS))
+def test_shipped_checkpoint_meets_the_accuracy_bar(folder):
+    facts = json.loads((folder / "dexar_training.json").read_text())
     assert facts["accuracy"]["color"] >= 0.95
     assert facts["accuracy"]["position"] >= 0.95
     assert facts["accuracy"]["shape"] >= 0.85
