@@ -374,18 +374,14 @@ def _evaluate_item(
         )
     except InputError as error:
         # An item-level failure (typically an empty answer) is recorded, not fatal.
-        result = ItemResult(
-            index=item.index,
-            item_id=item.item_id,
-            kind=item.kind,
+        return None, ItemResult.failed(
+            item,
+            error,
+            time.perf_counter() - start,
             question=item.question,
             expected=item.answer,
-            answer="",
             correct=False if item.references else None,
-            seconds=time.perf_counter() - start,
-            error=str(error),
         )
-        return None, result
     result = score_item(item, explanation, seed=seed, metrics=metrics)
     if "perturbation" in metrics:
         result = attrs.evolve(

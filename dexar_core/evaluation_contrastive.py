@@ -99,16 +99,13 @@ def evaluate_contrastive_item(
         prompt = similarity_prompt(item)
         explanation = explain(loaded, item.image, prompt, method=method, **options)
     except InputError as error:
-        return None, ItemResult(
-            index=item.index,
-            item_id=item.item_id,
-            kind=item.kind,
+        return None, ItemResult.failed(
+            item,
+            error,
+            time.perf_counter() - start,
             question=item.description,
             expected="",
-            answer="",
             correct=None,
-            seconds=time.perf_counter() - start,
-            error=str(error),
         )
     scored = [metric for metric in metrics if metric == "segmentation"]
     result = attrs.evolve(

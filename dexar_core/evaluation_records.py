@@ -142,6 +142,30 @@ class ItemResult:
     seconds: float = 0.0
     error: str | None = None
 
+    @classmethod
+    def failed(
+        cls,
+        item: Any,
+        error: Exception,
+        seconds: float,
+        *,
+        question: str,
+        expected: str,
+        correct: bool | None,
+    ) -> ItemResult:
+        """An item that could not be explained: who it is and why, nothing scored."""
+        return cls(
+            index=item.index,
+            item_id=item.item_id,
+            kind=item.kind,
+            question=question,
+            expected=expected,
+            answer="",
+            correct=correct,
+            seconds=seconds,
+            error=str(error),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite floats become None)."""
         return json_ready(attrs.asdict(self))
