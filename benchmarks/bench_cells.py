@@ -319,10 +319,13 @@ def pin_mmap_threshold() -> bool:
     it took effect (False off glibc); the environment variable
     ``MALLOC_MMAP_THRESHOLD_`` does the same for a process about to start.
     """
+    global pinned_allocator
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
+        # -3 is M_MMAP_THRESHOLD
+        pinned_allocator = bool(ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc
+        pinned_allocator = False
+    return pinned_allocator
 
 
 def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float, str, Any]:
@@ -355,12 +358,34 @@ def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float,
     return (_status_kb("VmHWM") - base) / 1024, seconds, how, result
 
 
+def probe_cell(answer_length: int, chunk_size: int | None = None, size: str = "mid") -> Cell:
+    """The probe scripts' model: ``size`` LLaVA, N = 576, float32, one CPU thread.
+
+    The allocator is pinned (:func:`pin_mmap_threshold`) before the model is built.
+    """
+    import torch
+
+    pin_mmap_threshold()
+    torch.set_num_threads(1)
+    job = dict(
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        seed=0,
+        chunk_size=chunk_size,
+        size=size,
+        preset=PRESETS[size],
+        image_tokens=576,
+        answer_length=answer_length,
+    )
+    return Cell(job)
+
+
 def run_job(job: dict[str, Any], cell: Cell | None = None) -> dict[str, Any]:
     """Measure one job (memory of one kind, or interleaved timing of several)."""
     import torch
 
-    global pinned_allocator
-    pinned_allocator = pin_mmap_threshold()
+    pin_mmap_threshold()
     torch.set_num_threads(job["threads"])
     started = time.perf_counter()
     cell = cell or Cell(job)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import bench_cells as b
-import torch
 
 from dexar_core.engine import attention_gradients
 from dexar_core.methods.dexar import DexarMethod
@@ -30,21 +29,8 @@ def _reset() -> None:
 
 
 def main() -> None:
-    b.pin_mmap_threshold()
-    torch.set_num_threads(1)
     length, chunk = int(sys.argv[1]), None if sys.argv[2] == "none" else int(sys.argv[2])
-    job = dict(
-        device="cpu",
-        dtype="float32",
-        threads=1,
-        seed=0,
-        chunk_size=chunk,
-        size="mid",
-        preset=b.PRESETS["mid"],
-        image_tokens=576,
-        answer_length=length,
-    )
-    cell = b.Cell(job)
+    cell = b.probe_cell(length, chunk)
     loaded = cell.loaded
     forced = loaded.adapter.teacher_forced(loaded, cell.prepared, cell.answer_ids(length))
     layout = cell.layout.with_length(forced.key_length)

@@ -15,25 +15,11 @@ import sys
 import time
 
 import bench_cells as b
-import torch
 
 
 def main() -> None:
-    b.pin_mmap_threshold()
-    torch.set_num_threads(1)
     lengths, reps = [int(t) for t in sys.argv[1].split(",")], int(sys.argv[2])
-    job = dict(
-        device="cpu",
-        dtype="float32",
-        threads=1,
-        seed=0,
-        chunk_size=None,
-        size="mid",
-        preset=b.PRESETS["mid"],
-        image_tokens=576,
-        answer_length=max(lengths),
-    )
-    cell = b.Cell(job)
+    cell = b.probe_cell(max(lengths))
     ids = {t: cell.answer_ids(t) for t in lengths}
     runs: dict[tuple[str, str, int], list[float]] = {
         (clock, kind, t): []
