@@ -20,7 +20,6 @@ normalised curve over r (trapezoids):
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +32,8 @@ from dexar_core.evaluation_records import PERTURBATION_ORDERS
 from dexar_core.metrics import random_smooth_map
 from dexar_core.metrics.perturbation import (
     FRACTIONS,
-    patch_ranking,
-    perturbed_images,
-    replacement_color,
+    checked_fractions,
+    level_images,
     trapezoid_auc,
 )
 from dexar_core.values import Grid
@@ -109,28 +107,26 @@ def similarity_curve(
     """
     if order not in PERTURBATION_ORDERS:
         raise InputError(f"order must be one of {PERTURBATION_ORDERS}, got {order!r}.")
-    levels = [float(r) for r in fractions]
-    if not levels or levels[0] != 0 or any(b <= a for a, b in itertools.pairwise(levels)):
-        raise InputError(f"fractions must increase from 0 within [0, 1], got {levels!r}.")
+    levels = checked_fractions(fractions)
     similarities_of = getattr(loaded.adapter, "similarities", None)
     if similarities_of is None:
         raise InputError(
             f"similarity_curve: {loaded.model_id!r} is not a contrastive model (its adapter "
             "has no similarities()); use dexar_core.metrics.perturbation_curve."
         )
-    ranking = patch_ranking(maps, grids)
-    if order == "negative":
-        ranking = ranking[::-1]
-    color = replacement_color(loaded.processor) if replacement == "mean" else (0, 0, 0)
     clean = image.convert("RGB")
-    images = [clean]  # r = 0 removes nothing: it is the clean image
-    for r in levels[1:]:
-        cells = ranking[: round(r * len(ranking))]
-        images.extend(
-            perturbed_images(
-                [clean], grids, cells, replacement=replacement, color=color, blur_radius=blur_radius
-            )
-        )
+    perturbed = level_images(
+        loaded,
+        [clean],
+        maps,
+        grids,
+        levels[1:],
+        order=order,
+        replacement=replacement,
+        blur_radius=blur_radius,
+    )
+    # r = 0 removes nothing: it is the clean image
+    images = [clean, *(copies[0] for copies in perturbed)]
     similarities = [float(value) for value in similarities_of(loaded, images, prompt)]
     clean_similarity = similarities[0]
     if clean_similarity > 0:

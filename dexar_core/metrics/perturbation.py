@@ -232,6 +232,53 @@ def _batched(many: Sequence[Any]) -> dict[str, Any]:
     return batched
 
 
+def checked_fractions(fractions: Sequence[float]) -> list[float]:
+    """``fractions`` as floats, checked to increase from 0 within [0, 1].
+
+    Raises:
+        InputError: if they do not.
+    """
+    levels = [float(r) for r in fractions]
+    if not levels or levels[0] != 0 or any(b <= a for a, b in itertools.pairwise(levels)):
+        raise InputError(f"fractions must increase from 0 within [0, 1], got {levels!r}.")
+    if levels[-1] > 1:
+        raise InputError(f"fractions must lie in [0, 1], got {levels!r}.")
+    return levels
+
+
+def level_images(
+    loaded: LoadedModel,
+    clean: Sequence[Image.Image],
+    maps: Sequence[Any],
+    grids: Sequence[Grid],
+    levels: Sequence[float],
+    *,
+    order: str,
+    replacement: str,
+    blur_radius: float,
+) -> list[list[Image.Image]]:
+    """The perturbed copies of ``clean`` at each fraction r of ``levels``, in order.
+
+    The maps rank the patches (:func:`patch_ranking`). ``"positive"`` removes the top r of
+    them, ``"negative"`` the bottom r, ``"insertion"`` all but the top r; removing means
+    filling with the processor's mean colour (``replacement="mean"``) or a blur.
+    """
+    ranking = patch_ranking(maps, grids)
+    if order == "negative":
+        ranking = ranking[::-1]
+    color = replacement_color(loaded.processor) if replacement == "mean" else (0, 0, 0)
+    sets = []
+    for r in levels:
+        count = round(r * len(ranking))
+        cells = ranking[count:] if order == "insertion" else ranking[:count]
+        sets.append(
+            perturbed_images(
+                clean, grids, cells, replacement=replacement, color=color, blur_radius=blur_radius
+            )
+        )
+    return sets
+
+
 def perturbation_curve(
     loaded: LoadedModel,
     images: Image.Image | Sequence[Image.Image],
@@ -263,33 +310,20 @@ def perturbation_curve(
     """
     if order not in ORDERS:
         raise InputError(f"order must be one of {ORDERS}, got {order!r}.")
-    levels = [float(r) for r in fractions]
-    if not levels or levels[0] != 0 or any(b <= a for a, b in itertools.pairwise(levels)):
-        raise InputError(f"fractions must increase from 0 within [0, 1], got {levels!r}.")
-    if levels[-1] > 1:
-        raise InputError(f"fractions must lie in [0, 1], got {levels!r}.")
+    levels = checked_fractions(fractions)
     clean = [images] if isinstance(images, Image.Image) else list(images)
-    ranking = patch_ranking(maps, grids)
-    if order == "negative":
-        ranking = ranking[::-1]
-    color = replacement_color(loaded.processor) if replacement == "mean" else (0, 0, 0)
-    total = len(ranking)
-    image_sets = [clean]
-    for r in levels:
-        count = round(r * total)
-        cells = ranking[count:] if order == "insertion" else ranking[:count]
-        image_sets.append(
-            perturbed_images(
-                clean,
-                grids,
-                cells,
-                replacement=replacement,
-                color=color,
-                blur_radius=blur_radius,
-            )
-        )
-    if order != "insertion":
-        image_sets = image_sets[1:]  # r = 0 removes nothing: it is the clean image
+    image_sets = level_images(
+        loaded,
+        clean,
+        maps,
+        grids,
+        levels,
+        order=order,
+        replacement=replacement,
+        blur_radius=blur_radius,
+    )
+    if order == "insertion":
+        image_sets = [clean, *image_sets]  # the clean perplexity normalises the curve
     perplexities = answer_perplexities(
         loaded, image_sets, prompt, answer_ids, batch_size=batch_size
     )
