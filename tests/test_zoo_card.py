@@ -47,3 +47,13 @@ def test_card_of_a_checkpoint_under_the_bar_has_a_limitations_section():
 
 def test_card_of_a_checkpoint_meeting_the_bar_has_none():
     assert "Limitations" not in card(dict(ACCURACY_BAR))
+
+
+def test_card_says_how_the_loss_weighed_the_answer_tokens():
+    import attrs
+
+    model = torch.nn.Linear(2, 3)
+    by_item = attrs.evolve(report(dict(ACCURACY_BAR)), loss_per="item")
+    text = _model_card(model, by_item, RECIPES["llava"], eval_size=4, image_size=64)
+    assert "every item weighs the same" in text
+    assert "token mean" in card(dict(ACCURACY_BAR))

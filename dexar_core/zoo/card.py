@@ -30,6 +30,8 @@ class TrainingReport:
         heldout_accuracy: the same on the held-out combination split.
         final_loss: mean loss over the last (up to) 20 steps.
         command: the command line that reproduces the checkpoint.
+        loss_per: how the loss averaged the answer tokens: ``"token"`` (all tokens of
+            the batch alike) or ``"item"`` (each item's tokens first).
     """
 
     adapter: str
@@ -44,6 +46,7 @@ class TrainingReport:
     heldout_accuracy: dict[str, float]
     final_loss: float
     command: str
+    loss_per: str = "token"
 
 
 def save_checkpoint(
@@ -138,6 +141,12 @@ def _sizes_text(sizes: Sequence[int | tuple[int, int]]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]} (height x width)"
 
 
+_LOSS_WEIGHTING = {
+    "token": "averaged over all of them (transformers' token mean)",
+    "item": "averaged over each item's tokens first, so every item weighs the same",
+}
+
+
 def _model_card(
     model: Any, report: TrainingReport, recipe: TrainingRecipe, *, eval_size: int, image_size: int
 ) -> str:
@@ -173,7 +182,7 @@ split; the colour-shape-position combinations of the `heldout` split never occur
 
 - seed {report.seed}, {report.steps} steps of batch {report.batch_size}, AdamW,
   peak learning rate {report.learning_rate:g} (linear warm-up, cosine decay to a tenth)
-- loss on the answer tokens and the end token only
+- loss on the answer tokens and the end token only, {_LOSS_WEIGHTING[report.loss_per]}
 - {report.seconds / 60:.1f} minutes on `{report.device}`, final loss {report.final_loss:.4f}
 
 Reproduce with:

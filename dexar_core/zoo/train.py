@@ -193,6 +193,7 @@ def train(
         command=command_line(
             chosen.name, out, seed, step, batch_size, learning_rate, threads, device, loss_per
         ),
+        loss_per=loss_per,
     )
     save_checkpoint(model, processor, report, chosen, eval_size=eval_size, image_size=image_size)
     return report
