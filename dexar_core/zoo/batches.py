@@ -65,8 +65,11 @@ def encoder_decoder_batch(
     return dict(batch)
 
 
-LOSS_WEIGHTINGS = ("token", "item")
-"""How answer tokens are weighed: each token equally, or each item equally."""
+LOSS_WEIGHTINGS = {
+    "token": "averaged over all of them (transformers' token mean)",
+    "item": "averaged over each item's tokens first, so every item weighs the same",
+}
+"""How the loss weighs the answer tokens, with the model card's wording of each."""
 
 
 def item_mean_loss(logits: Any, labels: Any, *, shifted: bool) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from dexar_core.datasets.shapes import KINDS
+from dexar_core.zoo.batches import LOSS_WEIGHTINGS
 from dexar_core.zoo.recipes import TrainingRecipe
 
 
@@ -141,12 +142,6 @@ def _sizes_text(sizes: Sequence[int | tuple[int, int]]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]} (height x width)"
 
 
-_LOSS_WEIGHTING = {
-    "token": "averaged over all of them (transformers' token mean)",
-    "item": "averaged over each item's tokens first, so every item weighs the same",
-}
-
-
 def _model_card(
     model: Any, report: TrainingReport, recipe: TrainingRecipe, *, eval_size: int, image_size: int
 ) -> str:
@@ -182,7 +177,7 @@ split; the colour-shape-position combinations of the `heldout` split never occur
 
 - seed {report.seed}, {report.steps} steps of batch {report.batch_size}, AdamW,
   peak learning rate {report.learning_rate:g} (linear warm-up, cosine decay to a tenth)
-- loss on the answer tokens and the end token only, {_LOSS_WEIGHTING[report.loss_per]}
+- loss on the answer tokens and the end token only, {LOSS_WEIGHTINGS[report.loss_per]}
 - {report.seconds / 60:.1f} minutes on `{report.device}`, final loss {report.final_loss:.4f}
 
 Reproduce with:

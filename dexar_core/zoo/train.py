@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--loss-per",
         default="token",
-        choices=LOSS_WEIGHTINGS,
+        choices=list(LOSS_WEIGHTINGS),
         help="average the loss over answer tokens (default) or over items",
     )
     args = parser.parse_args(argv)
