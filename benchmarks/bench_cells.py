@@ -345,7 +345,9 @@ def peak_memory(cell: Cell, operation: Callable[[], Any]) -> tuple[float, float,
         return peak, seconds, "cuda_max_allocated", result
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    how = "rss_hwm_reset" + (", mmap threshold 64 KiB" if pinned_allocator else "")
+    how = "rss_hwm_reset" + (
+        f", mmap threshold {MMAP_THRESHOLD // 1024} KiB" if pinned_allocator else ""
+    )
     try:
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")  # resets VmHWM to the current resident set
