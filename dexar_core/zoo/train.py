@@ -4,6 +4,7 @@ Usage::
 
     python -m dexar_core.zoo.train --adapter llava --out DIR --seed 0 [--steps N] [--minutes M]
         [--lr 5e-4] [--loss-per token|item] [--device cpu|cuda] [--threads 2]
+        [--init CHECKPOINT]
 
 The model (a real transformers class with a tiny config, built offline by the
 adapter's ``tiny`` module) learns to answer the benchmark's colour, shape and position
@@ -19,6 +20,11 @@ and ``dexar_training.json`` with the same facts in machine-readable form.
 Adapters are rows of :data:`dexar_core.zoo.recipes.RECIPES`: a name, the builder of
 a fresh model and processor, and the prompt formatter. Adding an architecture is adding
 a row.
+
+With ``--init`` training continues from the weights of an earlier checkpoint of the
+same adapter (a fresh optimiser and schedule), reading the training stream from where
+that checkpoint's runs stopped. The card lists the whole chain of commands, so the
+result is reproduced by running them in order.
 
 With ``--minutes`` the number of steps is fixed after the first few steps from their
 measured speed, and the model card records it: rerunning with ``--steps`` set to it
@@ -64,6 +70,7 @@ def train(
     image_size: int = 64,
     model_options: dict[str, Any] | None = None,
     loss_per: str = "token",
+    init: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TrainingReport:
     """Train an adapter's tiny model on the shapes benchmark and save it with a card.
@@ -89,6 +96,9 @@ def train(
             (transformers' own loss); ``"item"`` averages each item's tokens first, so
             a one-word answer weighs as much as a caption (see
             :func:`~dexar_core.zoo.batches.item_mean_loss`).
+        init: a checkpoint folder written by this module for the same adapter and image
+            size; training starts from its weights and from the first training item its
+            runs did not read.
         progress: called with one line of text now and then; ``None`` for silence.
 
     Returns:
@@ -97,7 +107,8 @@ def train(
     Raises:
         InputError: if the adapter is unknown or neither ``steps`` nor ``minutes`` is a
             positive number, or ``loss_per`` is not one of
-            :data:`~dexar_core.zoo.batches.LOSS_WEIGHTINGS`.
+            :data:`~dexar_core.zoo.batches.LOSS_WEIGHTINGS`, or ``init`` is not a
+            checkpoint of this module for the same adapter and image size.
     """
     import torch
 
@@ -113,6 +124,10 @@ def train(
     torch.manual_seed(seed)
 
     model, processor = chosen.build(seed, image_size=image_size, **(model_options or {}))
+    parent = None if init is None else load_parent(init, model, chosen.name, image_size)
+    first_item = (
+        0 if parent is None else parent["first_item"] + parent["steps"] * parent["batch_size"]
+    )
     model.to(device)
     format_prompt = chosen.formatter()
     sizes = _image_sizes(chosen, image_size)
@@ -142,7 +157,8 @@ def train(
             group["lr"] = learning_rate * _schedule(step, warmup_steps, planned)
         data = streams[step % len(streams)]
         items = [
-            data[(seed * 1_000_003 + step * batch_size + j) % len(data)] for j in range(batch_size)
+            data[(seed * 1_000_003 + first_item + step * batch_size + j) % len(data)]
+            for j in range(batch_size)
         ]
         batch = training_batch(
             processor,
@@ -191,9 +207,11 @@ def train(
         heldout_accuracy=heldout,
         final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])),
         command=command_line(
-            chosen.name, out, seed, step, batch_size, learning_rate, threads, device, loss_per
+            chosen.name, out, seed, step, batch_size, learning_rate, threads, device, loss_per, init
         ),
         loss_per=loss_per,
+        first_item=first_item,
+        init_from=parent,
     )
     save_checkpoint(model, processor, report, chosen, eval_size=eval_size, image_size=image_size)
     return report
@@ -216,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument(
+        "--init", type=Path, help="continue from the weights of this checkpoint (same adapter)"
+    )
+    parser.add_argument(
         "--loss-per",
         default="token",
         choices=list(LOSS_WEIGHTINGS),
@@ -235,12 +256,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
             loss_per=args.loss_per,
+            init=args.init,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except InputError as error:
         parser.error(str(error))
     print(json.dumps({"steps": report.steps, "accuracy": report.accuracy}, indent=2))
     return 0
+
+
+def load_parent(folder: str | Path, model: Any, adapter: str, image_size: int) -> dict[str, Any]:
+    """Load ``folder``'s weights into ``model`` and return its training facts.
+
+    The facts returned are those :func:`train` needs to continue the run and to record
+    it: the command, steps, batch size, first training item, accuracy and the folder's
+    own ``init_from`` (the earlier links of the chain).
+
+    Raises:
+        InputError: if ``folder`` has no ``dexar_training.json``, was trained for another
+            adapter or image size, or its weights do not fit the recipe's architecture.
+    """
+    folder = Path(folder)
+    facts_path = folder / "dexar_training.json"
+    if not facts_path.is_file():
+        raise InputError(
+            f"dexar_core.zoo.train: --init {folder} has no dexar_training.json; give a "
+            "checkpoint folder written by python -m dexar_core.zoo.train."
+        )
+    facts = json.loads(facts_path.read_text())
+    for name, wanted in (("adapter", adapter), ("image_size", image_size)):
+        if facts.get(name) != wanted:
+            raise InputError(
+                f"dexar_core.zoo.train: --init {folder} was trained with {name} "
+                f"{facts.get(name)!r}, this run uses {wanted!r}; continue it with the same "
+                f"{name}."
+            )
+    try:
+        trained = type(model).from_pretrained(folder)
+        model.load_state_dict(trained.state_dict())
+    except (OSError, RuntimeError, ValueError) as error:
+        raise InputError(
+            f"dexar_core.zoo.train: could not load the weights of --init {folder} into "
+            f"the {adapter} recipe's model ({error}); give a checkpoint of this recipe."
+        ) from error
+    keep = ("command", "steps", "batch_size", "accuracy", "init_from")
+    return {**{key: facts.get(key) for key in keep}, "first_item": facts.get("first_item", 0)}
 
 
 def _check_budget(
