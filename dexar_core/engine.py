@@ -130,7 +130,13 @@ def _record_outputs(
     return stack
 
 
-NEEDS = ("raw_gradients", "full_attention", "full_gradients", "position_logits")
+NEEDS = (
+    "raw_gradients",
+    "full_attention",
+    "full_gradients",
+    "position_logits",
+    "doubled_final_norm",
+)
 """What a method may ask of the engine beyond the answer rows (``Method.needs``):
 
 - ``raw_gradients``: the signed gradients on the answer rows (before ReLU);
@@ -139,7 +145,10 @@ NEEDS = ("raw_gradients", "full_attention", "full_gradients", "position_logits")
 - ``full_gradients``: also the total derivative of the final-layer logit of each answer
   token with respect to those full matrices (one backward per answer token);
 - ``position_logits``: the final-layer logits of the answer and context tokens at every
-  key position (an extra forward, decoder self-attention only).
+  key position (an extra forward, decoder self-attention only);
+- ``doubled_final_norm``: the last decoder layer's logit-lens target applies the final
+  norm twice, as the authors' released code does (METHOD.md §8b; ``official_compat``).
+  It changes the targets, not what is recorded.
 """
 
 
@@ -188,10 +197,21 @@ def attention_gradients(
         tokens = list(range(start, min(start + size, total)))
         if prompt is None:
             rows = [forced.query_rows[t] for t in tokens]
-            _answer_pass(loaded, loaded.model, forced.inputs, rows, forced, tokens, layers, arrays)
+            module, inputs = loaded.model, forced.inputs
         else:
+            module = prompt.module
             inputs, rows = prompt.rows(tokens)
-            _answer_pass(loaded, prompt.module, inputs, rows, forced, tokens, layers, arrays)
+        _answer_pass(
+            loaded,
+            module,
+            inputs,
+            rows,
+            forced,
+            tokens,
+            layers,
+            arrays,
+            doubled_final_norm="doubled_final_norm" in needs,
+        )
     assert arrays.gradients is not None and arrays.attentions is not None
     extras: dict[str, Any] = {"raw_gradients": arrays.raw_gradients}
     if "full_attention" in needs or "full_gradients" in needs:
@@ -222,9 +242,14 @@ def _answer_pass(
     tokens: list[int],
     layers: Sequence[int],
     arrays: AnswerArrays,
+    *,
+    doubled_final_norm: bool = False,
 ) -> None:
     """One forward of ``module`` over ``inputs`` and one backward; ``rows`` are the query
-    rows of ``tokens`` within that forward. Fills ``arrays``."""
+    rows of ``tokens`` within that forward. Fills ``arrays``.
+
+    With ``doubled_final_norm`` the last decoder layer's output goes through the final
+    norm before the logit lens, which applies it again (the released code's quirk)."""
     adapter, model = loaded.adapter, loaded.model
     parts = adapter.decoder_parts(model)
     token_ids = torch.tensor([forced.answer_ids[t] for t in tokens], dtype=torch.long)
@@ -243,6 +268,9 @@ def _answer_pass(
                 f"the forward pass did not run the attention of layers {missing}; the "
                 f"adapter {adapter.name!r} names modules the model does not call."
             )
+        last = parts.num_layers - 1
+        if doubled_final_norm and last in outputs and parts.final_norm is not None:
+            outputs[last] = parts.final_norm(outputs[last])
         hidden = torch.stack([outputs[index] for index in layers])
         targets = adapter.gradients.logit_lens_targets(parts, hidden, token_ids)
         leaves = [captured.leaves.pop(index) for index in layers]

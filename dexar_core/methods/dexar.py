@@ -11,6 +11,7 @@ from dexar_core.errors import MethodError
 from dexar_core.heatmap import minmax
 from dexar_core.methods.base import Method, MethodResult
 from dexar_core.records import AttentionGradients
+from dexar_core.values import VisualLayout
 
 HEAD_AGGREGATIONS = ("max", "topk_mean", "mean")
 TEXT_SETS = ("all_non_visual", "prompt_only")
@@ -57,6 +58,21 @@ def _aggregate_layer(gradients: np.ndarray, keys: np.ndarray, how: str, topk: in
     return np.divide(top.sum(axis=-1), used, out=np.zeros(top.shape[:-1]), where=used > 0)
 
 
+def after_image_blocks(layout: VisualLayout) -> np.ndarray:
+    """The position right after each grid's last visual token, where that is text.
+
+    The authors' released code leaves that position out of T_set (METHOD.md §8b). Grids
+    that follow one another directly (video frames) mark only the last one's; a row
+    separator inside a grid is not marked.
+    """
+    after = np.zeros(layout.sequence_length, dtype=bool)
+    for grid in layout.grids:
+        position = int(grid.positions.max()) + 1
+        if position < layout.sequence_length and not layout.visual_mask[position]:
+            after[position] = True
+    return after
+
+
 class DexarMethod(Method):
     """DEX-AR (Bousselham et al., arXiv 2603.06302).
 
@@ -80,6 +96,13 @@ class DexarMethod(Method):
             ``"visual_share"`` is the visual keys' share of the gradient mass,
             ``sum_V G / sum_{V + T_set} G`` summed over layers and heads, which does not
             hinge on one extreme head. Head weights are the same in every case.
+        official_compat: reproduce the authors' released code (METHOD.md §8b): the
+            last decoder layer's target applies the final norm twice, T_set leaves out
+            the position right after each image block, and when every ``delta^t`` is 0
+            the sequence map is all zeros instead of falling back to ``delta = 1``.
+            For the published numbers only; the released default of the last 10 layers
+            is ``layers=10`` (on models of 10 or more layers; the released code counts
+            some layers twice on shallower ones, which is not reproduced).
     """
 
     name = "dexar"
@@ -95,6 +118,7 @@ class DexarMethod(Method):
         head_weighting: bool = True,
         token_weighting: bool = True,
         token_score: str = "max_gradient",
+        official_compat: bool = False,
     ) -> None:
         super().__init__(layers=layers)
         if head_agg not in HEAD_AGGREGATIONS:
@@ -112,6 +136,9 @@ class DexarMethod(Method):
         self.head_weighting = bool(head_weighting)
         self.token_weighting = bool(token_weighting)
         self.token_score = token_score
+        self.official_compat = bool(official_compat)
+        if self.official_compat:
+            self.needs = frozenset({"doubled_final_norm"})
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -125,6 +152,7 @@ class DexarMethod(Method):
             "head_weighting": self.head_weighting,
             "token_weighting": self.token_weighting,
             "token_score": self.token_score,
+            "official_compat": self.official_compat,
         }
 
     def explain(self, record: AttentionGradients) -> MethodResult:
@@ -132,7 +160,10 @@ class DexarMethod(Method):
         gradients = record.gradients.astype(np.float32, copy=False)
         layout = record.layout
         visual = np.broadcast_to(layout.visual_mask, record.visible.shape) & record.visible
-        text = layout.text_set(self.text_set)[None, :] & record.visible
+        text_set = layout.text_set(self.text_set)
+        if self.official_compat:
+            text_set = text_set & ~after_image_blocks(layout)
+        text = text_set[None, :] & record.visible
         visual_score = aggregate_keys(gradients, visual, self.head_agg, self.topk).astype(
             np.float32
         )
@@ -149,7 +180,7 @@ class DexarMethod(Method):
             token_weights = self._token_weights(record, visual, text, visual_score, text_score)
         else:
             token_weights = np.ones(gradients.shape[0], dtype=np.float32)
-        fallback = bool(np.all(token_weights == 0))
+        fallback = bool(np.all(token_weights == 0)) and not self.official_compat
         weights = np.ones_like(token_weights) if fallback else token_weights
         per_token = (
             np.stack([minmax(row) for row in token_relevance])
