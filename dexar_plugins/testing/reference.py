@@ -3,8 +3,9 @@
 For every answer token t: a forward over the prefix (prompt + the first t answer
 tokens) with eager attention everywhere, then for every layer l one
 ``torch.autograd.grad`` of the full-vocabulary logit-lens logit s^{l,t} with respect to
-that layer's attention probabilities, keeping the last row. T forwards and T*L
-backwards: slow on purpose, the yardstick the one-pass engine must match.
+that layer's attention probabilities, keeping the last row, and zero where the layer's
+own attention mask hides the key from that row (a sliding window, padding). T forwards
+and T*L backwards: slow on purpose, the yardstick the one-pass engine must match.
 """
 
 from __future__ import annotations
@@ -44,15 +45,17 @@ def naive_attention_gradients(
             prefix = adapter.teacher_forced(loaded, prepared, answer_ids[:t])
             query = full.query_rows[t]
             probabilities: dict[int, torch.Tensor] = {}
+            masks: dict[int, torch.Tensor | None] = {}
             outputs: dict[int, torch.Tensor] = {}
             handles = []
             for index in layers:
+
+                def keep(module, args, kwargs, out, i=index, seen=probabilities, hidden=masks):
+                    seen[i] = parts.attention_probabilities(out)
+                    hidden[i] = kwargs.get("attention_mask")
+
                 handles.append(
-                    parts.attentions[index].register_forward_hook(
-                        lambda m, a, out, i=index, store=probabilities: store.__setitem__(
-                            i, parts.attention_probabilities(out)
-                        )
-                    )
+                    parts.attentions[index].register_forward_hook(keep, with_kwargs=True)
                 )
                 handles.append(
                     parts.layers[index].register_forward_hook(
@@ -79,7 +82,8 @@ def naive_attention_gradients(
                         (grad,) = torch.autograd.grad(
                             logits[int(token)], probabilities[index], retain_graph=True
                         )
-                        per_layer.append(torch.relu(grad[0, :, query].float()))
+                        row = torch.relu(grad[0, :, query].float())
+                        per_layer.append(row * _visible(masks[index], query, row.shape[-1]))
             finally:
                 for handle in handles:
                     handle.remove()
@@ -91,6 +95,18 @@ def naive_attention_gradients(
         for key, config in configs.items():
             config._attn_implementation = previous[key]
     return torch.stack(rows).numpy()
+
+
+def _visible(mask: torch.Tensor | None, query: int, key_length: int) -> torch.Tensor:
+    """1.0 at the keys the layer's mask lets row ``query`` see, 0.0 elsewhere, ``[K]``.
+
+    Without a mask every key of the prefix is visible (the query is its last row).
+    """
+    if mask is None:
+        return torch.ones(key_length)
+    rows = mask[0, :, query if mask.shape[2] > 1 else 0, :key_length]
+    visible = rows if rows.dtype == torch.bool else rows > torch.finfo(rows.dtype).min / 2
+    return visible.any(dim=0).float()
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
