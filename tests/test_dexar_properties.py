@@ -5,31 +5,17 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic_records import record_of
 
 from dexar_core.methods.dexar import DexarMethod
 from dexar_core.records import AttentionGradients
-from dexar_core.values import VisualLayout
 from dexar_plugins.testing.strategies import gradient_tensors, visual_layouts
-
-
-def _record(layout: VisualLayout, gradients: np.ndarray) -> AttentionGradients:
-    tokens, layers = gradients.shape[:2]
-    return AttentionGradients(
-        gradients=gradients,
-        attentions=np.zeros_like(gradients),
-        targets=np.zeros((layers, tokens), np.float32),
-        visible=np.ones((tokens, layout.sequence_length), dtype=bool),
-        layers=tuple(range(layers)),
-        layout=layout,
-        answer_ids=tuple(range(tokens)),
-        query_rows=tuple(range(tokens)),
-    )
 
 
 @st.composite
 def records(draw: st.DrawFn) -> AttentionGradients:
     layout = draw(visual_layouts())
-    return _record(layout, draw(gradient_tensors(layout)))
+    return record_of(layout, draw(gradient_tensors(layout)))
 
 
 methods = st.builds(
@@ -77,7 +63,7 @@ def test_a_head_more_sensitive_to_text_than_to_image_gets_weight_zero(record):
 @settings(max_examples=50)
 @given(records(), st.sampled_from([0.5, 3.0, 1024.0]))
 def test_scaling_every_gradient_leaves_the_normalised_maps_unchanged(record, scale):
-    scaled = _record(record.layout, record.gradients * np.float32(scale))
+    scaled = record_of(record.layout, record.gradients * np.float32(scale))
     method = DexarMethod()
     maps, sequence = method.explain(record).maps(record.layout)
     maps_scaled, sequence_scaled = method.explain(scaled).maps(record.layout)
@@ -88,7 +74,7 @@ def test_scaling_every_gradient_leaves_the_normalised_maps_unchanged(record, sca
 @given(visual_layouts(), st.integers(1, 3), st.integers(1, 2), st.integers(1, 3))
 def test_constant_gradients_give_zero_maps_and_the_flagged_fallback(layout, tokens, layers, heads):
     gradients = np.full((tokens, layers, heads, layout.sequence_length), 0.25, np.float32)
-    result = DexarMethod().explain(_record(layout, gradients))
+    result = DexarMethod().explain(record_of(layout, gradients))
     token_maps, sequence_maps = result.maps(layout)
     for values in token_maps + sequence_maps:
         assert np.isfinite(values).all()
@@ -116,7 +102,7 @@ def test_sequence_map_is_the_normalised_delta_weighted_sum_of_token_relevance(re
 def test_permuting_answer_tokens_permutes_token_maps_and_keeps_the_sequence_map(record, rng):
     order = list(range(record.gradients.shape[0]))
     rng.shuffle(order)
-    permuted = _record(record.layout, record.gradients[order])
+    permuted = record_of(record.layout, record.gradients[order])
     method = DexarMethod()
     maps, sequence = method.explain(record).maps(record.layout)
     maps_permuted, sequence_permuted = method.explain(permuted).maps(record.layout)

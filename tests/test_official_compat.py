@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llava_fixtures import noise_image, tiny_llava
+from synthetic_records import record_of
 
 import dexar_core as dexar
 from dexar_core.engine import attention_gradients
 from dexar_core.methods.dexar import DexarMethod, after_image_blocks
-from dexar_core.records import AttentionGradients
 from dexar_core.values import Grid, VisualLayout
 from dexar_plugins.testing.strategies import gradient_tensors, visual_layouts
 
@@ -36,20 +36,6 @@ def layout_of(length: int, grids: list[list[int]]) -> VisualLayout:
             )
             for i, p in enumerate(grids)
         ),
-    )
-
-
-def record_of(layout: VisualLayout, gradients: np.ndarray) -> AttentionGradients:
-    tokens, layers = gradients.shape[:2]
-    return AttentionGradients(
-        gradients=gradients,
-        attentions=np.zeros_like(gradients),
-        targets=np.zeros((layers, tokens), np.float32),
-        visible=np.ones((tokens, layout.sequence_length), dtype=bool),
-        layers=tuple(range(layers)),
-        layout=layout,
-        answer_ids=tuple(range(tokens)),
-        query_rows=tuple(range(tokens)),
     )
 
 
