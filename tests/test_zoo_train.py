@@ -106,6 +106,10 @@ def test_shipped_checkpoint_is_small_and_documented():
     facts = json.loads((CHECKPOINT / "dexar_training.json").read_text())
     assert set(facts["accuracy"]) == {"color", "shape", "position", "caption", "all"}
     assert f"{facts['accuracy']['all']:.1%}" in card
+    link = facts
+    while link is not None:  # every command of a chain of continued runs
+        assert link["command"] in card
+        link = link.get("init_from")
 
 
 BELOW_BAR = "below the accuracy bar of issues 4 and 5 (its model card gives the measured figures)"
