@@ -114,9 +114,7 @@ def test_shipped_checkpoint_is_small_and_documented():
 
 BELOW_BAR = "below the accuracy bar of issues 4 and 5 (its model card gives the measured figures)"
 BAR_CHECKPOINTS = {
-    "shapes-llava": pytest.param(
-        CHECKPOINT, marks=pytest.mark.xfail(strict=True, reason=BELOW_BAR)
-    ),
+    "shapes-llava": pytest.param(CHECKPOINT),
     "shapes-qwen2vl": pytest.param(
         LLAVA.parent / "dexar_qwen_vl" / "checkpoints" / "shapes-qwen2vl",
         marks=pytest.mark.xfail(strict=True, reason=BELOW_BAR),
