@@ -112,16 +112,11 @@ def test_shipped_checkpoint_is_small_and_documented():
         link = link.get("init_from")
 
 
-BELOW_BAR = "below the accuracy bar of issues 4 and 5 (its model card gives the measured figures)"
 BAR_CHECKPOINTS = {
-    "shapes-llava": pytest.param(CHECKPOINT),
-    "shapes-qwen2vl": pytest.param(
-        LLAVA.parent / "dexar_qwen_vl" / "checkpoints" / "shapes-qwen2vl",
-        marks=pytest.mark.xfail(strict=True, reason=BELOW_BAR),
-    ),
+    "shapes-llava": CHECKPOINT,
+    "shapes-qwen2vl": LLAVA.parent / "dexar_qwen_vl" / "checkpoints" / "shapes-qwen2vl",
 }
-"""The checkpoints the bar applies to; a strict xfail where the shipped one is below it, so
-that a retrained checkpoint that meets it fails the mark until the mark is removed."""
+"""The checkpoints the accuracy bar of issues 4 and 5 applies to (both meet it)."""
 
 
 @pytest.mark.parametrize("folder", list(BAR_CHECKPOINTS.values()), ids=list(BAR_CHECKPOINTS))
