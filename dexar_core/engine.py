@@ -130,13 +130,10 @@ def _record_outputs(
     return stack
 
 
-NEEDS = (
-    "raw_gradients",
-    "full_attention",
-    "full_gradients",
-    "position_logits",
-    "doubled_final_norm",
-)
+RECORD_NEEDS = ("raw_gradients", "full_attention", "full_gradients", "position_logits")
+"""The needs that add records and change nothing of DEX-AR's pass (see :data:`NEEDS`)."""
+
+NEEDS = (*RECORD_NEEDS, "doubled_final_norm")
 """What a method may ask of the engine beyond the answer rows (``Method.needs``):
 
 - ``raw_gradients``: the signed gradients on the answer rows (before ReLU);

@@ -8,7 +8,7 @@ import torch
 from llava_fixtures import noise_image, tiny_llava
 
 from dexar_core.api import explain
-from dexar_core.engine import NEEDS, attention_gradients
+from dexar_core.engine import RECORD_NEEDS, attention_gradients
 from dexar_core.errors import MethodError
 from dexar_core.interfaces import AttentionCapture
 from dexar_core.records import LoadedModel
@@ -31,7 +31,7 @@ def explained(loaded):
     layout = adapter.locator.locate(prepared).with_length(forced.key_length)
     layers = tuple(range(adapter.decoder_parts(loaded.model).num_layers))
     plain = attention_gradients(loaded, forced, layout, layers)
-    full = attention_gradients(loaded, forced, layout, layers, needs=NEEDS)
+    full = attention_gradients(loaded, forced, layout, layers, needs=RECORD_NEEDS)
     return forced, plain, full
 
 

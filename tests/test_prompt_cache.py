@@ -22,7 +22,7 @@ import torch
 from llava_fixtures import noise_image, tiny_llava
 from PIL import Image
 
-from dexar_core.engine import NEEDS, attention_gradients
+from dexar_core.engine import RECORD_NEEDS, attention_gradients
 from dexar_core.errors import DexarError, MethodError
 from dexar_core.images import Video
 from dexar_core.records import LoadedModel
@@ -117,11 +117,11 @@ def test_signed_gradients_agree_between_the_paths():
     prepared, _, forced = _forced(loaded, [noise_image(4)], "a red circle at the left")
     layout = loaded.adapter.locator.locate(prepared).with_length(forced.key_length)
     full = attention_gradients(
-        loaded, attrs.evolve(forced, prompt_inputs=None), layout, (0, 1), needs=NEEDS
+        loaded, attrs.evolve(forced, prompt_inputs=None), layout, (0, 1), needs=RECORD_NEEDS
     )
     for chunk_size in (None, 2):
         cached = attention_gradients(
-            loaded, forced, layout, (0, 1), chunk_size=chunk_size, needs=NEEDS
+            loaded, forced, layout, (0, 1), chunk_size=chunk_size, needs=RECORD_NEEDS
         )
         assert (cached.raw_gradients < 0).any(), "the signed gradients must hold negatives"
         assert relative_error(cached.raw_gradients, full.raw_gradients) <= TOLERANCE
