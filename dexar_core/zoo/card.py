@@ -56,23 +56,22 @@ class TrainingReport:
     first_item: int = 0
     init_from: dict[str, Any] | None = None
 
-    def commands(self) -> list[str]:
-        """The commands that reproduce the checkpoint, earliest first."""
-        chain = [self.command]
+    def ancestors(self) -> list[dict[str, Any]]:
+        """The training facts of the runs this one continued, nearest first."""
+        found = []
         parent = self.init_from
         while parent is not None:
-            chain.append(parent["command"])
+            found.append(parent)
             parent = parent.get("init_from")
-        return chain[::-1]
+        return found
+
+    def commands(self) -> list[str]:
+        """The commands that reproduce the checkpoint, earliest first."""
+        return [parent["command"] for parent in reversed(self.ancestors())] + [self.command]
 
     def total_steps(self) -> int:
         """Optimiser steps over the whole chain, this run's included."""
-        steps = self.steps
-        parent = self.init_from
-        while parent is not None:
-            steps += parent["steps"]
-            parent = parent.get("init_from")
-        return steps
+        return self.steps + sum(parent["steps"] for parent in self.ancestors())
 
 
 def save_checkpoint(
