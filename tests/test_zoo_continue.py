@@ -112,3 +112,13 @@ def test_init_with_weights_of_another_shape_raises_input_error(parent):
     model, _ = RECIPES["llava"].build(0, image_size=64, **{**TINIEST, "hidden_size": 48})
     with pytest.raises(InputError, match="could not load the weights"):
         load_parent(parent, model, "llava", 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{not json", "is not valid JSON"), ('{"adapter": "llava", "image_size": 64}', "lacks")],
+)
+def test_init_with_broken_training_facts_raises_input_error(tmp_path, text, message):
+    (tmp_path / "dexar_training.json").write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_parent(tmp_path, fresh_model(), "llava", 64)

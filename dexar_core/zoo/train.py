@@ -283,7 +283,19 @@ def load_parent(folder: str | Path, model: Any, adapter: str, image_size: int) -
             f"dexar_core.zoo.train: --init {folder} has no dexar_training.json; give a "
             "checkpoint folder written by python -m dexar_core.zoo.train."
         )
-    facts = json.loads(facts_path.read_text())
+    try:
+        facts = json.loads(facts_path.read_text())
+    except ValueError as error:
+        raise InputError(
+            f"dexar_core.zoo.train: --init {folder}/dexar_training.json is not valid JSON "
+            f"({error}); give a checkpoint folder written by python -m dexar_core.zoo.train."
+        ) from error
+    missing = [key for key in ("command", "steps", "batch_size") if key not in facts]
+    if missing:
+        raise InputError(
+            f"dexar_core.zoo.train: --init {folder}/dexar_training.json lacks {missing}; "
+            "give a checkpoint folder written by python -m dexar_core.zoo.train."
+        )
     for name, wanted in (("adapter", adapter), ("image_size", image_size)):
         if facts.get(name) != wanted:
             raise InputError(
