@@ -22,6 +22,7 @@ import attrs
 
 from dexar_core.compare import check_model_name, file_stem
 from dexar_core.errors import InputError, MethodError, UnsupportedModelError
+from dexar_core.zoo import TRAINING_FACTS
 
 if TYPE_CHECKING:
     from dexar_core.records import LoadedModel
@@ -44,7 +45,6 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None]] = {
 the method's number, else a chance line's name) and the chance line shown beside it.
 A metric the evaluation did not measure (no masks, no perturbation) shows ``n/a``."""
 
-TRAINING_FACTS = "dexar_training.json"
 DEFAULT_IMAGE_SIZE = 64
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from dexar_core.datasets.shapes import COLORS, SHAPES, ShapeObject, ShapesDataset, ShapesItem
+from dexar_core.zoo import TRAINING_FACTS
 
 MODEL: dict[str, Any] = {
     "image_size": 64,
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parameters = sum(p.numel() for p in model.parameters())
     record = {"model": MODEL, "training": facts, "metrics": metrics, "parameters": parameters}
-    (args.out / "dexar_training.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / TRAINING_FACTS).write_text(json.dumps(record, indent=2) + "\n")
     (args.out / "README.md").write_text(model_card(model_cfg, facts, metrics, parameters))
     print(json.dumps(metrics, indent=2))
     return 0

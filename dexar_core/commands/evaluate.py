@@ -25,15 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from dexar_core.commands.explain import DEFAULT_MODEL, parse_option
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
+from dexar_core.zoo import TRAINING_FACTS
 
 if TYPE_CHECKING:
     from dexar_core.datasets.benchmark import BenchmarkItem
     from dexar_core.distributed import Processes
     from dexar_core.evaluation import ItemResult, Summary
     from dexar_core.explanation import Explanation
-
-TRAINING_FACTS = "dexar_training.json"
-"""Written beside an embedded checkpoint by ``dexar_core.zoo.train``: its image size."""
 
 DEFAULT_IMAGE_SIZE = 64
 PICTURE_SIDE = 256  # the benchmark's 64-pixel images are too small to read as overlays

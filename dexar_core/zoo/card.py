@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from dexar_core.datasets.shapes import KINDS
+from dexar_core.zoo import TRAINING_FACTS
 from dexar_core.zoo.batches import LOSS_WEIGHTINGS
 from dexar_core.zoo.recipes import TrainingRecipe
 
@@ -92,7 +93,7 @@ def save_checkpoint(
     facts.update(eval_size=eval_size, image_size=image_size, data_seed=0)
     if recipe.extra_image_sizes:
         facts["extra_image_sizes"] = [list(size) for size in recipe.extra_image_sizes]
-    (report.out / "dexar_training.json").write_text(json.dumps(facts, indent=2) + "\n")
+    (report.out / TRAINING_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
     (report.out / "README.md").write_text(
         _model_card(model, report, recipe, eval_size=eval_size, image_size=image_size)
     )

@@ -45,6 +45,7 @@ from typing import Any
 
 from dexar_core.datasets.shapes import ShapesDataset, ShapesItem
 from dexar_core.errors import InputError
+from dexar_core.zoo import TRAINING_FACTS
 from dexar_core.zoo.answers import evaluate
 from dexar_core.zoo.batches import LOSS_WEIGHTINGS, item_mean_loss, training_batch
 from dexar_core.zoo.card import TrainingReport, command_line, save_checkpoint
@@ -277,7 +278,7 @@ def load_parent(folder: str | Path, model: Any, adapter: str, image_size: int) -
             adapter or image size, or its weights do not fit the recipe's architecture.
     """
     folder = Path(folder)
-    facts_path = folder / "dexar_training.json"
+    facts_path = folder / TRAINING_FACTS
     if not facts_path.is_file():
         raise InputError(
             f"dexar_core.zoo.train: --init {folder} has no dexar_training.json; give a "
