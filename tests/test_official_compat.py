@@ -12,6 +12,7 @@ from synthetic_records import record_of
 
 import dexar_core as dexar
 from dexar_core.engine import attention_gradients
+from dexar_core.errors import MethodError
 from dexar_core.methods.dexar import DexarMethod, after_image_blocks
 from dexar_core.values import Grid, VisualLayout
 from dexar_plugins.testing.strategies import gradient_tensors, visual_layouts
@@ -138,3 +139,9 @@ def test_explain_takes_official_compat_and_records_it():
     assert compat.options["official_compat"] is True
     assert default.options["official_compat"] is False
     assert not np.allclose(compat.token_maps[0], default.token_maps[0])
+
+
+@pytest.mark.parametrize("name", ["official_compat", "normalize_tokens", "head_weighting"])
+def test_a_yes_no_option_that_is_not_a_bool_is_refused(name):
+    with pytest.raises(MethodError, match=f"{name} must be True or False"):
+        DexarMethod(**{name: "false"})

@@ -58,6 +58,16 @@ def _aggregate_layer(gradients: np.ndarray, keys: np.ndarray, how: str, topk: in
     return np.divide(top.sum(axis=-1), used, out=np.zeros(top.shape[:-1]), where=used > 0)
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A yes/no option, refused unless it is a bool: ``bool("false")`` would be True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise MethodError(
+            f"{name} must be True or False, got {value!r}; on the command line write "
+            f"--option {name}=true or {name}=false."
+        )
+    return bool(value)
+
+
 def after_image_blocks(layout: VisualLayout) -> np.ndarray:
     """The position right after each grid's last visual token, where that is text.
 
@@ -132,11 +142,11 @@ class DexarMethod(Method):
         self.head_agg = head_agg
         self.topk = int(topk)
         self.text_set = text_set
-        self.normalize_tokens = bool(normalize_tokens)
-        self.head_weighting = bool(head_weighting)
-        self.token_weighting = bool(token_weighting)
+        self.normalize_tokens = _flag("normalize_tokens", normalize_tokens)
+        self.head_weighting = _flag("head_weighting", head_weighting)
+        self.token_weighting = _flag("token_weighting", token_weighting)
         self.token_score = token_score
-        self.official_compat = bool(official_compat)
+        self.official_compat = _flag("official_compat", official_compat)
         if self.official_compat:
             self.needs = frozenset({"doubled_final_norm"})
 
