@@ -72,7 +72,7 @@ if "--dry-run" not in sys.argv and not torch.cuda.is_available():
 if torch.cuda.is_available():
     print(f"gpu_7b.sh: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}")
-import dexar_core.engine, dexar_llava.adapter  # noqa: E401,F401  the tree itself imports
+import dexar_core.engine.one_pass, dexar_llava.adapter  # noqa: E401,F401  the tree itself imports
 EOF
 
 step() {

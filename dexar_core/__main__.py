@@ -6,6 +6,6 @@ process this way.
 
 import sys
 
-from dexar_core.cli import main
+from dexar_core.cli.main import main
 
 sys.exit(main())

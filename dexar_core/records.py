@@ -71,7 +71,7 @@ class TeacherForcedPass:
             without grad into a KV cache and then only the answer rows with grad after
             it (decoder self-attention over ``inputs["input_ids"]``, consecutive query
             rows); None where the explanation must run the one full pass (cross-attention,
-            or an adapter that opts out). See :mod:`dexar_core.prompt_cache`.
+            or an adapter that opts out). See :mod:`dexar_core.engine.prompt_cache`.
     """
 
     inputs: Mapping[str, Any]

@@ -82,7 +82,7 @@ def test_each_layers_leaf_is_freed_once_written(monkeypatch, attn_implementation
     import gc
     import weakref
 
-    from dexar_core.answer_arrays import AnswerArrays
+    from dexar_core.engine.answer_arrays import AnswerArrays
 
     alive_after_fill: list[int] = []
     fill = AnswerArrays.fill

@@ -7,8 +7,8 @@ import json
 import pytest
 from llava_fixtures import noise_image
 
-from dexar_core.cli import main
-from dexar_core.commands.explain import parse_option
+from dexar_core.cli.explain import parse_option
+from dexar_core.cli.main import main
 from dexar_llava.tiny import build_tiny_llava
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dexar_core.cli import main
+from dexar_core.cli.main import main
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle"]
 

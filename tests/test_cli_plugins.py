@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dexar_core
-from dexar_core import cli
+from dexar_core.cli import main as cli
 from dexar_core.errors import InputError
 
 DEXAR_SCRIPT = Path(sys.executable).with_name("dexar")

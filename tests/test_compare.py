@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 from test_datasets_voc import write_voc
 
-from dexar_core.cli import main
-from dexar_core.compare import Comparison, compare, split_names
-from dexar_core.compare_dataset import MetricsTable
+from dexar_core.cli.main import main
+from dexar_core.compare.on_dataset import MetricsTable
+from dexar_core.compare.on_image import Comparison, compare, split_names
 from dexar_core.errors import DexarError, InputError
 from dexar_core.viz.comparison import comparison_figure, row_caption, token_figure
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dexar_core.cli import main
+from dexar_core.cli.main import main
 
 CROPPED_PLUGIN = """
     from dexar_core.values import AdapterSpec

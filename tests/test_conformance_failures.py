@@ -9,8 +9,8 @@ import attrs
 import pytest
 from llava_fixtures import noise_image
 
-from dexar_core.capture import TransformersAttentionCapture
-from dexar_core.engine import LogitLensGradients
+from dexar_core.engine.logit_lens import LogitLensGradients
+from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.records import LoadedModel
 from dexar_core.values import AdapterSpec
 from dexar_llava.adapter import LlavaAdapter

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from dexar_core import interfaces
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.values import AdapterSpec
 from dexar_plugins import hookspecs
 from dexar_plugins.testing.conformance import CHECKS, ConformanceCase

@@ -12,8 +12,8 @@ from llava_fixtures import saved_tiny_llava
 
 from dexar_core import errors
 from dexar_core.api import explain, load
-from dexar_core.cli import main
-from dexar_core.evaluation import (
+from dexar_core.cli.main import main
+from dexar_core.evaluation.run import (
     CHANCE_LINES,
     ITEMS_FILE,
     SEGMENTATION_METRICS,

@@ -11,12 +11,12 @@ import torch
 
 from dexar_core import errors
 from dexar_core.api import explain, load
-from dexar_core.cli import main
-from dexar_core.compare_dataset import compare_on_dataset
+from dexar_core.cli.main import main
+from dexar_core.compare.on_dataset import compare_on_dataset
 from dexar_core.datasets.benchmark import as_benchmark_item
-from dexar_core.evaluation import evaluate, open_dataset
-from dexar_core.evaluation_contrastive import NOT_APPLICABLE, similarity_prompt
-from dexar_core.evaluation_perturbation import similarity_curve
+from dexar_core.evaluation.contrastive import NOT_APPLICABLE, similarity_prompt
+from dexar_core.evaluation.perturbation import similarity_curve
+from dexar_core.evaluation.run import evaluate, open_dataset
 from dexar_core.metrics.perturbation import mask_to_grid
 
 torch.set_num_threads(1)

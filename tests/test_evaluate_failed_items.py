@@ -8,9 +8,9 @@ import dexar_core.api
 from dexar_core.datasets.benchmark import as_benchmark_item
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
-from dexar_core.evaluation import _evaluate_item
-from dexar_core.evaluation_contrastive import evaluate_contrastive_item
-from dexar_core.evaluation_records import ItemResult
+from dexar_core.evaluation.contrastive import evaluate_contrastive_item
+from dexar_core.evaluation.records import ItemResult
+from dexar_core.evaluation.run import _evaluate_item
 
 
 @pytest.fixture

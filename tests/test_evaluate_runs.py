@@ -22,12 +22,12 @@ from llava_fixtures import saved_tiny_llava
 from PIL import Image
 
 from dexar_core.api import load
-from dexar_core.cli import main
+from dexar_core.cli.main import main
 from dexar_core.datasets.benchmark import open_benchmark
 from dexar_core.errors import InputError
-from dexar_core.evaluation import check_metrics, evaluate, open_dataset
+from dexar_core.evaluation.run import check_metrics, evaluate, open_dataset
+from dexar_core.evaluation.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
-from dexar_core.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ HEAVY_MODULES = ("torch", "transformers")
 def test_import_leaves_torch_and_transformers_out():
     probe = (
         "import json, sys\n"
-        "import dexar_core, dexar_plugins, dexar_core.cli\n"
+        "import dexar_core, dexar_plugins, dexar_core.cli.main\n"
         f"print(json.dumps([name for name in {HEAVY_MODULES!r} if name in sys.modules]))\n"
     )
     result = subprocess.run(

@@ -2,7 +2,7 @@
 
 Decoder-only adapters give ``TeacherForcedPass.prompt_inputs``: the engine runs the
 prompt once without grad into a KV cache and the answer rows after it
-(``dexar_core.prompt_cache``). Dropping ``prompt_inputs`` forces the one full pass over
+(``dexar_core.engine.prompt_cache``). Dropping ``prompt_inputs`` forces the one full pass over
 prompt + answer, so the two paths are compared on the same model and answer, and both
 against the straightforward reference: LLaVA (SDPA, eager, grouped-query), Qwen2-VL and
 Qwen2.5-VL (M-RoPE positions continued through the cache, videos included), BLIP-2 with

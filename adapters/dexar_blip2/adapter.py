@@ -34,12 +34,13 @@ import attrs
 import numpy as np
 import torch
 
-from dexar_core.capture import TransformersAttentionCapture
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.encoder_decoder import HFEncoderDecoderAdapter
-from dexar_core.engine import LogitLensGradients, frozen_parameters
+from dexar_core.engine.layers import frozen_parameters
+from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedModelError
-from dexar_core.hf_common import resized_image_box, template_positions
+from dexar_core.hf.capture import TransformersAttentionCapture
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
+from dexar_core.hf.loading import resized_image_box, template_positions
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, RelevanceProjection, VisualLayout

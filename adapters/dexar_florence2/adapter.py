@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from dexar_core.encoder_decoder import HFEncoderDecoderAdapter
 from dexar_core.errors import InputError, LayoutError
-from dexar_core.hf_common import resized_image_box
+from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
+from dexar_core.hf.loading import resized_image_box
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt
 from dexar_core.values import Grid
 

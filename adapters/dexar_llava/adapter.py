@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.errors import InputError, UnsupportedModelError
-from dexar_core.hf_common import resized_image_box
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.loading import resized_image_box
 from dexar_core.records import LoadedModel, PreparedPrompt
 from dexar_core.values import Grid
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dexar_core.engine import frozen_parameters, resolve_layers
+from dexar_core.engine.layers import frozen_parameters, resolve_layers
 from dexar_core.errors import DexarError, MethodError, UnsupportedModelError
 from dexar_core.explanation import Explanation
 from dexar_core.heatmap import minmax, to_grid

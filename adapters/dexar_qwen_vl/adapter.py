@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.errors import CheckpointError, InputError, LayoutError, UnsupportedModelError
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.images import Video
 from dexar_core.records import LoadedModel, PreparedPrompt
 from dexar_core.values import Grid

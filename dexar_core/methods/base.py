@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from dexar_core.engine import resolve_layers
+from dexar_core.engine.layers import resolve_layers
 from dexar_core.heatmap import minmax, to_grid
 from dexar_core.records import AttentionGradients
 from dexar_core.values import VisualLayout
@@ -58,7 +58,7 @@ class Method(ABC):
 
     name: str = ""
     needs_gradients: bool = True
-    #: extra records the engine must fill (``dexar_core.engine.NEEDS``): e.g.
+    #: extra records the engine must fill (``dexar_core.engine.one_pass.NEEDS``): e.g.
     #: ``raw_gradients``, ``full_attention``, ``full_gradients``, ``position_logits``.
     needs: frozenset[str] = frozenset()
 

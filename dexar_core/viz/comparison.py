@@ -1,4 +1,4 @@
-"""Figures of a :class:`~dexar_core.compare.Comparison`: the models x methods grid and
+"""Figures of a :class:`~dexar_core.compare.on_image.Comparison`: the models x methods grid and
 one per-token figure per model.
 
 :func:`comparison_figure` puts one sequence-map overlay per (model, method) cell, the
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure, SubFigure
 
-    from dexar_core.compare import Cell, Comparison, ModelRow
+    from dexar_core.compare.on_image import Cell, Comparison, ModelRow
 
 __all__ = ["comparison_figure", "row_caption", "save_figure", "token_figure"]
 
@@ -43,7 +43,7 @@ def comparison_figure(comparison: Comparison) -> Figure:
     """The models x methods grid of sequence-map overlays, a caption under each row.
 
     Args:
-        comparison: what :func:`dexar_core.compare.compare` returned.
+        comparison: what :func:`dexar_core.compare.on_image.compare` returned.
 
     Returns:
         A matplotlib figure (save it with :func:`save_figure`).
@@ -78,7 +78,7 @@ def token_figure(row: ModelRow, image: Image.Image) -> Figure:
     the model's image-text similarity.
 
     Args:
-        row: one row of a :class:`~dexar_core.compare.Comparison`.
+        row: one row of a :class:`~dexar_core.compare.on_image.Comparison`.
         image: the compared image.
 
     Returns:

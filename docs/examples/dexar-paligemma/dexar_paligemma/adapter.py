@@ -7,7 +7,7 @@ The SigLIP image processor resizes the image to a fixed square without cropping,
 ``(size / patch) x (size / patch)`` patch grid covers the whole original image, row by
 row from the top left. The head is tied to the token embeddings, and PaliGemma 2's
 Gemma 2 decoder soft-caps its final logits (``final_logit_softcapping``), which
-:class:`~dexar_core.decoder_only.HFDecoderOnlyAdapter` reads from the text config.
+:class:`~dexar_core.hf.decoder_only.HFDecoderOnlyAdapter` reads from the text config.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import attrs
 import numpy as np
 import torch
 
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.errors import InputError
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid
 

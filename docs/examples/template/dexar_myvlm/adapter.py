@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dexar_core.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt
 from dexar_core.values import Grid
 

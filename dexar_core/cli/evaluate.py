@@ -1,9 +1,9 @@
 """``dexar evaluate``: run a benchmark for one or more methods and print the tables.
 
-The work is :func:`dexar_core.evaluation.evaluate`; this module opens the dataset, loads
+The work is :func:`dexar_core.evaluation.run.evaluate`; this module opens the dataset, loads
 the model, runs each method into its own resumable run folder (``OUT/<method>/``),
 shows progress on stderr, saves pictures of the first items when asked, and prints the
-report (:mod:`dexar_core.commands.evaluate_report`). Under ``accelerate launch`` every
+report (:mod:`dexar_core.evaluation.report`). Under ``accelerate launch`` every
 process runs this same code on its share of the items.
 
 A method the model's architecture cannot run (``evaluate`` raises a
@@ -23,14 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.commands.explain import DEFAULT_MODEL, parse_option
+from dexar_core.cli.explain import DEFAULT_MODEL, parse_option
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import TRAINING_FACTS
 
 if TYPE_CHECKING:
     from dexar_core.datasets.benchmark import BenchmarkItem
-    from dexar_core.distributed import Processes
-    from dexar_core.evaluation import ItemResult, Summary
+    from dexar_core.evaluation.distributed import Processes
+    from dexar_core.evaluation.run import ItemResult, Summary
     from dexar_core.explanation import Explanation
 
 DEFAULT_IMAGE_SIZE = 64
@@ -41,11 +41,11 @@ SUMMARIES_FILE = "summary.json"
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load the model, run the benchmark per method, print the report; write the outputs."""
-    from dexar_core.commands.evaluate_report import format_report
     from dexar_core.datasets.benchmark import open_benchmark
-    from dexar_core.distributed import current_processes
-    from dexar_core.evaluation import check_metrics, evaluate
-    from dexar_core.run_log import write_atomically
+    from dexar_core.evaluation.distributed import current_processes
+    from dexar_core.evaluation.report import format_report
+    from dexar_core.evaluation.run import check_metrics, evaluate
+    from dexar_core.evaluation.run_log import write_atomically
     from dexar_plugins import default_catalog
 
     if args.limit is not None and args.limit < 1:
@@ -177,7 +177,7 @@ def _method_options(texts: list[str], methods: list[str]) -> dict[str, dict[str,
 
 def _remaining(folder: Path, total: int, team: Processes) -> int:
     """How many of this process's items the run folder does not hold yet."""
-    from dexar_core.run_log import finished_records
+    from dexar_core.evaluation.run_log import finished_records
 
     done = finished_records(folder) if folder.is_dir() else {}
     mine = [p for p in range(total) if team.owns(p)]

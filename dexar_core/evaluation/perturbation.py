@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from dexar_core.errors import InputError
-from dexar_core.evaluation_records import PERTURBATION_ORDERS
+from dexar_core.evaluation.records import PERTURBATION_ORDERS
 from dexar_core.metrics import random_smooth_map
 from dexar_core.metrics.perturbation import (
     FRACTIONS,

@@ -1,10 +1,10 @@
 """``dexar compare``: several models x several methods on one image, or on a dataset.
 
 With ``--image`` (or the first model's bundled example) the work is
-:func:`dexar_core.compare.compare`; this module prints each model's answer (or its
+:func:`dexar_core.compare.on_image.compare`; this module prints each model's answer (or its
 prompts' similarities) and every cell whose method could not run, and writes the grid
 figure, one per-token figure per model, and every explanation. With ``--dataset`` it is
-:func:`dexar_core.compare_dataset.compare_on_dataset`, printed as one markdown table per
+:func:`dexar_core.compare.on_dataset.compare_on_dataset`, printed as one markdown table per
 metric (models x methods).
 """
 
@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from dexar_core.commands.explain import parse_option
-from dexar_core.compare import Comparison, ModelRow, file_stem, split_names
+from dexar_core.cli.explain import parse_option
+from dexar_core.compare.on_image import Comparison, ModelRow, file_stem, split_names
 from dexar_core.errors import InputError
 
 
@@ -45,7 +45,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _run_on_image(
     args: argparse.Namespace, models: list[str], methods: list[str], layers: object
 ) -> int:
-    from dexar_core.compare import compare
+    from dexar_core.compare.on_image import compare
     from dexar_core.viz.comparison import comparison_figure, save_figure, token_figure
 
     _progress(f"dexar: comparing {', '.join(models)} with {', '.join(methods)} ...")
@@ -122,7 +122,7 @@ def file_stems(comparison: Comparison) -> list[str]:
 def _run_on_dataset(
     args: argparse.Namespace, models: list[str], methods: list[str], layers: object
 ) -> int:
-    from dexar_core.compare_dataset import compare_on_dataset
+    from dexar_core.compare.on_dataset import compare_on_dataset
 
     _progress(
         f"dexar: evaluating {', '.join(models)} x {', '.join(methods)} on {args.dataset}"

@@ -10,7 +10,7 @@ open_clip) has no answer: each method explains the image's similarity to the pro
 A method that cannot run on a model's architecture (rollout through a Q-Former, a
 decoder baseline on a contrastive encoder) raises a :class:`DexarError`; here that
 becomes a :class:`Cell` with the reason instead of the explanation, and the comparison
-goes on. Nothing is printed; :mod:`dexar_core.commands.compare` draws and prints.
+goes on. Nothing is printed; :mod:`dexar_core.cli.compare` draws and prints.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from dexar_core.datasets.shapes import KINDS
 from dexar_core.errors import InputError
-from dexar_core.evaluation_records import (
+from dexar_core.evaluation.records import (
     CHANCE_LINES,
     PERTURBATION_ORDERS,
     SEGMENTATION_METRICS,

@@ -12,15 +12,15 @@ that failed to load); 2 bad usage or a ``DexarError``, printed as
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
 import dexar_core
+from dexar_core.cli.tables import format_table, print_json
 from dexar_core.errors import DexarError
 from dexar_plugins import PluginWarning, default_catalog, list_embedded_models, plugin_inventory
 
@@ -61,21 +61,6 @@ class Subcommand:
 
 
 JSON_FLAG = argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces, headers first."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in (headers, *rows)
-    ]
-    return "\n".join(lines)
-
-
-def print_json(value: Any, stream: TextIO | None = None) -> None:
-    """Print JSON with a stable layout (two-space indent, keys in given order)."""
-    print(json.dumps(value, indent=2), file=stream or sys.stdout)
 
 
 def run_plugins(args: argparse.Namespace) -> int:
@@ -164,22 +149,22 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    """Explain one answer (see :mod:`dexar_core.commands.explain`)."""
-    from dexar_core.commands.explain import run_explain as run
+    """Explain one answer (see :mod:`dexar_core.cli.explain`)."""
+    from dexar_core.cli.explain import run_explain as run
 
     return run(args)
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    """Compare models and methods (see :mod:`dexar_core.commands.compare`)."""
-    from dexar_core.commands.compare import run_compare as run
+    """Compare models and methods (see :mod:`dexar_core.cli.compare`)."""
+    from dexar_core.cli.compare import run_compare as run
 
     return run(args)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Run the grounded benchmark (see :mod:`dexar_core.commands.evaluate`)."""
-    from dexar_core.commands.evaluate import run_evaluate as run
+    """Run the grounded benchmark (see :mod:`dexar_core.cli.evaluate`)."""
+    from dexar_core.cli.evaluate import run_evaluate as run
 
     return run(args)
 

@@ -1,6 +1,6 @@
 """Cross-model comparison on a grounded dataset: a table of metrics, models x methods.
 
-:func:`compare_on_dataset` runs :func:`dexar_core.evaluation.evaluate` once per
+:func:`compare_on_dataset` runs :func:`dexar_core.evaluation.run.evaluate` once per
 (model, method) pair on the same items and collects the summaries into a
 :class:`MetricsTable`, printed as one markdown table per metric with the uniform chance
 line beside. A method that cannot run on a model (``evaluate`` raises a
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dexar_core.compare import check_model_name, file_stem
+from dexar_core.compare.on_image import check_model_name, file_stem
 from dexar_core.errors import InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import TRAINING_FACTS
 
@@ -182,7 +182,7 @@ def compare_on_dataset(
         split: its split (None: the dataset's default, ``test`` for shapes).
         limit: evaluate only the first ``limit`` items (the same items for every pair).
         metrics: metric families (``segmentation``, ``grounding``, ``perturbation``);
-            None: ``evaluate``'s default (:func:`dexar_core.evaluation.check_metrics`:
+            None: ``evaluate``'s default (:func:`dexar_core.evaluation.run.check_metrics`:
             segmentation and grounding where the dataset has masks, else perturbation).
         seed: the dataset's, the chance maps' and the bootstrap's seed.
         max_new_tokens: the longest generated answer.
@@ -201,7 +201,7 @@ def compare_on_dataset(
     """
     from dexar_core.api import load
     from dexar_core.datasets.benchmark import open_benchmark
-    from dexar_core.evaluation import check_metrics, evaluate
+    from dexar_core.evaluation.run import check_metrics, evaluate
     from dexar_plugins.manager import default_catalog
 
     plugins = default_catalog() if catalog is None else catalog

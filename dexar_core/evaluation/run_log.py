@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from dexar_core.distributed import Processes
 from dexar_core.errors import InputError
+from dexar_core.evaluation.distributed import Processes
 
 __all__ = [
     "CONFIG_FILE",

@@ -24,16 +24,16 @@ families:
   smooth map on the same grids (the chance line).
 
 Contrastive models (open_clip: no answer) are explained on a text instead, the item's
-caption (:mod:`dexar_core.evaluation_contrastive`): segmentation as above, no grounding
+caption (:mod:`dexar_core.evaluation.contrastive`): segmentation as above, no grounding
 (``Summary.not_applicable`` says why), and perturbation by the image-text similarity's
-drop (:mod:`dexar_core.evaluation_perturbation`).
+drop (:mod:`dexar_core.evaluation.perturbation`).
 
 Answers are judged against the references where the dataset has them. Means leave out
 undefined values (NaN, and an infinite SNR when a map is zero on one side of the mask)
 and count them in ``undefined``; every number comes with a 95% bootstrap interval.
 
-With ``out``, a run is resumable and data-parallel (:mod:`dexar_core.run_log`,
-:mod:`dexar_core.distributed`): each finished item is appended to the process's log at
+With ``out``, a run is resumable and data-parallel (:mod:`dexar_core.evaluation.run_log`,
+:mod:`dexar_core.evaluation.distributed`): each finished item is appended to the process's log at
 once, a rerun skips the logged items, and under ``accelerate launch`` each process takes
 every ``world``-th item; rank 0 merges ``items.jsonl`` and writes ``summary.json``.
 """
@@ -50,16 +50,16 @@ import attrs
 
 from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark_item
 from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
-from dexar_core.distributed import Processes, current_processes
 from dexar_core.errors import DatasetError, DexarError, InputError
-from dexar_core.evaluation_contrastive import (
+from dexar_core.evaluation.contrastive import (
     NOT_APPLICABLE,
     PERTURBATION_MEASURE,
     evaluate_contrastive_item,
     is_contrastive,
 )
-from dexar_core.evaluation_perturbation import chance_seed, perturbation_scores
-from dexar_core.evaluation_records import (
+from dexar_core.evaluation.distributed import Processes, current_processes
+from dexar_core.evaluation.perturbation import chance_seed, perturbation_scores
+from dexar_core.evaluation.records import (
     CHANCE_LINES,
     FUNCTION_WORDS,
     METRICS,
@@ -71,7 +71,17 @@ from dexar_core.evaluation_records import (
     token_word,
     word_class,
 )
-from dexar_core.evaluation_summary import summarise
+from dexar_core.evaluation.run_log import (
+    ITEMS_FILE,
+    SUMMARY_FILE,
+    append_record,
+    finished_records,
+    open_log,
+    prepare_run,
+    write_atomically,
+    write_items,
+)
+from dexar_core.evaluation.summary import summarise
 from dexar_core.metrics import (
     chance_scores,
     object_iou,
@@ -82,16 +92,6 @@ from dexar_core.metrics import (
     uniform_pointing_chance,
 )
 from dexar_core.metrics.bootstrap import RESAMPLES
-from dexar_core.run_log import (
-    ITEMS_FILE,
-    SUMMARY_FILE,
-    append_record,
-    finished_records,
-    open_log,
-    prepare_run,
-    write_atomically,
-    write_items,
-)
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -211,7 +211,7 @@ def evaluate(
         metrics: families of :data:`METRICS`; None: segmentation and grounding where
             the dataset allows them, else perturbation (:func:`check_metrics`).
         limit: evaluate only the first ``limit`` items; all of them when None.
-        out: the run folder (see :mod:`dexar_core.run_log`); a rerun with the same
+        out: the run folder (see :mod:`dexar_core.evaluation.run_log`); a rerun with the same
             arguments resumes it. Nothing is written when None.
         seed: seeds the random smooth chance maps (:func:`chance_seed`) and the bootstrap.
         max_new_tokens: the longest generated answer (a three-object caption takes 25).
@@ -236,7 +236,7 @@ def evaluate(
 
     A contrastive model (an adapter with ``explain_similarity``) is explained on each
     item's caption instead of an answer, without grounding
-    (:mod:`dexar_core.evaluation_contrastive`); ``method`` is then one the adapter
+    (:mod:`dexar_core.evaluation.contrastive`); ``method`` is then one the adapter
     offers (open_clip: ``dexar``, ``legrad``) and ``max_new_tokens`` does not apply.
     """
     from dexar_plugins import default_catalog

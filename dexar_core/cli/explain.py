@@ -46,7 +46,7 @@ def _progress(message: str) -> None:
 def run_explain(args: argparse.Namespace) -> int:
     """Load the model, explain the answer, print it, and write the outputs."""
     from dexar_core.api import explain, load
-    from dexar_core.compare import is_contrastive
+    from dexar_core.compare.on_image import is_contrastive
     from dexar_core.images import load_image
     from dexar_core.viz.overlay import overlay, save_png, token_strip
     from dexar_plugins import default_catalog
@@ -143,7 +143,7 @@ def similarity_report(explanation: Explanation) -> str:
     When the method weighs the prompts in the combined map (DEX-AR), the weights are
     shown too; the method's own prompt weights are not a similarity.
     """
-    from dexar_core.cli import format_table
+    from dexar_core.cli.tables import format_table
 
     similarities = [float(value) for value in explanation.metadata["similarities"]]
     weights = [float(value) for value in explanation.token_weights]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dexar_core.evaluation import CHANCE_LINES, SEGMENTATION_METRICS, Summary
+from dexar_core.evaluation.run import CHANCE_LINES, SEGMENTATION_METRICS, Summary
 
 __all__ = ["format_report"]
 
@@ -171,6 +171,6 @@ def _cell(numbers: Mapping[str, Any], bounds: Mapping[str, Sequence[float]], key
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    from dexar_core.cli import format_table
+    from dexar_core.cli.tables import format_table
 
     return format_table(headers, rows)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexar_core.capture import TransformersAttentionCapture
-from dexar_core.engine import LogitLensGradients
+from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import CheckpointError, InputError
-from dexar_core.hf_common import load_pretrained, template_mask, to_model
+from dexar_core.hf.capture import TransformersAttentionCapture
+from dexar_core.hf.loading import load_pretrained, template_mask, to_model
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, VisualLayout

@@ -13,7 +13,7 @@ the image-text similarity (``explain`` dispatches to the adapter's
   It is left out of the measured families and the summary says why
   (:data:`NOT_APPLICABLE`);
 - **perturbation** measures the similarity drop
-  (:func:`dexar_core.evaluation_perturbation.similarity_perturbation_scores`).
+  (:func:`dexar_core.evaluation.perturbation.similarity_perturbation_scores`).
 
 There is no answer, so there is no accuracy: ``correct`` is None.
 """
@@ -28,8 +28,8 @@ import attrs
 
 from dexar_core.datasets.benchmark import BenchmarkItem
 from dexar_core.errors import InputError
-from dexar_core.evaluation_perturbation import similarity_perturbation_scores
-from dexar_core.evaluation_records import ItemResult
+from dexar_core.evaluation.perturbation import similarity_perturbation_scores
+from dexar_core.evaluation.records import ItemResult
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -92,7 +92,7 @@ def evaluate_contrastive_item(
     generative model.
     """
     from dexar_core.api import explain
-    from dexar_core.evaluation import score_item
+    from dexar_core.evaluation.run import score_item
 
     start = time.perf_counter()
     try:
