@@ -28,7 +28,7 @@ def conformance_case() -> Any:
 
     The kit's default probe of where the image enters reads the first decoder layer's
     input, which for an encoder-decoder never depends on the pixels; the test suite
-    (tests/test_florence2_conformance.py) probes the encoder's input instead.
+    (tests/adapters/florence2/test_florence2_conformance.py) probes the encoder's input instead.
     """
     import numpy as np
     from PIL import Image

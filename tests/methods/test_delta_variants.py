@@ -1,6 +1,6 @@
 """The two ``token_score`` variants of delta^t (issue 7, part 7) against hand values.
 
-The toy record is the baselines' one (tests/test_baselines.py): keys 0 (BOS) and 3 (the
+The toy record is the baselines' one (tests/methods/test_baselines.py): keys 0 (BOS) and 3 (the
 query) are the text set, keys 1 and 2 the visual tokens; one answer token, two layers
 of two heads. Per (layer, head), ReLU'd gradients G and realised attention A of row q_0:
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_baselines import toy_record
+from toy_record import toy_record
 
 from dexar_core.errors import MethodError
 from dexar_core.methods.dexar import DexarMethod

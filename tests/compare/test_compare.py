@@ -6,7 +6,7 @@ import json
 
 import pytest
 from PIL import Image
-from test_datasets_voc import write_voc
+from voc_folders import write_voc
 
 from dexar_core.cli.main import main
 from dexar_core.compare.on_dataset import MetricsTable

@@ -7,7 +7,7 @@ from dexar_core.cli.main import main
 CROPPED_PLUGIN = """
     from dexar_core.values import AdapterSpec
     from dexar_plugins import hookimpl
-    from test_conformance_failures import CroppedGridAdapter, subject_for
+    from broken_adapters import CroppedGridAdapter, subject_for
 
 
     class Cropped(CroppedGridAdapter):

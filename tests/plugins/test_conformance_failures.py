@@ -3,86 +3,26 @@
 from __future__ import annotations
 
 import textwrap
-from contextlib import contextmanager
 
-import attrs
 import pytest
-from llava_fixtures import noise_image
+from broken_adapters import (
+    CroppedGridAdapter,
+    LeakyAdapter,
+    Renamed,
+    WrongGradientsAdapter,
+    subject_for,
+)
 
-from dexar_core.engine.logit_lens import LogitLensGradients
-from dexar_core.hf.capture import TransformersAttentionCapture
-from dexar_core.records import LoadedModel
 from dexar_core.values import AdapterSpec
 from dexar_llava.adapter import LlavaAdapter
-from dexar_llava.tiny import build_tiny_llava
 from dexar_plugins.testing import conformance
 from dexar_plugins.testing.conformance import (
     CHECKS,
     AdapterConformance,
-    ConformanceCase,
     ConformanceFailure,
-    ConformanceSubject,
     run_check,
     run_checks,
 )
-
-
-class LeakyCapture(TransformersAttentionCapture):
-    """Forgets to remove a hook it installs on the model."""
-
-    @contextmanager
-    def capture(self, model, layers, query_rows):
-        model.register_forward_hook(lambda module, args, output: None)
-        with super().capture(model, layers, query_rows) as leaves:
-            yield leaves
-
-
-class LeakyAdapter(LlavaAdapter):
-    def __init__(self):
-        super().__init__()
-        self.capture = LeakyCapture(self.decoder_parts)
-
-
-class CroppedGridAdapter(LlavaAdapter):
-    """Drops the last row of patches from each grid."""
-
-    def grids(self, prepared):
-        return tuple(
-            attrs.evolve(grid, height=grid.height - 1, positions=grid.positions[: -grid.width])
-            for grid in super().grids(prepared)
-        )
-
-
-class NoFinalNormGradients(LogitLensGradients):
-    """Forgets the final norm before the head: wrong logit-lens targets."""
-
-    def logit_lens_targets(self, parts, layer_outputs, token_ids):
-        return super().logit_lens_targets(
-            attrs.evolve(parts, final_norm=None), layer_outputs, token_ids
-        )
-
-
-class WrongGradientsAdapter(LlavaAdapter):
-    def __init__(self):
-        super().__init__()
-        self.gradients = NoFinalNormGradients()
-
-
-def subject_for(adapter_class, spec=None):
-    spec = spec or AdapterSpec(name="llava", model_types=("llava",), factory=adapter_class)
-
-    def build():
-        model, processor = build_tiny_llava(seed=1, image_size=32, hidden_size=64)
-        return ConformanceCase(
-            loaded=LoadedModel(
-                model=model, processor=processor, adapter=adapter_class(), model_id="tiny"
-            ),
-            images=noise_image(2, (40, 56)),
-            prompt="what color is the circle?",
-            answer="red circle",
-        )
-
-    return ConformanceSubject(spec, build)
 
 
 def failure_of(check, subject):
@@ -106,10 +46,6 @@ def test_a_grid_missing_visual_positions_fails_the_coverage_check():
 def test_wrong_gradients_fail_the_reference_check():
     message = failure_of("gradients_equal_reference", subject_for(WrongGradientsAdapter))
     assert "relative error" in message and "naive reference" in message
-
-
-class Renamed(LlavaAdapter):
-    name = "not-llava"
 
 
 def _no_model_types():
@@ -166,7 +102,7 @@ def test_the_test_class_names_the_failed_check_and_honours_expected_failures(tmp
     (tmp_path / "test_broken_adapter.py").write_text(
         textwrap.dedent(
             """
-            from test_conformance_failures import Renamed, subject_for
+            from broken_adapters import Renamed, subject_for
             from dexar_plugins.testing.conformance import AdapterConformance
 
 

@@ -30,7 +30,7 @@ from dexar_plugins.testing.reference import naive_attention_gradients, relative_
 
 TOLERANCE = 1e-5
 PROMPT = "what color is the circle?"
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "dexar-paligemma"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "dexar-paligemma"
 
 
 def _image(seed: int, height: int = 64, width: int = 64) -> Image.Image:

@@ -16,7 +16,7 @@ from dexar_core.values import AdapterSpec
 from dexar_plugins import hookspecs
 from dexar_plugins.testing.conformance import CHECKS, ConformanceCase
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "adapters.md"
 TEMPLATE = ROOT / "docs" / "examples" / "template"
 SNIPPET = re.compile(

@@ -20,7 +20,7 @@ from PIL import Image
 
 from dexar_plugins.manager import DISABLE_AUTOLOAD_ENV, LOAD_PLUGINS_ENV, STRICT_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "dexar-paligemma"
 DEXAR = Path(sys.executable).with_name("dexar")
 

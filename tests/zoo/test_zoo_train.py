@@ -17,7 +17,7 @@ from dexar_core.zoo.answers import generate_answers
 from dexar_core.zoo.recipes import RECIPES
 from dexar_core.zoo.train import _schedule, main, train
 
-LLAVA = Path(__file__).resolve().parents[1] / "adapters" / "dexar_llava"
+LLAVA = Path(__file__).resolve().parents[2] / "adapters" / "dexar_llava"
 CHECKPOINT = LLAVA / "checkpoints" / "shapes-llava"
 EXAMPLE = LLAVA / "example.png"
 EXAMPLE_TEST_INDEX = 183  # the test item example.png was saved from

@@ -9,7 +9,7 @@ import pytest
 
 from dexar_plugins import hookspecs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_DOC = ROOT / "docs" / "plugins.md"
 
 
