@@ -10,7 +10,7 @@ counts N. For each (model, N, T) cell, side by side:
     free_run   generate, then explain the generated tokens (what a free-run costs)
     naive      the straightforward reference (T forwards, T*L backwards), while it
                finishes within ``--naive-limit`` seconds
-    baselines  METHOD.md §9 methods that are registered, at the target cell only
+    baselines  docs/method.md §10 methods that are registered, at the target cell only
 
 Wall time: one warm-up per kind, then ``--reps`` rounds that run the kinds in turn (so a
 neighbour's load hits them alike); the median is reported. Peak memory: on CPU the growth

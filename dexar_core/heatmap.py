@@ -1,4 +1,4 @@
-"""From a vector over the visual tokens to a 2D map over the image (METHOD.md §5).
+"""From a vector over the visual tokens to a 2D map over the image (docs/method.md §5).
 
 The per-token map ``E^t`` and the sequence map ``E_seq`` are vectors over the visual
 set V. This module turns such a vector into pictures: select one grid's tokens and

@@ -12,7 +12,7 @@ model scatters the projected query outputs there. What dexar explains:
 - in both, V = the query positions: DEX-AR gives a relevance g_t over the queries.
 
 The maps are drawn over the vision tower's patch grid, from the query relevance projected
-through the Q-Former's cross-attention (an extension beyond the DEX-AR paper, METHOD.md
+through the Q-Former's cross-attention (an extension beyond the DEX-AR paper, docs/method.md
 §8): ``map_t = sum_q g_t[q] * Abar[q, :]``. ``Abar`` is by default the cross-attention
 averaged over heads and cross-attention layers (``projection="mean"``); with
 ``projection="gradient"`` each head's attention is weighted by its gradient,
@@ -425,7 +425,7 @@ class Blip2Adapter(ModelAdapter):
             "cross_attention_layers": layers,
             "heads": heads,
             "vision_cls": "dropped (on no patch)",
-            "extension": "not in the DEX-AR paper (METHOD.md §8)",
+            "extension": "not in the DEX-AR paper (docs/method.md §8)",
         }
         if kind == "gradient":
             details["target"] = "sum of the answer tokens' final logits"

@@ -4,7 +4,7 @@ Florence-2 is an encoder-decoder: a DaViT vision tower turns the image into a gr
 features, the projector prepends one **global pooled token** (the mean over the grid) and
 the BART encoder reads ``[global, grid..., <s>, task prompt..., </s>]``; the BART decoder
 generates the answer from ``decoder_start_token_id`` (``</s>``). What dexar explains
-(METHOD.md §8):
+(docs/method.md §8):
 
 - the attention: the decoder's **cross-attention** (``encoder_attn``) of each answer
   position to the encoder sequence;

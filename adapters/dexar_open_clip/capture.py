@@ -4,7 +4,7 @@ open_clip's source is never edited and nothing is monkey-patched: every change i
 hook handle removed on exit, also when the forward raises.
 
 - A forward pre-hook on every residual block detaches the block's input, so the
-  gradient of layer l's target reaches only layer l's attention (METHOD.md §7).
+  gradient of layer l's target reaches only layer l's attention (docs/method.md §7).
 - A forward hook on each explained block's attention module recomputes the attention
   explicitly from the module's own weights (``nn.MultiheadAttention`` in open_clip's
   default ``ResidualAttentionBlock``, open_clip's ``Attention`` in the custom block):
@@ -158,7 +158,7 @@ class _ExplicitAttention:
             part.reshape(batch, length, self.heads, -1).transpose(1, 2)
             for part in projected.chunk(3, dim=-1)
         )
-        # float32 at least, whatever the model's dtype (METHOD.md §5).
+        # float32 at least, whatever the model's dtype (docs/method.md §5).
         exact = torch.promote_types(q.dtype, torch.float32)
         if not self.multihead and module.logit_scale is not None:
             scale = torch.clamp(module.logit_scale, max=module.logit_scale_max).exp()

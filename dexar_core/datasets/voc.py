@@ -8,7 +8,7 @@ Layout (the VOC2012 one)::
 
 Class 0 is the background, 255 the void border (ignored when scoring); every other
 value is an object class. The segmentation metrics score a sequence map against the
-union of objects (METHOD.md §10), over the non-void pixels.
+union of objects (docs/method.md §11), over the non-void pixels.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The logit-lens targets of decoder models: the core's GradientExtractor (METHOD.md §3)."""
+"""The logit-lens targets of decoder models: the core's GradientExtractor (docs/method.md §2)."""
 
 from __future__ import annotations
 

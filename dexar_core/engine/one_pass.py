@@ -1,4 +1,4 @@
-"""The explanation pass: one forward and one backward over the answer rows (METHOD.md §7).
+"""The explanation pass: one forward and one backward over the answer rows (docs/method.md §7).
 
 The adapter's capture makes the answer rows of each explained layer's attention
 autograd leaves and detaches every decoder layer's input; forward hooks read each
@@ -47,7 +47,7 @@ NEEDS = (*RECORD_NEEDS, "doubled_final_norm")
 - ``position_logits``: the final-layer logits of the answer and context tokens at every
   key position (an extra forward, decoder self-attention only);
 - ``doubled_final_norm``: the last decoder layer's logit-lens target applies the final
-  norm twice, as the authors' released code does (METHOD.md §8b; ``official_compat``).
+  norm twice, as the authors' released code does (docs/method.md §9; ``official_compat``).
   It changes the targets, not what is recorded.
 """
 
@@ -71,7 +71,7 @@ def attention_gradients(
         chunk_size: explain at most this many answer tokens per pass (several passes of
             fewer leaves bound the memory of long answers); None explains all at once.
         needs: extra records the method needs, from :data:`NEEDS`; none (the default)
-            runs exactly the one forward and one backward of METHOD.md §7.
+            runs exactly the one forward and one backward of docs/method.md §7.
 
     Returns:
         The gradients, realised attentions and targets for every answer token.

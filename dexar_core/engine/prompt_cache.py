@@ -1,4 +1,4 @@
-"""The prompt once without grad, then only the answer rows with grad (METHOD.md §7).
+"""The prompt once without grad, then only the answer rows with grad (docs/method.md §7).
 
 The explanation differentiates each explained layer's attention rows of the answer
 positions, with every layer input detached. The keys and values of the prompt positions

@@ -1,4 +1,4 @@
-"""The grounded benchmark: explain a model's answers and score the maps (METHOD.md §10).
+"""The grounded benchmark: explain a model's answers and score the maps (docs/method.md §11).
 
 For every item of a dataset (:mod:`dexar_core.datasets.benchmark`: the shapes
 benchmark, VOC-style masks, ImageNet-style folders, VQA jsonl), :func:`evaluate` asks

@@ -6,7 +6,7 @@ registered with transformers' ``AttentionInterface``. It lets the model's own ke
 explicitly, turns their post-softmax probabilities into autograd leaves, and puts the
 rows computed from those leaves back into the output. A forward pre-hook detaches each
 decoder layer's input, so the gradient of layer l's target reaches only layer l's leaf
-(METHOD.md §7). Everything is restored on exit, also when the forward raises.
+(docs/method.md §7). Everything is restored on exit, also when the forward raises.
 """
 
 from __future__ import annotations

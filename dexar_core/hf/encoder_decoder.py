@@ -2,7 +2,7 @@
 
 The image tokens and the prompt form the encoder's input sequence; the answer is the
 decoder's. The explained attention is the decoder's **cross-attention** from the answer
-positions to the encoder sequence (METHOD.md §8), so:
+positions to the encoder sequence (docs/method.md §8), so:
 
 - the key sequence is the encoder sequence: V and T_set are encoder positions, and the
   key length does not grow with the answer;

@@ -1,4 +1,4 @@
-"""Raw attention baseline: head-mean attention of the answer rows (METHOD.md §9)."""
+"""Raw attention baseline: head-mean attention of the answer rows (docs/method.md §10)."""
 
 from __future__ import annotations
 

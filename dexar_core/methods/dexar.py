@@ -1,4 +1,4 @@
-"""DEX-AR: dynamic head filtering and sequence-level token filtering (METHOD.md §3-6)."""
+"""DEX-AR: dynamic head filtering and sequence-level token filtering (docs/method.md §3-6)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _flag(name: str, value: Any) -> bool:
 def after_image_blocks(layout: VisualLayout) -> np.ndarray:
     """The position right after each grid's last visual token, where that is text.
 
-    The authors' released code leaves that position out of T_set (METHOD.md §8b). Grids
+    The authors' released code leaves that position out of T_set (docs/method.md §9). Grids
     that follow one another directly (video frames) mark only the last one's; a row
     separator inside a grid is not marked.
     """
@@ -97,7 +97,7 @@ class DexarMethod(Method):
             instead of the raw ``sum_t delta_t E^t``.
         head_weighting: False gives the ``dexar_nohead`` ablation (w = 1).
         token_weighting: False gives the ``dexar_nodelta`` ablation (delta = 1).
-        token_score: how ``delta^t`` is scored. ``"max_gradient"`` (default, METHOD.md
+        token_score: how ``delta^t`` is scored. ``"max_gradient"`` (default, docs/method.md
             §6): ``ReLU(max_{l,i} S_v - max_{l,i} S_text)``. Two variants beyond the
             paper, options only (docs/results.md has the evidence):
             ``"attention_weighted"`` uses the same formula on ``A * G`` (the realised
@@ -106,7 +106,7 @@ class DexarMethod(Method):
             ``"visual_share"`` is the visual keys' share of the gradient mass,
             ``sum_V G / sum_{V + T_set} G`` summed over layers and heads, which does not
             hinge on one extreme head. Head weights are the same in every case.
-        official_compat: reproduce the authors' released code (METHOD.md §8b): the
+        official_compat: reproduce the authors' released code (docs/method.md §9): the
             last decoder layer's target applies the final norm twice, T_set leaves out
             the position right after each image block, and when every ``delta^t`` is 0
             the sequence map is all zeros instead of falling back to ``delta = 1``.

@@ -80,7 +80,7 @@ def _baseline(name: str, **options: Any) -> Method:
 
 @hookimpl
 def dexar_methods() -> Iterable[MethodSpec]:
-    """DEX-AR, its two ablations (w = 1, delta = 1) and the baselines of METHOD.md §9."""
+    """DEX-AR, its two ablations (w = 1, delta = 1) and the baselines of docs/method.md §10."""
     baselines = tuple(
         MethodSpec(
             name=name,

@@ -1,4 +1,4 @@
-"""Evaluation of explanations (METHOD.md §10): segmentation scores and token grounding.
+"""Evaluation of explanations (docs/method.md §11): segmentation scores and token grounding.
 
 Plain numpy arrays in, floats out. The chance lines live beside the scores they qualify.
 """

@@ -1,4 +1,4 @@
-"""Token grounding: does a token's map land on the object the token names? (METHOD.md §10).
+"""Token grounding: does a token's map land on the object the token names? (docs/method.md §11).
 
 For each answer token naming an object with its own mask: the pointing game (is the
 map's maximum inside the object?) and the IoU with the object's mask. Across tokens:

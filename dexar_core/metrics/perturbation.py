@@ -1,4 +1,4 @@
-"""Perturbation tests with normalised perplexity, and insertion/deletion curves (METHOD.md §10).
+"""Normalised-perplexity perturbation tests, insertion and deletion curves (docs/method.md §11).
 
 A map ranks the visual patches. For each removal fraction r, the top-r (positive test,
 also the deletion curve) or bottom-r (negative test) patches are replaced in pixel space
@@ -350,7 +350,7 @@ def perturbation_aucs(
 ) -> dict[str, PerturbationCurve]:
     """Positive and negative perturbation curves of an :class:`Explanation`'s sequence map.
 
-    Positive AUC: higher is better; negative AUC: lower is better (METHOD.md §10).
+    Positive AUC: higher is better; negative AUC: lower is better (docs/method.md §11).
 
     Args:
         loaded: the model that produced the explanation.

@@ -1,4 +1,4 @@
-"""Segmentation scores of a saliency map against an object mask (METHOD.md §10).
+"""Segmentation scores of a saliency map against an object mask (docs/method.md §11).
 
 Every score first brings the map ``A`` to the mask's size (bilinear, see
 :func:`dexar_core.heatmap.upsample`) and min-max normalises it to ``[0, 1]``. The mask

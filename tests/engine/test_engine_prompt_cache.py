@@ -1,4 +1,4 @@
-"""The prompt-cache pass gives the full pass's numbers and the definition's (METHOD.md §7).
+"""The prompt-cache pass gives the full pass's numbers and the definition's (docs/method.md §7).
 
 Decoder-only adapters give ``TeacherForcedPass.prompt_inputs``: the engine runs the
 prompt once without grad into a KV cache and the answer rows after it

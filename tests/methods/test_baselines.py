@@ -1,4 +1,4 @@
-"""Each baseline of METHOD.md §9 against hand-computed values on a 2-layer toy record.
+"""Each baseline of docs/method.md §10 against hand-computed values on a 2-layer toy record.
 
 Keys: 0 = BOS (template text), 1 and 2 = visual tokens (one 1x2 grid), 3 = the query
 row q_0 (prompt text). One answer token, two layers, two heads.

@@ -1,4 +1,4 @@
-"""official_compat: the authors' released code's quirks, reproduced on request (METHOD.md §8b)."""
+"""official_compat: the authors' released code's quirks, on request (docs/method.md §9)."""
 
 from __future__ import annotations
 

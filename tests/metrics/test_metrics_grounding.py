@@ -1,4 +1,4 @@
-"""Tests of token grounding: pointing game, object IoU, AUROC (METHOD.md §10)."""
+"""Tests of token grounding: pointing game, object IoU, AUROC (docs/method.md §11)."""
 
 from __future__ import annotations
 

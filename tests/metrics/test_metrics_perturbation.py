@@ -1,4 +1,4 @@
-"""Perturbation curves with normalised perplexity (METHOD.md §10)."""
+"""Perturbation curves with normalised perplexity (docs/method.md §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the segmentation scores and their chance lines (METHOD.md §10)."""
+"""Tests of the segmentation scores and their chance lines (docs/method.md §11)."""
 
 from __future__ import annotations
 

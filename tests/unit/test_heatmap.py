@@ -1,4 +1,4 @@
-"""Tests of dexar_core.heatmap: minmax, to_grid, upsample, paste_to_image (METHOD.md §5)."""
+"""Tests of dexar_core.heatmap: minmax, to_grid, upsample, paste_to_image (docs/method.md §5)."""
 
 from __future__ import annotations
 
