@@ -286,4 +286,5 @@ def test_the_prompt_cache_leaves_the_model_as_it_was():
     attention_gradients(loaded, forced, layout, (0, 1), chunk_size=2)
     assert [p.requires_grad for p in loaded.model.parameters()] == flags
     with torch.no_grad():
+        # bitwise: the same model, inputs and kernels as the forward before the pass
         torch.testing.assert_close(loaded.model(**inputs).logits, before, rtol=0, atol=0)
