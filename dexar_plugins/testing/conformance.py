@@ -32,10 +32,9 @@ import numpy as np
 from dexar_core.errors import DexarError
 from dexar_core.values import AdapterSpec
 from dexar_plugins.manager import Catalog, PluginSettings, build_catalog
-from dexar_plugins.testing.checks import (
+from dexar_plugins.testing.checks import OUTPUT_TOLERANCE, ROW_SUM_TOLERANCE
+from dexar_plugins.testing.explanation_checks import (
     GRADIENT_TOLERANCE,
-    OUTPUT_TOLERANCE,
-    ROW_SUM_TOLERANCE,
     image_dependent_positions,
 )
 from dexar_plugins.testing.subject import (

@@ -99,7 +99,7 @@ class ConformanceSubject:
         build_case: zero-argument callable returning the :class:`ConformanceCase`.
         catalog: the installed plugins; a fresh :func:`build_catalog` (lenient) when None.
         dependent_positions: where the image enters the explained keys; None uses
-            :func:`dexar_plugins.testing.checks.image_dependent_positions`.
+            :func:`dexar_plugins.testing.explanation_checks.image_dependent_positions`.
     """
 
     def __init__(

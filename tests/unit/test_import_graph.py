@@ -147,7 +147,7 @@ def test_the_graph_sees_the_imports_it_must():
     assert "dexar_core.errors" in graph["dexar_core.values"]
     assert "dexar_core.errors" in graph["dexar_plugins.registry"]
     # imported inside check_gradients_equal_reference only
-    assert "dexar_core.engine" in graph["dexar_plugins.testing.checks"]
+    assert "dexar_core.engine" in graph["dexar_plugins.testing.explanation_checks"]
     assert sum(len(targets) for targets in graph.values()) > 50
 
 
