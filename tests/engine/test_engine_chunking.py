@@ -70,6 +70,7 @@ def test_chunked_explanations_give_the_same_maps(answer):
     whole = explain(loaded, image, PROMPT, **kwargs)
     chunked = explain(loaded, image, PROMPT, chunk_size=2, **kwargs)
     assert chunked.token_ids == whole.token_ids
+    # The maps are normalised to [0, 1], so atol 1e-5 is the engine's bound relative to the max.
     np.testing.assert_allclose(chunked.token_map_stack, whole.token_map_stack, atol=1e-5)
     np.testing.assert_allclose(chunked.sequence_map, whole.sequence_map, atol=1e-5)
     assert relative_error(chunked.token_weights, whole.token_weights) <= TOLERANCE
