@@ -14,6 +14,7 @@ from typing import Any
 from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import ImageTokenConvention
+from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.hf.loading import saved_model_type
 from dexar_core.records import LoadedModel
 
@@ -51,13 +52,8 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
         image_token = loaded.processor.image_token
         if image_token in prompt:
             return prompt
-        if getattr(loaded.processor, "chat_template", None):
-            content: list[dict[str, str]] = [{"type": "image"} for _ in range(num_images)]
-            content.append({"type": "text", "text": prompt})
-            return str(
-                loaded.processor.apply_chat_template(
-                    [{"role": "user", "content": content}], add_generation_prompt=True
-                )
-            )
+        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
+        if templated is not None:
+            return templated
         images = "".join([image_token] * num_images)
         return FALLBACK_TEMPLATE.format(image=images, prompt=prompt)

@@ -27,6 +27,7 @@ import torch
 
 from dexar_core.errors import CheckpointError, InputError, LayoutError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_qwen_vl.resolution import resize_settings, resized_size
@@ -187,14 +188,9 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
         return self._template(loaded, prompt, kinds)
 
     def _template(self, loaded: LoadedModel, prompt: str, kinds: Sequence[str]) -> str:
-        if getattr(loaded.processor, "chat_template", None):
-            content: list[dict[str, str]] = [{"type": kind} for kind in kinds]
-            content.append({"type": "text", "text": prompt})
-            return str(
-                loaded.processor.apply_chat_template(
-                    [{"role": "user", "content": content}], add_generation_prompt=True
-                )
-            )
+        templated = chat_template_prompt(loaded.processor, prompt, kinds)
+        if templated is not None:
+            return templated
         visuals = "".join(
             f"{VISION_START}{VIDEO_PAD if kind == 'video' else IMAGE_PAD}{VISION_END}"
             for kind in kinds

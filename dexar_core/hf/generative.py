@@ -24,6 +24,17 @@ from dexar_core.interfaces import ModelAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, PromptFacts
 
 
+def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> str | None:
+    """The processor's chat template for one user turn: the visual inputs (``"image"``
+    or ``"video"``, in order), then the text; None where the processor has no template."""
+    if not getattr(processor, "chat_template", None):
+        return None
+    content: list[dict[str, str]] = [{"type": kind} for kind in kinds]
+    content.append({"type": "text", "text": prompt})
+    turn = [{"role": "user", "content": content}]
+    return str(processor.apply_chat_template(turn, add_generation_prompt=True))
+
+
 class HFGenerativeAdapter(ModelAdapter):
     """Shared behaviour of transformers VLM adapters that generate an answer.
 
