@@ -6,13 +6,22 @@ live only for the duration of one explanation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
-from dexar_core.values import VisualLayout
+from dexar_core.errors import LayoutError
+from dexar_core.values import (
+    Grid,
+    RelevanceProjection,
+    VisualLayout,
+    readonly_bool_vector,
+    readonly_index_vector,
+)
+
+_array_eq = attrs.cmp_using(eq=np.array_equal)
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +46,99 @@ class LoadedModel:
         return getattr(self.processor, "tokenizer", self.processor)
 
 
+def _box(value: Sequence[float]) -> tuple[float, float, float, float]:
+    left, top, right, bottom = (float(v) for v in value)
+    return (left, top, right, bottom)
+
+
+@attrs.frozen(kw_only=True)
+class ImageFacts:
+    """What one image (or tile, or temporal patch of a video) contributes to the keys.
+
+    Attributes:
+        name: what the grid shows, e.g. ``"image 0"`` or ``"video 0, frames 0-1"``.
+        image_index: which input image (or video) it belongs to.
+        positions: key-sequence index of each of its tokens, in order: first the
+            ``leading_tokens`` that lie on no patch, then the ``rows x cols`` grid, row-major.
+        rows: rows of the patch grid.
+        cols: columns of the patch grid.
+        leading_tokens: how many of its tokens precede the grid on no patch (LLaVA's CLS
+            feature, Florence-2's pooled global token, a ViT's class token).
+        pixel_box: ``(left, top, right, bottom)`` in the original image's pixels that the
+            grid covers after the processor's resize and crop.
+    """
+
+    name: str
+    image_index: int = 0
+    positions: np.ndarray = attrs.field(converter=readonly_index_vector, eq=_array_eq)
+    rows: int
+    cols: int
+    leading_tokens: int = 0
+    pixel_box: tuple[float, float, float, float] = attrs.field(converter=_box)
+
+    def __attrs_post_init__(self) -> None:
+        if min(self.rows, self.cols) < 1 or self.leading_tokens < 0:
+            raise LayoutError(
+                f"ImageFacts {self.name!r}: rows and cols must be 1 or more and "
+                f"leading_tokens 0 or more, got {self.rows}, {self.cols} and "
+                f"{self.leading_tokens}."
+            )
+        expected = self.leading_tokens + self.rows * self.cols
+        if self.positions.size != expected:
+            raise LayoutError(
+                f"ImageFacts {self.name!r}: {self.positions.size} token positions, but "
+                f"{self.leading_tokens} leading token(s) and a {self.rows}x{self.cols} grid "
+                f"make {expected}; give one position per token."
+            )
+
+    @property
+    def grid(self) -> Grid:
+        """The grid of its patch tokens (the leading tokens left out)."""
+        return Grid(
+            name=self.name,
+            height=self.rows,
+            width=self.cols,
+            positions=self.positions[self.leading_tokens :],
+            pixel_box=self.pixel_box,
+            image_index=self.image_index,
+        )
+
+    @property
+    def off_grid(self) -> np.ndarray:
+        """Positions of its tokens that lie on no patch."""
+        return self.positions[: self.leading_tokens]
+
+
+def _image_facts_tuple(images: Iterable[ImageFacts]) -> tuple[ImageFacts, ...]:
+    return tuple(images)
+
+
+@attrs.frozen(kw_only=True)
+class PromptFacts:
+    """What the template and the images contribute to the prompt's key sequence.
+
+    Attributes:
+        images: one record per image, tile or temporal patch, in key order.
+        template_mask: ``[K]`` True at chat-template and special-token positions.
+        image_token_ids: the placeholder token ids the processor expands for images
+            (and videos); never generated as part of an answer.
+        projection: for visual tokens that are not image patches (BLIP-2's query
+            tokens), how relevance over them maps onto patch grids; else None.
+    """
+
+    images: tuple[ImageFacts, ...] = attrs.field(converter=_image_facts_tuple)
+    template_mask: np.ndarray = attrs.field(converter=readonly_bool_vector, eq=_array_eq)
+    image_token_ids: frozenset[int] = attrs.field(
+        converter=lambda ids: frozenset(int(i) for i in ids)
+    )
+    projection: RelevanceProjection | None = None
+
+    @property
+    def grids(self) -> tuple[Grid, ...]:
+        """One grid per image, tile or temporal patch."""
+        return tuple(image.grid for image in self.images)
+
+
 @attrs.frozen(kw_only=True)
 class PreparedPrompt:
     """Model inputs for the prompt and images, before any answer token.
@@ -46,14 +148,16 @@ class PreparedPrompt:
         prompt: the user's prompt text.
         prompt_text: the full text given to the processor (template applied).
         image_sizes: ``(width, height)`` of each original image.
-        extras: adapter-specific facts (e.g. the template's prompt-free token ids).
+        facts: where the images' tokens lie and what the template is.
+        prompts: the prompts of a contrastive model, one row of ``inputs`` each; else empty.
     """
 
     inputs: Mapping[str, Any]
     prompt: str
     prompt_text: str
     image_sizes: tuple[tuple[int, int], ...]
-    extras: Mapping[str, Any] = attrs.field(factory=dict)
+    facts: PromptFacts
+    prompts: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -40,8 +40,10 @@ from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedM
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
-from dexar_core.hf.loading import resized_image_box, template_positions
-from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.hf.facts import ImageTokenConvention, PromptLocator, patch_grid
+from dexar_core.hf.generative import HFGenerativeAdapter
+from dexar_core.hf.loading import saved_model_type, template_positions
+from dexar_core.interfaces import ModelAdapter
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, RelevanceProjection, VisualLayout
 
@@ -60,43 +62,28 @@ def format_blip2_prompt(prompt: str) -> str:
     return PROMPT_TEMPLATE.format(question=prompt)
 
 
-def query_facts(
-    loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-) -> dict[str, Any]:
-    """The query-token positions (checked against the config) and the patch grid facts."""
-    config = loaded.model.config
-    image_token_id = int(config.image_token_id)
-    ids = inputs["input_ids"][0].cpu().numpy()
-    positions = np.flatnonzero(ids == image_token_id)
-    if positions.size != config.num_query_tokens:
-        raise InputError(
-            f"the BLIP-2 prompt holds {positions.size} image tokens but the model has "
-            f"{config.num_query_tokens} query tokens; give the prompt without image "
-            "placeholders (the processor writes them) and a processor saved with the model."
-        )
-    vision = config.vision_config
-    pixel_height, pixel_width = inputs["pixel_values"].shape[-2:]
-    rows, cols = int(pixel_height) // vision.patch_size, int(pixel_width) // vision.patch_size
-    return {
-        "image_token_ids": {image_token_id},
-        "blip2_queries": positions,
-        "blip2_patch_grid": (rows, cols),
-        "blip2_box": resized_image_box(loaded.processor.image_processor, images[0].size),
-    }
+QUERY_TOKENS = ImageTokenConvention(
+    grid=lambda config, height, width: (1, int(config.num_query_tokens)),
+    name="query tokens",
+    hint=(
+        "BLIP-2 has one image token per Q-Former query; give the prompt without image "
+        "placeholders (the processor writes them) and a processor saved with the model"
+    ),
+)
+"""V as one row of query tokens: the grid the engine sees (maps use the projection)."""
 
 
-def query_grids(prepared: PreparedPrompt) -> tuple[Grid, ...]:
-    """V as one row of query tokens: the grid the engine sees (maps use the projection)."""
-    positions = prepared.extras["blip2_queries"]
-    return (
-        Grid(
-            name="query tokens",
-            height=1,
-            width=positions.size,
-            positions=positions,
-            pixel_box=prepared.extras["blip2_box"],
-            image_index=0,
-        ),
+def projection_patches(loaded: LoadedModel, prepared: PreparedPrompt) -> Grid:
+    """The vision tower's patch grid over the processed image, where maps are drawn."""
+    height, width = prepared.inputs["pixel_values"].shape[-2:]
+    rows, cols = patch_grid(loaded.model.config, int(height), int(width))
+    return Grid(
+        name="image 0",
+        height=rows,
+        width=cols,
+        positions=np.arange(rows * cols),
+        pixel_box=prepared.facts.images[0].pixel_box,
+        image_index=0,
     )
 
 
@@ -113,25 +100,13 @@ class _OptFamily(HFDecoderOnlyAdapter):
 
     name = "blip2"
     model_class = "Blip2ForConditionalGeneration"
-
-    def language_model(self, model: Any) -> Any:
-        """OPT's decoder stack."""
-        return model.language_model.model.decoder
+    image_tokens = QUERY_TOKENS
+    language_model_path = "language_model.model.decoder"
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """See :func:`format_blip2_prompt`."""
         _check_single_image(num_images)
         return format_blip2_prompt(prompt)
-
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """See :func:`query_facts`."""
-        return query_facts(loaded, inputs, images)
-
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """See :func:`query_grids`."""
-        return query_grids(prepared)
 
     def _context(self, model: Any) -> int:
         return int(model.config.text_config.max_position_embeddings)
@@ -194,22 +169,13 @@ class _T5Family(HFEncoderDecoderAdapter):
 
     name = "blip2"
     model_class = "Blip2ForConditionalGeneration"
+    image_tokens = QUERY_TOKENS
     passes_logits_to_keep = False
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """See :func:`format_blip2_prompt`."""
         _check_single_image(num_images)
         return format_blip2_prompt(prompt)
-
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """See :func:`query_facts`."""
-        return query_facts(loaded, inputs, images)
-
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """See :func:`query_grids`."""
-        return query_grids(prepared)
 
     def generation_config(self, model: Any) -> Any:
         """BLIP-2 hands generation to the T5 model, which starts from its own start token."""
@@ -236,19 +202,6 @@ class _T5Family(HFEncoderDecoderAdapter):
             # T5 attention returns (output, position_bias, probabilities)
             attention_probabilities=lambda output: output[2],
         )
-
-
-class _Blip2Locator(VisualTokenLocator):
-    """The language model's layout (V = query positions) with the query-to-patch projection."""
-
-    def __init__(self, adapter: Blip2Adapter) -> None:
-        self._adapter = adapter
-
-    def locate(self, prepared: PreparedPrompt) -> VisualLayout:
-        """See :meth:`VisualTokenLocator.locate`."""
-        family = self._adapter.families[prepared.extras["blip2_family"]]
-        layout = family.locator.locate(prepared)
-        return attrs.evolve(layout, projection=prepared.extras["blip2_projection"])
 
 
 @contextmanager
@@ -285,8 +238,9 @@ def _qformer_cross_attentions(model: Any, store: list[Any], with_grad: bool) -> 
             handle.remove()
 
 
-def _patch_columns(attention: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+def _patch_columns(attention: torch.Tensor, patches: Grid) -> torch.Tensor:
     """``[..., 1 + P]`` over the vision tokens to ``[..., P]`` over patches (CLS dropped)."""
+    rows, cols = patches.shape
     if attention.shape[-1] != rows * cols + 1:
         raise LayoutError(
             f"the BLIP-2 Q-Former attends to {attention.shape[-1]} vision tokens but a "
@@ -317,28 +271,23 @@ class Blip2Adapter(ModelAdapter):
                 f"Blip2Adapter: projection must be one of {PROJECTIONS}, got {projection!r}."
             )
         self.projection = projection
-        self.families: dict[str, HFDecoderOnlyAdapter | HFEncoderDecoderAdapter] = {
+        self.families: dict[str, HFGenerativeAdapter] = {
             "opt": _OptFamily(),
             "t5": _T5Family(),
         }
         self.capture = TransformersAttentionCapture(self.decoder_parts)
-        self.locator = _Blip2Locator(self)
+        self.locator = PromptLocator()
         self.gradients = LogitLensGradients()
 
-    def family(self, model: Any) -> HFDecoderOnlyAdapter | HFEncoderDecoderAdapter:
+    def family(self, model: Any) -> HFGenerativeAdapter:
         """The language-model family's behaviour for this model."""
         key = "opt" if model.config.use_decoder_only_language_model else "t5"
         return self.families[key]
 
     def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
         """Load a BLIP-2 checkpoint; InstructBLIP is refused with a reason."""
-        from transformers import AutoConfig
-
-        try:
-            model_type = AutoConfig.from_pretrained(path).model_type
-        except (OSError, ValueError):
-            model_type = "blip-2"
-        if model_type != "blip-2":
+        model_type = saved_model_type(path)
+        if model_type not in (None, "blip-2"):
             raise UnsupportedModelError(
                 f"the blip2 adapter serves BLIP-2 (model_type 'blip-2'); {path!r} is "
                 f"{model_type!r}. InstructBLIP is not supported yet: its Q-Former also reads "
@@ -352,20 +301,20 @@ class Blip2Adapter(ModelAdapter):
         """See :meth:`ModelAdapter.prepare`; also computes the mean projection."""
         family = self.family(loaded.model)
         prepared = family.prepare(loaded, images, prompt)
-        key = "opt" if family is self.families["opt"] else "t5"
-        extras = {
-            **prepared.extras,
-            "blip2_family": key,
-            "blip2_projection": self._mean_projection(loaded, prepared),
-        }
+        template = prepared.facts.template_mask
         if prepared.prompt_text != prompt:
             # The families find template tokens by comparing with the empty prompt, which
             # for BLIP-2 means "caption" (no template): compare with the bare template.
             bare = family.processor_inputs(loaded, PROMPT_TEMPLATE.format(question=""), images)
-            extras["template_mask"] = prepared.extras["template_mask"] | template_positions(
+            template = template | template_positions(
                 prepared.inputs["input_ids"][0].tolist(), bare["input_ids"][0].tolist()
             )
-        return attrs.evolve(prepared, extras=extras)
+        facts = attrs.evolve(
+            prepared.facts,
+            template_mask=template,
+            projection=self._mean_projection(loaded, prepared),
+        )
+        return attrs.evolve(prepared, facts=facts)
 
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
@@ -403,7 +352,8 @@ class Blip2Adapter(ModelAdapter):
         """With ``projection="gradient"``, the projection weighted by this answer's gradients."""
         if self.projection == "mean":
             return layout
-        return attrs.evolve(layout, projection=self._gradient_projection(loaded, prepared, forced))
+        projection = self._gradient_projection(loaded, prepared, forced)
+        return attrs.evolve(layout, projection=projection)
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in each Explanation's metadata."""
@@ -416,9 +366,8 @@ class Blip2Adapter(ModelAdapter):
     # --- the query-to-patch projection (an extension beyond the paper) ------------------
 
     def _projection(
-        self, prepared: PreparedPrompt, weights: torch.Tensor, kind: str, layers: int, heads: int
+        self, patches: Grid, weights: torch.Tensor, kind: str, layers: int, heads: int
     ) -> RelevanceProjection:
-        rows, cols = prepared.extras["blip2_patch_grid"]
         details: dict[str, Any] = {
             "kind": kind,
             "source": "Q-Former cross-attention, queries x patches",
@@ -432,16 +381,7 @@ class Blip2Adapter(ModelAdapter):
         return RelevanceProjection(
             name=f"qformer_cross_attention_{kind}",
             weights=weights.detach().float().cpu().numpy(),
-            grids=[
-                Grid(
-                    name="image 0",
-                    height=rows,
-                    width=cols,
-                    positions=np.arange(rows * cols),
-                    pixel_box=prepared.extras["blip2_box"],
-                    image_index=0,
-                )
-            ],
+            grids=[patches],
             details=details,
         )
 
@@ -452,10 +392,10 @@ class Blip2Adapter(ModelAdapter):
         store: list[Any] = []
         with torch.no_grad(), _qformer_cross_attentions(loaded.model, store, with_grad=False):
             loaded.model.get_image_features(pixel_values=prepared.inputs["pixel_values"])
-        rows, cols = prepared.extras["blip2_patch_grid"]
+        patches = projection_patches(loaded, prepared)
         stacked = torch.stack([attention[0].float() for attention in store])  # [Lq, H, Q, 1+P]
-        weights = _patch_columns(stacked.mean(dim=(0, 1)), rows, cols)
-        return self._projection(prepared, weights, "mean", stacked.shape[0], stacked.shape[1])
+        weights = _patch_columns(stacked.mean(dim=(0, 1)), patches)
+        return self._projection(patches, weights, "mean", stacked.shape[0], stacked.shape[1])
 
     def _gradient_projection(
         self, loaded: LoadedModel, prepared: PreparedPrompt, forced: TeacherForcedPass
@@ -479,6 +419,6 @@ class Blip2Adapter(ModelAdapter):
         stacked = torch.stack(
             [torch.relu(a[0].float() * g[0].float()) for a, g in zip(store, grads)]
         )
-        rows_, cols = prepared.extras["blip2_patch_grid"]
-        weights = _patch_columns(stacked.mean(dim=(0, 1)), rows_, cols)
-        return self._projection(prepared, weights, "gradient", stacked.shape[0], stacked.shape[1])
+        patches = projection_patches(loaded, prepared)
+        weights = _patch_columns(stacked.mean(dim=(0, 1)), patches)
+        return self._projection(patches, weights, "gradient", stacked.shape[0], stacked.shape[1])

@@ -27,16 +27,12 @@ task token the processor does not know is refused with the list of known ones.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from dexar_core.errors import InputError, LayoutError
+from dexar_core.errors import InputError
 from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
-from dexar_core.hf.loading import resized_image_box
-from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt
-from dexar_core.values import Grid
+from dexar_core.hf.facts import ImageTokenConvention
+from dexar_core.records import DecoderParts, LoadedModel
 
 TASK_TOKEN = re.compile(r"<[A-Z][A-Z0-9_]*>")
 """What a Florence-2 task token looks like: ``<CAPTION>``, ``<OD>``, ..."""
@@ -71,6 +67,15 @@ class Florence2Adapter(HFEncoderDecoderAdapter):
 
     name = "florence2"
     model_class = "Florence2ForConditionalGeneration"
+    # the first image token is the global pooled one: it lies on no grid cell
+    image_tokens = ImageTokenConvention(
+        grid=lambda config, height, width: davit_grid(config.vision_config, height, width),
+        leading_tokens=lambda config: 1,
+        hint=(
+            "the processor's image_seq_length does not match the model's vision tower; "
+            "save processor and model together"
+        ),
+    )
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """The prompt as given: task tokens are expanded by the processor itself.
@@ -92,45 +97,6 @@ class Florence2Adapter(HFEncoderDecoderAdapter):
                 f"processor does not know; use one of {list(tasks)} or free text."
             )
         return prompt
-
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The DaViT grid, checked against the processor's image tokens, and the pixel box."""
-        config = loaded.model.config
-        image_token_id = int(config.image_token_id)
-        pixel_height, pixel_width = inputs["pixel_values"].shape[-2:]
-        rows, cols = davit_grid(config.vision_config, int(pixel_height), int(pixel_width))
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == image_token_id)
-        if positions.size != rows * cols + 1:
-            raise LayoutError(
-                f"the Florence-2 processor put {positions.size} image tokens in the prompt but "
-                f"the vision tower gives one global token and a {rows}x{cols} grid "
-                f"({rows * cols + 1}); the processor's image_seq_length does not match the "
-                "model. Save processor and model together."
-            )
-        box = resized_image_box(loaded.processor.image_processor, images[0].size)
-        return {
-            "image_token_ids": {image_token_id},
-            # the first image token is the global pooled one: it lies on no grid cell
-            "florence2_grid": (rows, cols, positions[1:]),
-            "florence2_box": box,
-        }
-
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """The DaViT grid over the image tokens after the global one."""
-        rows, cols, positions = prepared.extras["florence2_grid"]
-        return (
-            Grid(
-                name="image 0",
-                height=rows,
-                width=cols,
-                positions=positions,
-                pixel_box=prepared.extras["florence2_box"],
-                image_index=0,
-            ),
-        )
 
     def decoder_parts(self, model: Any) -> DecoderParts:
         """BART decoder layers, their cross-attention, no final norm (post-LN), tied head."""

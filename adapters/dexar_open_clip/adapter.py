@@ -29,8 +29,8 @@ import numpy as np
 
 from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
-from dexar_core.records import LoadedModel, PreparedPrompt
-from dexar_core.values import Grid, VisualLayout
+from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
+from dexar_core.values import VisualLayout
 
 SUPPORTED_TOWERS = (
     "open_clip VisionTransformer (the ViT-* configs: ViT-B-32, ViT-B-16, ViT-L-14, ...)"
@@ -145,23 +145,13 @@ class PatchGridLocator(VisualTokenLocator):
 
     def locate(self, prepared: PreparedPrompt) -> VisualLayout:
         """See :meth:`VisualTokenLocator.locate`."""
-        height, width = prepared.extras["grid"]
-        prefix = int(prepared.extras["prefix_tokens"])
-        length = prefix + height * width
-        visual = np.zeros(length, dtype=bool)
-        visual[prefix:] = True
-        grid = Grid(
-            name="image 0",
-            height=height,
-            width=width,
-            positions=np.arange(prefix, length),
-            pixel_box=prepared.extras["pixel_box"],
-            image_index=0,
-        )
+        grid = prepared.facts.images[0].grid
+        visual = np.zeros(prepared.facts.template_mask.size, dtype=bool)
+        visual[grid.positions] = True
         return VisualLayout(
             visual_mask=visual,
             text_mask=~visual,
-            template_mask=np.zeros(length, dtype=bool),
+            template_mask=prepared.facts.template_mask,
             grids=(grid,),
         )
 
@@ -235,12 +225,21 @@ class OpenClipAdapter(ModelAdapter):
             prompt=" | ".join(prompts),
             prompt_text=" | ".join(prompts),
             image_sizes=(image.size,),
-            extras={
-                "prompts": prompts,
-                "grid": grid,
-                "prefix_tokens": length - grid[0] * grid[1],
-                "pixel_box": processed_box(processor.preprocess_cfg, image.size),
-            },
+            facts=PromptFacts(
+                images=(
+                    ImageFacts(
+                        name="image 0",
+                        positions=np.arange(length),
+                        rows=grid[0],
+                        cols=grid[1],
+                        leading_tokens=length - grid[0] * grid[1],
+                        pixel_box=processed_box(processor.preprocess_cfg, image.size),
+                    ),
+                ),
+                template_mask=np.zeros(length, dtype=bool),
+                image_token_ids=(),
+            ),
+            prompts=prompts,
         )
 
     def explain_similarity(

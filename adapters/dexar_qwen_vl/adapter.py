@@ -19,7 +19,7 @@ video) in the order of the inputs, as the processor assigns them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,9 @@ import torch
 
 from dexar_core.errors import CheckpointError, InputError, LayoutError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.images import Video
-from dexar_core.records import LoadedModel, PreparedPrompt
-from dexar_core.values import Grid
+from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_qwen_vl.resolution import resize_settings, resized_size
 
 MODEL_CLASSES = {
@@ -65,6 +65,72 @@ def frames_name(video: int, group: int, temporal_patch: int, num_frames: int) ->
     return f"video {video}, frames {first}-{last}"
 
 
+class QwenVisualTokens:
+    """Qwen-VL's image tokens: runs of pad tokens between the vision markers, one grid
+    per image and per temporal patch of each video, in prompt order (an
+    :class:`~dexar_core.hf.facts.ImageTokenRule`)."""
+
+    def image_token_ids(self, config: Any) -> frozenset[int]:
+        """The image and the video pad tokens."""
+        return frozenset({int(config.image_token_id), int(config.video_token_id)})
+
+    def image_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
+    ) -> tuple[ImageFacts, ...]:
+        """The grids of every image and temporal patch, from the processor's outputs."""
+        config = loaded.model.config
+        merge = int(config.vision_config.spatial_merge_size)
+        ids = inputs["input_ids"][0].cpu().numpy()
+        pads = {"image": int(config.image_token_id), "video": int(config.video_token_id)}
+        runs = _pad_runs(
+            ids, pads, int(config.vision_start_token_id), int(config.vision_end_token_id)
+        )
+        grid_thw = {
+            kind: inputs[f"{kind}_grid_thw"].tolist() if f"{kind}_grid_thw" in inputs else []
+            for kind in pads
+        }
+        order = {kind: [i for i, v in enumerate(images) if _kind(v) == kind] for kind in pads}
+        temporal_patch = int(config.vision_config.temporal_patch_size)
+        facts: list[ImageFacts] = []
+        for kind in pads:
+            kind_runs = [positions for run_kind, positions in runs if run_kind == kind]
+            if not len(kind_runs) == len(grid_thw[kind]) == len(order[kind]):
+                raise InputError(
+                    f"the prompt holds {len(kind_runs)} {kind} block(s), the processor made "
+                    f"{len(grid_thw[kind])} {kind} grid(s) and {len(order[kind])} {kind}(s) "
+                    f"were given; put one {VISION_START}{pads_name(kind)}{VISION_END} per {kind}."
+                )
+            for number, (positions, (t, h, w), index) in enumerate(
+                zip(kind_runs, grid_thw[kind], order[kind])
+            ):
+                rows, cols = h // merge, w // merge
+                if positions.size != t * rows * cols:
+                    raise LayoutError(
+                        f"{kind} {number} has {positions.size} pad tokens but its grid "
+                        f"(t, h, w) = {(t, h, w)} with merge {merge} needs {t * rows * cols}; "
+                        "the processor and the model disagree on the merge size."
+                    )
+                width, height = images[index].size
+                for group in range(t):
+                    name = (
+                        f"image {number}"
+                        if kind == "image"
+                        else frames_name(number, group, temporal_patch, images[index].num_frames)
+                    )
+                    facts.append(
+                        ImageFacts(
+                            name=name,
+                            image_index=index,
+                            positions=positions[group * rows * cols : (group + 1) * rows * cols],
+                            rows=rows,
+                            cols=cols,
+                            pixel_box=(0.0, 0.0, float(width), float(height)),
+                        )
+                    )
+        facts.sort(key=lambda image: int(image.positions[0]))
+        return tuple(facts)
+
+
 class QwenVLAdapter(HFDecoderOnlyAdapter):
     """Adapter for Qwen2-VL and Qwen2.5-VL: dynamic resolution, several images, video.
 
@@ -74,6 +140,7 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
     name = "qwen_vl"
     model_class = MODEL_CLASSES["qwen2_vl"]
     accepts_video = True
+    image_tokens = QwenVisualTokens()
 
     def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
         """Load a Qwen2-VL or Qwen2.5-VL checkpoint with the matching model class."""
@@ -93,10 +160,6 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
             )
         self.model_class = MODEL_CLASSES[model_type]
         return super().load(path, device=device, dtype=dtype, device_map=device_map)
-
-    def language_model(self, model: Any) -> Any:
-        """The Qwen2 decoder stack of the model."""
-        return model.model.language_model
 
     # --- prompt -------------------------------------------------------------------------
 
@@ -125,14 +188,9 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
         return self._template(loaded, prompt, kinds)
 
     def _template(self, loaded: LoadedModel, prompt: str, kinds: Sequence[str]) -> str:
-        if getattr(loaded.processor, "chat_template", None):
-            content: list[dict[str, str]] = [{"type": kind} for kind in kinds]
-            content.append({"type": "text", "text": prompt})
-            return str(
-                loaded.processor.apply_chat_template(
-                    [{"role": "user", "content": content}], add_generation_prompt=True
-                )
-            )
+        templated = chat_template_prompt(loaded.processor, prompt, kinds)
+        if templated is not None:
+            return templated
         visuals = "".join(
             f"{VISION_START}{VIDEO_PAD if kind == 'video' else IMAGE_PAD}{VISION_END}"
             for kind in kinds
@@ -184,68 +242,6 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
         types = prepared.inputs["mm_token_type_ids"]
         answer = torch.zeros((1, answer_length), dtype=types.dtype, device=types.device)
         return {"mm_token_type_ids": torch.cat([types, answer], dim=1)}
-
-    # --- layout -------------------------------------------------------------------------
-
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The grids of every image and temporal patch, from the processor's outputs."""
-        config = loaded.model.config
-        merge = int(config.vision_config.spatial_merge_size)
-        ids = inputs["input_ids"][0].cpu().numpy()
-        pads = {"image": int(config.image_token_id), "video": int(config.video_token_id)}
-        runs = _pad_runs(
-            ids, pads, int(config.vision_start_token_id), int(config.vision_end_token_id)
-        )
-        grid_thw = {
-            kind: inputs[f"{kind}_grid_thw"].tolist() if f"{kind}_grid_thw" in inputs else []
-            for kind in pads
-        }
-        order = {kind: [i for i, v in enumerate(images) if _kind(v) == kind] for kind in pads}
-        temporal_patch = int(config.vision_config.temporal_patch_size)
-        grids: list[Grid] = []
-        for kind in pads:
-            kind_runs = [positions for run_kind, positions in runs if run_kind == kind]
-            if not len(kind_runs) == len(grid_thw[kind]) == len(order[kind]):
-                raise InputError(
-                    f"the prompt holds {len(kind_runs)} {kind} block(s), the processor made "
-                    f"{len(grid_thw[kind])} {kind} grid(s) and {len(order[kind])} {kind}(s) "
-                    f"were given; put one {VISION_START}{pads_name(kind)}{VISION_END} per {kind}."
-                )
-            for number, (positions, (t, h, w), index) in enumerate(
-                zip(kind_runs, grid_thw[kind], order[kind])
-            ):
-                rows, cols = h // merge, w // merge
-                if positions.size != t * rows * cols:
-                    raise LayoutError(
-                        f"{kind} {number} has {positions.size} pad tokens but its grid "
-                        f"(t, h, w) = {(t, h, w)} with merge {merge} needs {t * rows * cols}; "
-                        "the processor and the model disagree on the merge size."
-                    )
-                width, height = images[index].size
-                for group in range(t):
-                    name = (
-                        f"image {number}"
-                        if kind == "image"
-                        else frames_name(number, group, temporal_patch, images[index].num_frames)
-                    )
-                    grids.append(
-                        Grid(
-                            name=name,
-                            height=rows,
-                            width=cols,
-                            positions=positions[group * rows * cols : (group + 1) * rows * cols],
-                            pixel_box=(0.0, 0.0, float(width), float(height)),
-                            image_index=index,
-                        )
-                    )
-        grids.sort(key=lambda grid: int(grid.positions[0]))
-        return {"image_token_ids": set(pads.values()), "qwen_grids": tuple(grids)}
-
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """One grid per image and per temporal patch of each video, in prompt order."""
-        return prepared.extras["qwen_grids"]
 
     def describe(self) -> dict[str, Any]:
         """The adapter and the model class it loaded."""

@@ -11,8 +11,8 @@ positions to the encoder sequence (docs/method.md §8), so:
   is the decoder position just before it.
 
 A concrete adapter states where the decoder lives (:meth:`decoder_parts`), formats the
-prompt and lays the image tokens on grids; prompting, generation and teacher forcing are
-shared here.
+prompt and states how its image tokens lie as data (:mod:`dexar_core.hf.facts`);
+generation and teacher forcing are shared here and in :mod:`dexar_core.hf.generative`.
 """
 
 from __future__ import annotations
@@ -21,106 +21,32 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import CheckpointError, InputError
-from dexar_core.hf.capture import TransformersAttentionCapture
-from dexar_core.hf.loading import load_pretrained, template_mask, to_model
-from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.hf.generative import HFGenerativeAdapter
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
-from dexar_core.values import Grid, VisualLayout
 
 
-class EncoderLocator(VisualTokenLocator):
-    """Finds the image tokens in the encoder sequence; the adapter lays out the grids.
-
-    Image tokens on no grid (Florence-2's pooled global token) are in neither V nor the
-    text set; padding is in neither either.
-    """
-
-    def __init__(self, adapter: HFEncoderDecoderAdapter) -> None:
-        self._adapter = adapter
-
-    def locate(self, prepared: PreparedPrompt) -> VisualLayout:
-        """See :meth:`VisualTokenLocator.locate`."""
-        input_ids = prepared.inputs["input_ids"][0].cpu().numpy()
-        grids = self._adapter.grids(prepared)
-        visual = np.zeros(input_ids.size, dtype=bool)
-        for grid in grids:
-            visual[grid.positions] = True
-        image_tokens = np.isin(input_ids, list(prepared.extras["image_token_ids"]))
-        attended = np.ones(input_ids.size, dtype=bool)
-        if prepared.inputs.get("attention_mask") is not None:
-            attended = prepared.inputs["attention_mask"][0].cpu().numpy().astype(bool)
-        template = np.asarray(prepared.extras["template_mask"], dtype=bool)
-        return VisualLayout(
-            visual_mask=visual,
-            text_mask=~visual & ~image_tokens & attended,
-            template_mask=template & ~image_tokens & attended,
-            grids=grids,
-        )
-
-
-class HFEncoderDecoderAdapter(ModelAdapter):
+class HFEncoderDecoderAdapter(HFGenerativeAdapter):
     """Shared behaviour of transformers encoder-decoder VLM adapters.
 
-    Subclasses set ``name`` and ``model_class`` and implement :meth:`decoder_parts`,
-    :meth:`format_prompt`, :meth:`image_facts` and :meth:`grids`.
+    An adapter sets ``name`` and ``model_class``, implements :meth:`decoder_parts` and
+    :meth:`format_prompt`, and states how its image tokens lie as data
+    (``image_tokens``, see :mod:`dexar_core.hf.facts`). Image tokens on no grid
+    (Florence-2's pooled global token) and padding are in neither V nor the text set.
 
     Attributes:
         passes_logits_to_keep: whether the model's forward accepts ``logits_to_keep``
             (the explanation pass needs no logits; T5's forward does not accept it).
     """
 
-    model_class: str
     passes_logits_to_keep: bool = True
-
-    def __init__(self) -> None:
-        self.capture = TransformersAttentionCapture(self.decoder_parts)
-        self.locator: VisualTokenLocator = EncoderLocator(self)
-        self.gradients = LogitLensGradients()
-
-    # --- what a concrete adapter states ------------------------------------------------
-
-    @abstractmethod
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """One grid per image over the encoder sequence's positions."""
-
-    @abstractmethod
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """Facts :meth:`grids` needs, stored in ``prepared.extras``.
-
-        Must include ``"image_token_ids"``: the ids of the image placeholder tokens.
-        """
-
-    @abstractmethod
-    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
-        """The text given to the processor for this prompt."""
-
-    def processor_inputs(
-        self, loaded: LoadedModel, text: str, images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """Run the processor; subclasses add model-specific keyword arguments."""
-        return dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
-
-    def generation_config(self, model: Any) -> Any:
-        """The generation config whose decoder start token the decoder begins with."""
-        return model.generation_config
 
     def context_length(self, model: Any) -> int | None:
         """The longest encoder or decoder sequence the language model takes, if bounded."""
         text_config = model.config.get_text_config()
         return getattr(text_config, "max_position_embeddings", None)
-
-    # --- shared behaviour --------------------------------------------------------------
-
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
-        """See :meth:`ModelAdapter.load`."""
-        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
 
     def _processed(self, loaded: LoadedModel, text: str, images: Sequence[Any]) -> dict[str, Any]:
         try:
@@ -136,24 +62,16 @@ class HFEncoderDecoderAdapter(ModelAdapter):
         """See :meth:`ModelAdapter.prepare`."""
         text = self.format_prompt(loaded, prompt, len(images))
         inputs = self._processed(loaded, text, images)
-        ids = inputs["input_ids"][0].tolist()
+        length = inputs["input_ids"].shape[1]
         limit = self.context_length(loaded.model)
-        if limit is not None and len(ids) > limit:
+        if limit is not None and length > limit:
             raise InputError(
-                f"the {self.name} prompt is {len(ids)} encoder tokens long (image tokens "
+                f"the {self.name} prompt is {length} encoder tokens long (image tokens "
                 f"included) but the language model takes at most {limit}; shorten the prompt."
             )
-        bare_ids = self._processed(loaded, self.format_prompt(loaded, "", len(images)), images)[
-            "input_ids"
-        ][0].tolist()
-        template = template_mask(ids, bare_ids, prompt, loaded.tokenizer)
-        moved = to_model(inputs, loaded.model, ("pixel_values",))
-        return PreparedPrompt(
-            inputs=moved,
-            prompt=prompt,
-            prompt_text=text,
-            image_sizes=tuple(image.size for image in images),
-            extras={"template_mask": template, **self.image_facts(loaded, inputs, images)},
+        bare_inputs = self._processed(loaded, self.format_prompt(loaded, "", len(images)), images)
+        return self.prepared(
+            loaded, images, prompt, text=text, inputs=inputs, bare_inputs=bare_inputs
         )
 
     def decoder_prefix(self, loaded: LoadedModel) -> list[int]:
@@ -173,15 +91,6 @@ class HFEncoderDecoderAdapter(ModelAdapter):
             prefix.append(int(forced))
         return prefix
 
-    def _stop_ids(self, loaded: LoadedModel) -> set[int]:
-        config = self.generation_config(loaded.model)
-        stops: set[int] = set()
-        for value in (config.eos_token_id, config.pad_token_id, loaded.tokenizer.eos_token_id):
-            if value is None:
-                continue
-            stops.update([value] if isinstance(value, int) else value)
-        return stops
-
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
@@ -190,27 +99,11 @@ class HFEncoderDecoderAdapter(ModelAdapter):
         limit = self.context_length(loaded.model)
         if limit is not None:
             max_new_tokens = max(1, min(max_new_tokens, limit - len(prefix)))
-        with torch.no_grad():
-            sequences = loaded.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False
-            )
-        tokens = sequences[0].tolist()
+        tokens = self.greedy_sequence(loaded, prepared, max_new_tokens)
         # generate() begins the decoder with the start token, and puts a forced BOS
         # after it where the generation config asks for one: neither is the answer.
         skip = len(prefix) if tokens[: len(prefix)] == prefix else 1
-        stops = self._stop_ids(loaded)
-        answer: list[int] = []
-        for token in tokens[skip:]:
-            if token in stops:
-                break
-            answer.append(int(token))
-        return answer
-
-    def encode_answer(
-        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
-    ) -> list[int]:
-        """See :meth:`ModelAdapter.encode_answer`."""
-        return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        return self.until_stop(loaded, tokens[skip:])
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]

@@ -46,6 +46,17 @@ def load_pretrained(
     return LoadedModel(model=model, processor=processor, adapter=adapter, model_id=path)
 
 
+def saved_model_type(path: str) -> str | None:
+    """``config.model_type`` of the checkpoint at ``path``; None where it cannot be read
+    (then :func:`load_pretrained` reports what is missing)."""
+    from transformers import AutoConfig
+
+    try:
+        return str(AutoConfig.from_pretrained(path).model_type)
+    except (OSError, ValueError):
+        return None
+
+
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading entries ``a`` and ``b`` share."""
     count = 0

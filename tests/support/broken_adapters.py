@@ -32,14 +32,23 @@ class LeakyAdapter(LlavaAdapter):
         self.capture = LeakyCapture(self.decoder_parts)
 
 
+class CroppedGridTokens:
+    """LLaVA's image tokens with the last row of patches dropped from each grid."""
+
+    def image_token_ids(self, config):
+        return LlavaAdapter.image_tokens.image_token_ids(config)
+
+    def image_facts(self, loaded, inputs, images):
+        return tuple(
+            attrs.evolve(image, rows=image.rows - 1, positions=image.positions[: -image.cols])
+            for image in LlavaAdapter.image_tokens.image_facts(loaded, inputs, images)
+        )
+
+
 class CroppedGridAdapter(LlavaAdapter):
     """Drops the last row of patches from each grid."""
 
-    def grids(self, prepared):
-        return tuple(
-            attrs.evolve(grid, height=grid.height - 1, positions=grid.positions[: -grid.width])
-            for grid in super().grids(prepared)
-        )
+    image_tokens = CroppedGridTokens()
 
 
 class NoFinalNormGradients(LogitLensGradients):

@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 
-from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import ImageTokenConvention, whole_image
 from dexar_core.records import LoadedModel, PreparedPrompt, TeacherForcedPass
-from dexar_core.values import Grid
 
 
 # --8<-- [start:adapter]
@@ -31,10 +29,12 @@ class PaliGemmaAdapter(HFDecoderOnlyAdapter):
 
     name = "paligemma"
     model_class = "PaliGemmaForConditionalGeneration"
-
-    def language_model(self, model: Any) -> Any:
-        """The Gemma (or Gemma 2) decoder stack: ``layers`` and the final ``norm``."""
-        return model.model.language_model
+    # one block of (size / patch)^2 image tokens per image; SigLIP resizes to a square
+    # without cropping, so each grid covers the whole original image
+    image_tokens = ImageTokenConvention(
+        pixel_box=whole_image,
+        hint="put one '<image>' per image at the start of the prompt, or none",
+    )
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Image tokens first, then the prompt; the processor adds ``<bos>`` and ``\\n``."""
@@ -50,42 +50,6 @@ class PaliGemmaAdapter(HFDecoderOnlyAdapter):
         inputs = dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
         inputs.pop("labels", None)
         return inputs
-
-    def image_facts(
-        self, loaded: LoadedModel, inputs: dict[str, Any], images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The patch grid from the processed pixels, checked against the prompt's tokens."""
-        config = loaded.model.config
-        image_token_id = int(config.image_token_id)
-        patch = int(config.vision_config.patch_size)
-        pixel_height, pixel_width = inputs["pixel_values"].shape[-2:]
-        rows, cols = int(pixel_height) // patch, int(pixel_width) // patch
-        placeholders = int(np.count_nonzero(inputs["input_ids"][0].numpy() == image_token_id))
-        if placeholders != rows * cols * len(images):
-            raise InputError(
-                f"the prompt holds {placeholders} image tokens but {len(images)} image(s) of "
-                f"{rows * cols} tokens each were given; put one '<image>' per image at the "
-                "start of the prompt, or none to let dexar place them."
-            )
-        return {"image_token_ids": {image_token_id}, "paligemma_grid": (rows, cols)}
-
-    def grids(self, prepared: PreparedPrompt) -> tuple[Grid, ...]:
-        """One ``rows x cols`` grid per image, each covering its whole original image."""
-        rows, cols = prepared.extras["paligemma_grid"]
-        ids = prepared.inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(np.isin(ids, list(prepared.extras["image_token_ids"])))
-        per_image = rows * cols
-        return tuple(
-            Grid(
-                name=f"image {index}",
-                height=rows,
-                width=cols,
-                positions=positions[index * per_image : (index + 1) * per_image],
-                pixel_box=(0.0, 0.0, float(width), float(height)),
-                image_index=index,
-            )
-            for index, (width, height) in enumerate(prepared.image_sizes)
-        )
 
     def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
         """Answer tokens are token type 1: they attend causally, outside the prefix."""

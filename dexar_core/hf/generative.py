@@ -1,0 +1,139 @@
+"""What the decoder-only and the encoder-decoder bases share: load, prepare, generate.
+
+Both read a prompt and its images with the model's processor, state the prompt's
+facts (:class:`~dexar_core.records.PromptFacts`: the images' token blocks from the
+family's :class:`~dexar_core.hf.facts.ImageTokenRule`, the template mask), generate
+greedily until a stop token and encode answers with the tokenizer. They differ in where
+the answer sits (after the prompt, or in a decoder after a start prefix), which the two
+bases in :mod:`dexar_core.hf.decoder_only` and :mod:`dexar_core.hf.encoder_decoder` say.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from dexar_core.engine.logit_lens import LogitLensGradients
+from dexar_core.hf.capture import TransformersAttentionCapture
+from dexar_core.hf.facts import ImageTokenConvention, ImageTokenRule, PromptLocator
+from dexar_core.hf.loading import load_pretrained, template_mask, to_model
+from dexar_core.interfaces import ModelAdapter
+from dexar_core.records import LoadedModel, PreparedPrompt, PromptFacts
+
+
+def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> str | None:
+    """The processor's chat template for one user turn: the visual inputs (``"image"``
+    or ``"video"``, in order), then the text; None where the processor has no template."""
+    if not getattr(processor, "chat_template", None):
+        return None
+    content: list[dict[str, str]] = [{"type": kind} for kind in kinds]
+    content.append({"type": "text", "text": prompt})
+    turn = [{"role": "user", "content": content}]
+    return str(processor.apply_chat_template(turn, add_generation_prompt=True))
+
+
+class HFGenerativeAdapter(ModelAdapter):
+    """Shared behaviour of transformers VLM adapters that generate an answer.
+
+    Attributes:
+        model_class: the transformers class :meth:`load` calls ``from_pretrained`` on.
+        image_tokens: where each image's tokens lie (the common convention by default).
+        pixel_keys: the processor outputs cast to the model's dtype.
+    """
+
+    model_class: str
+    image_tokens: ImageTokenRule = ImageTokenConvention()
+    pixel_keys: tuple[str, ...] = ("pixel_values",)
+
+    def __init__(self) -> None:
+        self.capture = TransformersAttentionCapture(self.decoder_parts)
+        self.locator = PromptLocator()
+        self.gradients = LogitLensGradients()
+
+    @abstractmethod
+    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
+        """The full prompt text with the model's template and image placeholders."""
+
+    def processor_inputs(
+        self, loaded: LoadedModel, text: str, images: Sequence[Any]
+    ) -> dict[str, Any]:
+        """Run the processor; an adapter adds or drops model-specific keyword arguments."""
+        return dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
+
+    def generation_config(self, model: Any) -> Any:
+        """The generation config whose stop tokens (and decoder start) generation uses."""
+        return model.generation_config
+
+    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+        """See :meth:`ModelAdapter.load`."""
+        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
+
+    def encode_answer(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
+    ) -> list[int]:
+        """See :meth:`ModelAdapter.encode_answer`."""
+        return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+    def prepared(
+        self,
+        loaded: LoadedModel,
+        images: Sequence[Any],
+        prompt: str,
+        *,
+        text: str,
+        inputs: Mapping[str, Any],
+        bare_inputs: Mapping[str, Any],
+    ) -> PreparedPrompt:
+        """The prepared prompt of processed ``inputs``, with its facts.
+
+        Args:
+            loaded: the model.
+            images: the images (or videos) in order.
+            prompt: the user's prompt.
+            text: the full text the processor read.
+            inputs: the processor's outputs for ``text``.
+            bare_inputs: its outputs for the template with an empty prompt, which tell
+                the template's tokens from the prompt's.
+        """
+        ids = inputs["input_ids"][0].tolist()
+        bare_ids = bare_inputs["input_ids"][0].tolist()
+        config = loaded.model.config
+        facts = PromptFacts(
+            images=self.image_tokens.image_facts(loaded, inputs, images),
+            template_mask=template_mask(ids, bare_ids, prompt, loaded.tokenizer),
+            image_token_ids=self.image_tokens.image_token_ids(config),
+        )
+        return PreparedPrompt(
+            inputs=to_model(dict(inputs), loaded.model, self.pixel_keys),
+            prompt=prompt,
+            prompt_text=text,
+            image_sizes=tuple(image.size for image in images),
+            facts=facts,
+        )
+
+    def greedy_sequence(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int, **options: Any
+    ) -> list[int]:
+        """generate's greedy sequence (no grad), with ``options`` passed to it."""
+        with torch.no_grad():
+            sequences = loaded.model.generate(
+                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False, **options
+            )
+        return [int(token) for token in sequences[0].tolist()]
+
+    def until_stop(self, loaded: LoadedModel, tokens: Sequence[int]) -> list[int]:
+        """The answer: ``tokens`` up to the first end-of-sequence or padding token."""
+        config = self.generation_config(loaded.model)
+        stops: set[int] = set()
+        for value in (config.eos_token_id, config.pad_token_id, loaded.tokenizer.eos_token_id):
+            if value is not None:
+                stops.update([value] if isinstance(value, int) else value)
+        answer: list[int] = []
+        for token in tokens:
+            if token in stops:
+                break
+            answer.append(token)
+        return answer
