@@ -20,7 +20,7 @@ from dexar_core.errors import InputError
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.loading import load_pretrained, template_mask, to_model
 from dexar_core.images import Video
-from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.interfaces import GenerativeAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, VisualLayout
 
@@ -49,7 +49,7 @@ class PromptLocator(VisualTokenLocator):
         )
 
 
-class HFDecoderOnlyAdapter(ModelAdapter):
+class HFDecoderOnlyAdapter(GenerativeAdapter):
     """Shared behaviour of transformers decoder-only VLM adapters.
 
     Subclasses set ``name`` and ``model_class`` and implement :meth:`language_model`,
@@ -158,7 +158,7 @@ class HFDecoderOnlyAdapter(ModelAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`."""
+        """See :meth:`GenerativeAdapter.generate`."""
         prompt_length = prepared.inputs["input_ids"].shape[1]
         with torch.no_grad():
             # An image placeholder in the answer would break the model's own bookkeeping of
@@ -180,13 +180,13 @@ class HFDecoderOnlyAdapter(ModelAdapter):
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
     ) -> list[int]:
-        """See :meth:`ModelAdapter.encode_answer`."""
+        """See :meth:`GenerativeAdapter.encode_answer`."""
         return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`."""
+        """See :meth:`GenerativeAdapter.teacher_forced`."""
         prompt_ids = prepared.inputs["input_ids"]
         answer = torch.tensor([list(answer_ids)], dtype=prompt_ids.dtype, device=prompt_ids.device)
         inputs = dict(prepared.inputs)
@@ -209,7 +209,7 @@ class HFDecoderOnlyAdapter(ModelAdapter):
         return {}
 
     def decoder_parts(self, model: Any) -> DecoderParts:
-        """See :meth:`ModelAdapter.decoder_parts`."""
+        """See :meth:`GenerativeAdapter.decoder_parts`."""
         decoder = self.language_model(model)
         head = model.get_output_embeddings()
         return DecoderParts(

@@ -28,7 +28,7 @@ from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import CheckpointError, InputError
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.loading import load_pretrained, template_mask, to_model
-from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
+from dexar_core.interfaces import GenerativeAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, VisualLayout
 
@@ -63,7 +63,7 @@ class EncoderLocator(VisualTokenLocator):
         )
 
 
-class HFEncoderDecoderAdapter(ModelAdapter):
+class HFEncoderDecoderAdapter(GenerativeAdapter):
     """Shared behaviour of transformers encoder-decoder VLM adapters.
 
     Subclasses set ``name`` and ``model_class`` and implement :meth:`decoder_parts`,
@@ -185,7 +185,7 @@ class HFEncoderDecoderAdapter(ModelAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`; the decoder prefix is not part of the answer."""
+        """See :meth:`GenerativeAdapter.generate`; the decoder prefix is not part of the answer."""
         prefix = self.decoder_prefix(loaded)
         limit = self.context_length(loaded.model)
         if limit is not None:
@@ -209,13 +209,13 @@ class HFEncoderDecoderAdapter(ModelAdapter):
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
     ) -> list[int]:
-        """See :meth:`ModelAdapter.encode_answer`."""
+        """See :meth:`GenerativeAdapter.encode_answer`."""
         return list(loaded.tokenizer(answer, add_special_tokens=False)["input_ids"])
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`.
+        """See :meth:`GenerativeAdapter.teacher_forced`.
 
         The encoder input is the prompt; the decoder input is the prefix and the answer.
         """
