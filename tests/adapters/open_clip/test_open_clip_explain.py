@@ -1,4 +1,4 @@
-"""open_clip adapter through dexar_core.explain: prompts as units, every method, loading, bad input."""
+"""open_clip through dexar_core.explain: prompts as units, every method, loading, bad input."""
 
 from __future__ import annotations
 
