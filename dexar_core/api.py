@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dexar_core.errors import CheckpointError, InputError
+from dexar_core.errors import CheckpointError, InputError, MethodError
 from dexar_core.explanation import Explanation
 from dexar_core.images import load_visual
+from dexar_core.interfaces import ANSWER_TOKENS
 from dexar_core.records import LoadedModel
 
 if TYPE_CHECKING:
@@ -115,15 +116,21 @@ def explain(
     catalog: Catalog | None = None,
     **options: Any,
 ) -> Explanation:
-    """Explain which image regions the model used for each token of its answer.
+    """Explain which image regions the model used for each unit: answer token or prompt.
+
+    A generative model's units are the tokens of its answer (generated, or ``answer``
+    teacher-forced); a contrastive model's (open_clip) are the prompts, whose
+    similarity with the image is explained (``ModelAdapter.units`` says which).
 
     Args:
         loaded: what :func:`load` returned.
         image: a path, PIL image or array, or a list of them (one map per image); a
             :class:`dexar_core.images.Video` (its frames) where the adapter takes videos.
         prompt: the question or instruction, without template (applied by the adapter)
-            or with the model's image placeholder(s) to use it verbatim.
-        answer: explain this text (teacher-forced) instead of generating an answer.
+            or with the model's image placeholder(s) to use it verbatim; for a
+            contrastive model, one text or a list of them (one map each).
+        answer: explain this text (teacher-forced) instead of generating an answer;
+            None for a contrastive model.
         method: ``"dexar"`` or another registered method (``dexar plugins``).
         max_new_tokens: the longest free-run answer.
         chunk_size: explain at most this many answer tokens per backward pass.
@@ -131,25 +138,8 @@ def explain(
         **options: the method's options (see docs/method.md), e.g. ``layers=8``.
 
     Returns:
-        The frozen :class:`Explanation`.
-
-    Contrastive models (an adapter with ``explain_similarity``, e.g. open_clip) have no
-    answer: the call goes to the adapter's ``explain_similarity(loaded, image, prompt,
-    method=..., **options)``, ``prompt`` may be a list (one map per prompt), ``answer``
-    must be None, and ``max_new_tokens`` and ``chunk_size`` do not apply.
+        The frozen :class:`Explanation`; ``Explanation.units`` names its units.
     """
-    from dexar_core.engine import attention_gradients
-
-    explain_similarity = getattr(loaded.adapter, "explain_similarity", None)
-    if explain_similarity is not None:
-        if answer is not None:
-            raise InputError(
-                f"{loaded.model_id!r} is a contrastive model: it scores image-text "
-                "similarity and has no answer to explain; give the text as the prompt "
-                "(or several prompts) and no answer."
-            )
-        return explain_similarity(loaded, image, prompt, method=method, **options)
-
     timings: dict[str, float] = {}
     start = time.perf_counter()
     images = [
@@ -157,50 +147,36 @@ def explain(
     ]
     if not images:
         raise InputError("no image given; explain() needs at least one image.")
-    if not isinstance(prompt, str):
-        raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
-    if answer is None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
-        raise InputError(f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}.")
-    method_spec = _catalog(catalog).method(method)
-    explainer = method_spec.factory(**options)
     adapter = loaded.adapter
+    if adapter.units == ANSWER_TOKENS and not isinstance(prompt, str):
+        raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
+    method_spec = _catalog(catalog).method(method)
+    try:
+        explainer = method_spec.factory(**options)
+    except TypeError as error:  # an option the method's constructor does not take
+        raise MethodError(
+            f"method {method!r} does not take the options {sorted(options)}: {error}; "
+            "docs/method.md lists each method's options."
+        ) from error
     prepared = adapter.prepare(loaded, images, prompt)
     layout = adapter.locator.locate(prepared)
     timings["prepare"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    if answer is None:
-        answer_ids = adapter.generate(loaded, prepared, max_new_tokens)
+    units = adapter.explained_units(loaded, prepared, answer=answer, max_new_tokens=max_new_tokens)
+    if units.generated:
         timings["generate"] = time.perf_counter() - start
-        if not answer_ids:
-            raise InputError(
-                "the model's answer is empty (it stopped at once); give the text to explain "
-                "with answer=... (--answer) or change the prompt."
-            )
-    else:
-        if not answer.strip():
-            raise InputError("answer is empty; give the text to explain, or None to generate.")
-        answer_ids = adapter.encode_answer(loaded, prepared, answer)
-        if not answer_ids:
-            raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")
 
     start = time.perf_counter()
-    forced = adapter.teacher_forced(loaded, prepared, answer_ids)
-    layout = adapter.layout_for_answer(loaded, prepared, forced, layout)
-    layers = explainer.layers(adapter.decoder_parts(loaded.model).num_layers)
-    record = attention_gradients(
-        loaded,
-        forced,
-        layout.with_length(forced.key_length),
-        layers,
-        chunk_size=chunk_size,
-        needs=explainer.needs,
+    layers = explainer.layers(adapter.gradients.num_layers(loaded))
+    record = adapter.gradients.attention_gradients(
+        loaded, prepared, layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
     result = explainer.explain(record)
     timings["explain"] = time.perf_counter() - start
 
     maps_layout = record.layout
-    metadata = dict(adapter.describe())
+    metadata = {**adapter.describe(), **record.metadata}
     if maps_layout.projection is not None:
         # V is not on the image (BLIP-2's query tokens): draw the maps over the units
         # the adapter's projection reaches, from the projected raw relevance.
@@ -213,16 +189,16 @@ def explain(
         maps_layout = projection.unit_layout
         metadata["projection"] = projection.describe()
     token_maps, sequence_maps = result.maps(maps_layout)
-    tokens = adapter.token_strings(loaded, answer_ids)
     return Explanation(
         method=method,
         options=explainer.options,
         model_id=loaded.model_id,
         adapter=adapter.name,
-        prompt=prompt,
-        answer=loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True),
-        token_ids=answer_ids,
-        tokens=tokens,
+        prompt=prepared.prompt,
+        answer=units.answer,
+        units=units.kind,
+        token_ids=units.ids,
+        tokens=units.labels,
         grids=maps_layout.grids,
         image_sizes=prepared.image_sizes,
         token_maps=token_maps,
@@ -231,7 +207,7 @@ def explain(
         head_weights=result.head_weights,
         layers=layers,
         sequence_fallback=result.sequence_fallback,
-        generated=answer is None,
+        generated=units.generated,
         timings=timings,
         metadata=metadata,
     )

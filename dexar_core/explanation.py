@@ -12,6 +12,7 @@ import numpy as np
 
 from dexar_core.errors import InputError
 from dexar_core.heatmap import paste_to_image
+from dexar_core.interfaces import ANSWER_TOKENS, PROMPTS, UNITS
 from dexar_core.values import Grid
 
 FORMAT_VERSION = 1
@@ -48,8 +49,11 @@ def _plain(value: Any) -> Any:
 
 @attrs.frozen(kw_only=True)
 class Explanation:
-    """Per-token and sequence heatmaps of one answer, with everything needed to read them.
+    """Per-unit and sequence heatmaps of one answer, with everything needed to read them.
 
+    The units (:attr:`units`) are the answer's tokens for a generative model, the
+    prompts for a contrastive one (then ``tokens`` are the prompts, ``token_ids`` their
+    indices, ``answer`` is empty and the sequence map combines the prompts' maps).
     Maps are given per grid (one grid per image, tile or frame group), at token-grid
     resolution, min-max normalised to [0, 1]; :meth:`upsample` draws them at pixel
     resolution over the original images.
@@ -60,14 +64,17 @@ class Explanation:
         model_id: the model path, hub id or embedded name.
         adapter: the adapter that served the model.
         prompt: the user's prompt.
-        answer: the explained answer text.
-        token_ids: ``[T]`` the explained tokens.
-        tokens: ``[T]`` their text.
+        answer: the explained answer text ("" for prompts).
+        units: what the ``T`` units are: ``"answer tokens"`` or ``"prompts"``.
+        token_ids: ``[T]`` the explained tokens (prompts: their indices).
+        tokens: ``[T]`` their text (prompts: the prompts).
         grids: where each map lies (token grid and pixel box of the original image).
         image_sizes: ``(width, height)`` of each original image.
         token_maps: per grid, ``[T, h, w]``.
         sequence_maps: per grid, ``[h, w]``.
-        token_weights: ``[T]`` delta^t (ones for methods without token weighting).
+        token_weights: ``[T]`` the method's weight of each unit in the sequence map:
+            DEX-AR's delta^t (ones for methods without token weighting). Never a
+            similarity: a contrastive model's are in ``metadata["similarities"]``.
         head_weights: ``[T, L, H]`` (empty for methods without head weighting).
         layers: decoder layers explained.
         sequence_fallback: True when every delta was 0 and the sequence map weighs
@@ -83,6 +90,7 @@ class Explanation:
     adapter: str
     prompt: str
     answer: str
+    units: str = attrs.field(default=ANSWER_TOKENS, validator=attrs.validators.in_(UNITS))
     token_ids: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(x) for x in v))
     tokens: tuple[str, ...] = attrs.field(converter=tuple)
     grids: tuple[Grid, ...] = attrs.field(converter=_grid_tuple)
@@ -230,6 +238,9 @@ class Explanation:
             token_maps = [arrays[f"token_maps_{i}"] for i in range(count)]
             sequence_maps = [arrays[f"sequence_map_{i}"] for i in range(count)]
             token_weights, head_weights = arrays["token_weights"], arrays["head_weights"]
+        # files saved before units were recorded: only contrastive adapters said so
+        contrastive = record.get("metadata", {}).get("kind") == "contrastive"
+        record.setdefault("units", PROMPTS if contrastive else ANSWER_TOKENS)
         record["grids"] = [Grid(**grid) for grid in record["grids"]]
         record["image_sizes"] = [tuple(size) for size in record["image_sizes"]]
         return cls(

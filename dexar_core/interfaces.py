@@ -4,27 +4,48 @@ The method never sees a concrete model class: an adapter turns a model's forward
 into the plain records of :mod:`dexar_core.records`. What differs between
 architectures is expressed as small overrides of these classes or as plain data
 (:class:`dexar_core.records.DecoderParts`).
+
+What an explanation explains is a set of *units* (:data:`UNITS`): the answer tokens of a
+generative model (:class:`GenerativeAdapter`), or the text prompts of a contrastive one,
+whose similarity with the image is explained. Every kind goes through the same flow
+(:func:`dexar_core.api.explain`): prepare, locate, the units, the pass of the adapter's
+:class:`GradientExtractor`, a method of the catalog, the maps.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from dexar_core.errors import InputError, MethodError
+
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from dexar_core.records import (
+        AttentionGradients,
         AttentionLeaves,
         DecoderParts,
+        ExplainedUnits,
         LoadedModel,
         PreparedPrompt,
         TeacherForcedPass,
     )
     from dexar_core.values import VisualLayout
+
+ANSWER_TOKENS = "answer tokens"
+"""The units of a generative model: the tokens v_t of its answer."""
+
+PROMPTS = "prompts"
+"""The units of a contrastive model: the text prompts whose image similarity is explained."""
+
+UNITS = (ANSWER_TOKENS, PROMPTS)
+"""What an explanation can explain (``ModelAdapter.units``, ``Explanation.units``)."""
+
+ROW_METHODS = "dexar, attention, attn_grad, legrad"
+"""The methods that read the explained rows only: named where a record they skip is missing."""
 
 
 class AttentionCapture(ABC):
@@ -49,6 +70,24 @@ class AttentionCapture(ABC):
             A context manager yielding an ``AttentionLeaves`` filled by the forward pass.
         """
 
+    def capture_full(self, model: Any, layers: Sequence[int]) -> AbstractContextManager[Any]:
+        """Capture every query row of ``layers``' attention, in the graph, during one forward.
+
+        For the methods that need whole attention matrices (rollout, Chefer et al.'s
+        relevance propagation). Nothing is detached: the yielded ``AttentionLeaves``
+        holds ``[H, Q, K]`` intermediate tensors whose gradients are total derivatives.
+        A capture that can only give the explained rows keeps this default, which
+        answers that those methods cannot run.
+
+        Raises:
+            MethodError: this capture gives the explained rows only.
+        """
+        raise MethodError(
+            f"this method needs every row of the attention matrices, which "
+            f"{type(self).__name__} does not provide; use a method that reads the answer "
+            f"rows only ({ROW_METHODS})."
+        )
+
 
 class VisualTokenLocator(ABC):
     """Finds the visual tokens in the key sequence and lays them out on grids."""
@@ -62,32 +101,68 @@ class VisualTokenLocator(ABC):
 
 
 class GradientExtractor(ABC):
-    """Per-layer logit-lens targets s^{l,t} and the backward that yields G^{l,t,i}."""
+    """Per-layer targets s^{l,t} of the explained units and the pass that yields G^{l,t,i}.
+
+    The core's implementation for decoders is
+    :class:`dexar_core.engine.logit_lens.LogitLensGradients` (s^{l,t} = the logit lens of
+    layer l at q_t, one forward and one backward over the teacher-forced answer); open_clip's
+    is its pooled image-text similarity of each vision block's output.
+    """
 
     @abstractmethod
-    def logit_lens_targets(
-        self, parts: DecoderParts, layer_outputs: torch.Tensor, token_ids: torch.Tensor
-    ) -> torch.Tensor:
-        """Raw logits of the explained tokens from each layer's output.
+    def num_layers(self, loaded: LoadedModel) -> int:
+        """L, how many layers have an attention whose gradients this pass can give."""
+
+    @abstractmethod
+    def attention_gradients(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        layout: VisualLayout,
+        units: ExplainedUnits,
+        layers: Sequence[int],
+        *,
+        chunk_size: int | None = None,
+        needs: Collection[str] = (),
+    ) -> AttentionGradients:
+        """The explanation pass: the attention gradients of every chosen layer and unit.
 
         Args:
-            parts: the decoder's layers, final norm and LM head.
-            layer_outputs: ``[L, T, D]`` hidden states y^l at the query rows q_t.
-            token_ids: ``[T]`` the explained tokens v_t.
+            loaded: model, processor and adapter.
+            prepared: the prepared prompt and images.
+            layout: the prompt's visual layout (``VisualTokenLocator.locate``).
+            units: what is explained (``ModelAdapter.explained_units``).
+            layers: the layer indices to explain.
+            chunk_size: explain at most this many units per backward pass, where the
+                pass can split them; None explains all at once.
+            needs: the method's extra records (``dexar_core.engine.NEEDS``).
 
         Returns:
-            ``[L, T]`` the targets s^{l,t} (raw logits, not log-probabilities).
+            The record every method reads; the units take the place of ``T``.
+
+        Raises:
+            MethodError: a need this pass cannot fill, saying which methods can run.
         """
 
 
 class ModelAdapter(ABC):
     """Everything dexar needs to explain one family of models.
 
-    Subclasses set the three interface instances and implement loading, prompting,
-    generation and the teacher-forced inputs of the explanation pass.
+    Subclasses set the three interface instances, declare their :attr:`units`, and
+    implement loading, prompting, the explained units and the perturbation score.
+    Generative models subclass :class:`GenerativeAdapter`.
+
+    Attributes:
+        name: the adapter's name (its ``AdapterSpec.name``).
+        units: what its explanations explain, one of :data:`UNITS`.
+        perturbation_measure: the score a perturbation test reads (:meth:`unit_scores`):
+            ``"perplexity"`` (higher when the units lose their evidence) or
+            ``"similarity"`` (lower).
     """
 
     name: str
+    units: str
+    perturbation_measure: str
     capture: AttentionCapture
     locator: VisualTokenLocator
     gradients: GradientExtractor
@@ -100,7 +175,61 @@ class ModelAdapter(ABC):
     def prepare(
         self, loaded: LoadedModel, images: Sequence[Image.Image], prompt: str
     ) -> PreparedPrompt:
-        """Build the model inputs for the prompt and images (the prompt part only)."""
+        """Build the model inputs for the prompt and images (the prompt part only).
+
+        A contrastive adapter also takes a sequence of prompts (one unit each).
+        """
+
+    @abstractmethod
+    def explained_units(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        *,
+        answer: str | None,
+        max_new_tokens: int,
+    ) -> ExplainedUnits:
+        """What one explanation explains: the answer's tokens, or the prompts.
+
+        Args:
+            loaded: model, processor and adapter.
+            prepared: what :meth:`prepare` returned.
+            answer: the text to explain (generative: teacher-forced); None to generate.
+            max_new_tokens: the longest generated answer.
+
+        Raises:
+            InputError: no unit to explain (an empty answer), or an answer given where
+                the model has none (a contrastive model).
+        """
+
+    @abstractmethod
+    def unit_scores(
+        self,
+        loaded: LoadedModel,
+        image_sets: Sequence[Sequence[Image.Image]],
+        prompt: str,
+        units: ExplainedUnits,
+    ) -> list[float]:
+        """The model's score of the explained units on each set of images (perturbation).
+
+        Generative: the answer's teacher-forced perplexity after ``prompt``; contrastive:
+        the mean image-text cosine similarity of the unit prompts.
+        """
+
+    def describe(self) -> Mapping[str, Any]:
+        """Facts about this adapter recorded in each Explanation's metadata."""
+        return {"adapter": self.name}
+
+
+class GenerativeAdapter(ModelAdapter):
+    """An adapter of a generative VLM: the explained units are its answer's tokens.
+
+    Subclasses implement generation and the teacher-forced inputs of the explanation
+    pass, and name the decoder's parts for the logit lens.
+    """
+
+    units = ANSWER_TOKENS
+    perturbation_measure = "perplexity"
 
     @abstractmethod
     def generate(
@@ -123,6 +252,60 @@ class ModelAdapter(ABC):
     @abstractmethod
     def decoder_parts(self, model: Any) -> DecoderParts:
         """The language model's decoder layers, attention modules, final norm and head."""
+
+    def explained_units(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        *,
+        answer: str | None,
+        max_new_tokens: int,
+    ) -> ExplainedUnits:
+        """The answer's tokens: generated (``answer=None``) or the given text encoded.
+
+        See :meth:`ModelAdapter.explained_units`.
+        """
+        from dexar_core.records import ExplainedUnits
+
+        if answer is None:
+            if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+                raise InputError(
+                    f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}."
+                )
+            answer_ids = self.generate(loaded, prepared, max_new_tokens)
+            if not answer_ids:
+                raise InputError(
+                    "the model's answer is empty (it stopped at once); give the text to "
+                    "explain with answer=... (--answer) or change the prompt."
+                )
+        else:
+            if not answer.strip():
+                raise InputError("answer is empty; give the text to explain, or None to generate.")
+            answer_ids = self.encode_answer(loaded, prepared, answer)
+            if not answer_ids:
+                raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")
+        return ExplainedUnits(
+            kind=ANSWER_TOKENS,
+            ids=answer_ids,
+            labels=self.token_strings(loaded, answer_ids),
+            answer=loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True),
+            generated=answer is None,
+        )
+
+    def unit_scores(
+        self,
+        loaded: LoadedModel,
+        image_sets: Sequence[Sequence[Image.Image]],
+        prompt: str,
+        units: ExplainedUnits,
+    ) -> list[float]:
+        """The answer's teacher-forced perplexity on each set of images (4 sets a forward).
+
+        See :meth:`ModelAdapter.unit_scores`.
+        """
+        from dexar_core.metrics.perturbation import answer_perplexities
+
+        return answer_perplexities(loaded, image_sets, prompt, units.ids)
 
     def layout_for_answer(
         self,
@@ -152,7 +335,3 @@ class ModelAdapter(ABC):
         """Readable text of each answer token, for labels."""
         tokenizer = loaded.tokenizer
         return [tokenizer.decode([int(token)]) for token in token_ids]
-
-    def describe(self) -> Mapping[str, Any]:
-        """Facts about this adapter recorded in each Explanation's metadata."""
-        return {"adapter": self.name}

@@ -161,6 +161,26 @@ class PreparedPrompt:
 
 
 @attrs.frozen(kw_only=True)
+class ExplainedUnits:
+    """What one explanation explains: a generative model's answer tokens or a
+    contrastive model's prompts (``ModelAdapter.explained_units``).
+
+    Attributes:
+        kind: one of :data:`dexar_core.interfaces.UNITS`.
+        ids: ``[T]`` per unit, the token id v_t (answer tokens) or the prompt's index.
+        labels: ``[T]`` per unit, its text (the token's, or the prompt).
+        answer: the explained answer text; "" for prompts.
+        generated: True for a free-run answer; False for a given one, and for prompts.
+    """
+
+    kind: str
+    ids: tuple[int, ...] = attrs.field(converter=lambda ids: tuple(int(i) for i in ids))
+    labels: tuple[str, ...] = attrs.field(converter=lambda labels: tuple(str(t) for t in labels))
+    answer: str = ""
+    generated: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class TeacherForcedPass:
     """Inputs of the one forward over prompt + answer that the explanation runs.
 
@@ -247,6 +267,10 @@ class AttentionLeaves:
 class AttentionGradients:
     """The engine's output, the input of every method.
 
+    ``T`` counts the explained units: answer tokens, or a contrastive model's prompts
+    (whose "query row" is the pooled output's: gradients and attentions are then means
+    over the rows the pooled output reads).
+
     Attributes:
         gradients: ``[T, L, H, K]`` float32, ReLU(d s^{l,t} / d A^{l,i}[q_t, :]),
             zero at keys row q_t cannot see.
@@ -256,7 +280,7 @@ class AttentionGradients:
             visible non-visual keys).
         layers: the decoder layer index of each of the L entries.
         layout: the visual layout over the K keys.
-        answer_ids: ``[T]`` explained tokens.
+        answer_ids: ``[T]`` explained tokens (a contrastive model's prompt indices).
         query_rows: ``[T]`` the query positions q_t.
         raw_gradients: ``[T, L, H, K]`` the signed d s^{l,t} / d A^{l,i}[q_t, :] (before
             ReLU), when a method declares the ``raw_gradients`` need; else None.
@@ -270,6 +294,8 @@ class AttentionGradients:
         logit_classes: the token ids of the rows of ``position_logits``.
         sequence_ids: ``[K]`` the token id at each key position (with
             ``position_logits``); else None.
+        metadata: what the pass measured beside the gradients, kept in the
+            Explanation's metadata (a contrastive model's image-text similarities).
     """
 
     gradients: np.ndarray
@@ -286,3 +312,4 @@ class AttentionGradients:
     position_logits: np.ndarray | None = None
     logit_classes: tuple[int, ...] = ()
     sequence_ids: np.ndarray | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict)

@@ -43,7 +43,7 @@ from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
 from dexar_core.hf.facts import ImageTokenConvention, PromptLocator, patch_grid
 from dexar_core.hf.generative import HFGenerativeAdapter
 from dexar_core.hf.loading import saved_model_type, template_positions
-from dexar_core.interfaces import ModelAdapter
+from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, RelevanceProjection, VisualLayout
 
@@ -127,14 +127,14 @@ class _OptFamily(HFDecoderOnlyAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`; never past the end of OPT's context."""
+        """See :meth:`GenerativeAdapter.generate`; never past the end of OPT's context."""
         room = self._context(loaded.model) - prepared.inputs["input_ids"].shape[1]
         return super().generate(loaded, prepared, max(1, min(max_new_tokens, room)))
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`; prompt + answer must fit the context."""
+        """See :meth:`GenerativeAdapter.teacher_forced`; prompt + answer must fit the context."""
         length = prepared.inputs["input_ids"].shape[1] + len(answer_ids)
         limit = self._context(loaded.model)
         if length > limit:
@@ -250,7 +250,7 @@ def _patch_columns(attention: torch.Tensor, patches: Grid) -> torch.Tensor:
     return attention[..., 1:]
 
 
-class Blip2Adapter(ModelAdapter):
+class Blip2Adapter(GenerativeAdapter):
     """Adapter for ``Blip2ForConditionalGeneration`` (OPT and Flan-T5 language models).
 
     Args:
@@ -319,27 +319,27 @@ class Blip2Adapter(ModelAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`."""
+        """See :meth:`GenerativeAdapter.generate`."""
         return self.family(loaded.model).generate(loaded, prepared, max_new_tokens)
 
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
     ) -> list[int]:
-        """See :meth:`ModelAdapter.encode_answer`."""
+        """See :meth:`GenerativeAdapter.encode_answer`."""
         return self.family(loaded.model).encode_answer(loaded, prepared, answer)
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`."""
+        """See :meth:`GenerativeAdapter.teacher_forced`."""
         return self.family(loaded.model).teacher_forced(loaded, prepared, answer_ids)
 
     def decoder_parts(self, model: Any) -> DecoderParts:
-        """See :meth:`ModelAdapter.decoder_parts`."""
+        """See :meth:`GenerativeAdapter.decoder_parts`."""
         return self.family(model).decoder_parts(model)
 
     def continuation_model(self, model: Any) -> Any:
-        """See :meth:`ModelAdapter.continuation_model`."""
+        """See :meth:`GenerativeAdapter.continuation_model`."""
         return self.family(model).continuation_model(model)
 
     def layout_for_answer(

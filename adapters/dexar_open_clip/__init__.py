@@ -1,14 +1,15 @@
 """Built-in open_clip adapter: explains contrastive image-text similarity of ViT CLIPs.
 
-Registered through the ``dexar`` entry point like any plugin. Importing this package
-stays light (no torch); :func:`explain_similarity` imports the machinery on first use.
+Registered through the ``dexar`` entry point like any plugin; its models are explained
+with ``dexar_core.explain`` (the units are the prompts). Importing this package stays
+light (no torch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_plugins import hookimpl
@@ -19,17 +20,7 @@ if TYPE_CHECKING:
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 """Where the embedded checkpoints live."""
 
-__all__ = ["CHECKPOINTS", "explain_similarity"]
-
-
-def explain_similarity(loaded: Any, image: Any, prompts: Any, **options: Any) -> Any:
-    """Explain an open_clip image-text similarity: one map per prompt.
-
-    See :func:`dexar_open_clip.similarity.explain_similarity` for the arguments.
-    """
-    from dexar_open_clip.similarity import explain_similarity as explain
-
-    return explain(loaded, image, prompts, **options)
+__all__ = ["CHECKPOINTS"]
 
 
 def _adapter() -> ModelAdapter:

@@ -1,10 +1,12 @@
 """The open_clip adapter: contrastive image-text models with a ViT image tower.
 
 A contrastive model does not answer; it scores how well an image matches each text
-prompt. dexar explains that score: one map per prompt, from the layer-wise gradients of
-the image-text similarity with respect to the vision tower's attention
+prompt. dexar explains that score through ``dexar_core.explain`` like any model: the
+units are the prompts (one map each), and the pass is the layer-wise gradients of the
+image-text similarity with respect to the vision tower's attention
 (:mod:`dexar_open_clip.similarity`). This module loads models, prepares images and
-prompts, and lays the patch tokens out on their grid.
+prompts, names the prompts as the explained units, scores them, and lays the patch
+tokens out on their grid.
 
 Model specifications accepted by :meth:`OpenClipAdapter.load` (after ``open_clip:`` in
 ``dexar explain --model``):
@@ -28,8 +30,8 @@ import attrs
 import numpy as np
 
 from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
-from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
-from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
+from dexar_core.interfaces import PROMPTS, ModelAdapter, VisualTokenLocator
+from dexar_core.records import ExplainedUnits, ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
 from dexar_core.values import VisualLayout
 
 SUPPORTED_TOWERS = (
@@ -159,13 +161,13 @@ class PatchGridLocator(VisualTokenLocator):
 class OpenClipAdapter(ModelAdapter):
     """Adapter for open_clip ``CLIP`` / ``CustomTextCLIP`` models with a ViT image tower.
 
-    Contrastive models are explained with :func:`dexar_open_clip.explain_similarity`
-    (``dexar_core.explain`` dispatches there for this adapter); the generative steps of
-    :class:`ModelAdapter` (generate, teacher forcing, decoder parts) do not apply.
+    The explained units are the prompts; the pass is
+    :class:`dexar_open_clip.similarity.PooledSimilarityTargets`.
     """
 
     name = "open_clip"
-    contrastive = True
+    units = PROMPTS
+    perturbation_measure = "similarity"
 
     def __init__(self) -> None:
         from dexar_open_clip.capture import VisionAttentionCapture
@@ -173,7 +175,7 @@ class OpenClipAdapter(ModelAdapter):
 
         self.capture = VisionAttentionCapture()
         self.locator = PatchGridLocator()
-        self.gradients = PooledSimilarityTargets()  # type: ignore[assignment]
+        self.gradients = PooledSimilarityTargets()
 
     def load(
         self, path: str, *, device: str | None = None, dtype: Any = None, device_map: Any = None
@@ -242,13 +244,43 @@ class OpenClipAdapter(ModelAdapter):
             prompts=prompts,
         )
 
-    def explain_similarity(
-        self, loaded: LoadedModel, image: Any, prompts: str | Sequence[str], **options: Any
-    ) -> Any:
-        """See :func:`dexar_open_clip.similarity.explain_similarity`; ``explain()`` calls this."""
-        from dexar_open_clip.similarity import explain_similarity
+    def explained_units(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        *,
+        answer: str | None,
+        max_new_tokens: int,
+    ) -> ExplainedUnits:
+        """The prompts, one unit each (``max_new_tokens`` does not apply: nothing is generated).
 
-        return explain_similarity(loaded, image, prompts, **options)
+        Raises:
+            InputError: an answer is given; a contrastive model has none.
+        """
+        if answer is not None:
+            raise InputError(
+                f"{loaded.model_id!r} is a contrastive model: it scores image-text "
+                "similarity and has no answer to explain; give the text as the prompt "
+                "(or several prompts) and no answer."
+            )
+        prompts = prepared.prompts
+        return ExplainedUnits(kind=PROMPTS, ids=range(len(prompts)), labels=prompts)
+
+    def unit_scores(
+        self,
+        loaded: LoadedModel,
+        image_sets: Sequence[Sequence[Any]],
+        prompt: str,
+        units: ExplainedUnits,
+    ) -> list[float]:
+        """The mean similarity of the unit prompts with the one image of each set.
+
+        See :meth:`ModelAdapter.unit_scores`; ``prompt`` is not read: the units are the
+        prompts.
+        """
+        images = [images[0] for images in image_sets]
+        per_prompt = [self.similarities(loaded, images, text) for text in units.labels]
+        return [float(value) for value in np.mean(per_prompt, axis=0)]
 
     def similarities(
         self, loaded: LoadedModel, images: Sequence[Any], prompt: str, *, batch_size: int = 16
@@ -276,39 +308,9 @@ class OpenClipAdapter(ModelAdapter):
                 scores.append((unit_image @ unit_text.T)[:, 0].cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
-    def generate(self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int) -> Any:
-        """Contrastive models do not generate."""
-        raise UnsupportedModelError(_NOT_GENERATIVE)
-
-    def encode_answer(self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str) -> Any:
-        """Contrastive models have no answer."""
-        raise UnsupportedModelError(_NOT_GENERATIVE)
-
-    def teacher_forced(
-        self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
-    ) -> Any:
-        """Contrastive models have no answer to teacher-force."""
-        raise UnsupportedModelError(_NOT_GENERATIVE)
-
-    def decoder_parts(self, model: Any) -> Any:
-        """Contrastive models have no language-model decoder."""
-        raise UnsupportedModelError(_NOT_GENERATIVE)
-
-    def token_strings(self, loaded: LoadedModel, token_ids: Sequence[int]) -> list[str]:
-        """Not used: the explained "tokens" of a contrastive model are its prompts."""
-        raise UnsupportedModelError(_NOT_GENERATIVE)
-
     def describe(self) -> Mapping[str, Any]:
         """See :meth:`ModelAdapter.describe`."""
         return {"adapter": self.name, "kind": "contrastive"}
-
-
-_NOT_GENERATIVE = (
-    "open_clip models are contrastive: they score image-text similarity and generate "
-    "nothing. Explain the similarity to one or more prompts with "
-    "dexar_open_clip.explain_similarity(loaded, image, prompts) (dexar_core.explain "
-    "dispatches there when given no answer)."
-)
 
 
 def normalize_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Layer-wise attention-gradient maps of an image-text similarity (LeGrad and DEX-AR).
+"""open_clip's GradientExtractor: layer-wise gradients of an image-text similarity.
 
 For prompt p and vision block l the target is the cosine similarity of the prompt's
 text embedding with the block's output pooled as the model pools its last block
@@ -8,15 +8,11 @@ projection::
     s^{l,p} = cos( proj( pool( ln_post( y^l ) ) ), text_p )
 
 The gradient of s^{l,p} with respect to block l's own attention probabilities, ReLU'd
-and averaged over the query rows, gives ``G^{l,p,i}`` over the keys (head i):
-
-- ``legrad``: mean over heads, sum over layers (Bousselham et al., LeGrad; the core's
-  :class:`~dexar_core.methods.legrad.LeGradMethod` on this record);
-- ``dexar``: DEX-AR's head weighting (the core's
-  :class:`~dexar_core.methods.dexar.DexarMethod` on this record), with V = the patch
-  tokens and the text set = the class/register tokens: ``w = ReLU(max_V G - max_text G)``,
-  ``E = sum_l sum_i w G[V]``, and ``delta_p = ReLU(max S_v - max S_text)`` as each
-  prompt's weight.
+and averaged over the query rows, gives ``G^{l,p,i}`` over the keys (head i): the same
+record a decoder's logit-lens pass gives, with the prompts in the place of the answer
+tokens, so every method of the catalog that reads the explained rows runs on it
+(``dexar``: V = the patch tokens, the text set = the class/register tokens, and
+``delta_p`` weighs each prompt; ``legrad``: the head mean summed over layers).
 
 All layers and prompts take one forward of the image tower and one backward
 (:mod:`dexar_open_clip.capture`); the text tower runs once, without gradients.
@@ -24,8 +20,7 @@ All layers and prompts take one forward of the image tower and one backward
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -33,24 +28,63 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dexar_core.engine.layers import frozen_parameters, resolve_layers
-from dexar_core.errors import DexarError, MethodError, UnsupportedModelError
-from dexar_core.explanation import Explanation
-from dexar_core.heatmap import minmax, to_grid
-from dexar_core.images import load_image
-from dexar_core.records import AttentionGradients, LoadedModel, PreparedPrompt
+from dexar_core.engine.layers import frozen_parameters
+from dexar_core.errors import DexarError, MethodError
+from dexar_core.interfaces import ROW_METHODS, GradientExtractor
+from dexar_core.records import AttentionGradients, ExplainedUnits, LoadedModel, PreparedPrompt
 from dexar_core.values import VisualLayout
-from dexar_open_clip.adapter import OpenClipAdapter, normalize_prompts, vision_tower
+from dexar_open_clip.adapter import vision_tower
 
-METHODS = ("dexar", "legrad")
-"""The methods :func:`explain_similarity` offers."""
+NEEDS = ("raw_gradients",)
+"""The engine needs (``dexar_core.engine.NEEDS``) this pass fills."""
 
-DEXAR_OPTIONS = ("head_agg", "topk", "normalize_tokens", "head_weighting", "token_weighting")
-"""DEX-AR options passed through to :class:`dexar_core.methods.dexar.DexarMethod`."""
+WHY_NOT: dict[str, str] = {
+    "full_attention": "the whole attention matrices, in the graph",
+    "full_gradients": "the total derivatives of the whole attention matrices",
+    "position_logits": "a language-model logit at every key position",
+    "doubled_final_norm": "a decoder's final norm, applied twice",
+}
+"""What each need the pass does not fill would ask of a contrastive model."""
 
 
-class PooledSimilarityTargets:
+class PooledSimilarityTargets(GradientExtractor):
     """The per-layer targets s^{l,p}: pooled, normed, projected layer output vs. text."""
+
+    def num_layers(self, loaded: LoadedModel) -> int:
+        """See :meth:`GradientExtractor.num_layers`: the vision transformer's blocks."""
+        return len(vision_tower(loaded.model).transformer.resblocks)
+
+    def attention_gradients(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        layout: VisualLayout,
+        units: ExplainedUnits,
+        layers: Sequence[int],
+        *,
+        chunk_size: int | None = None,
+        needs: Collection[str] = (),
+    ) -> AttentionGradients:
+        """See :meth:`GradientExtractor.attention_gradients`; the units are the prompts.
+
+        Every prompt shares the one forward and backward, so ``chunk_size`` does not
+        apply. ``record.metadata`` holds the model's image-text cosine similarities.
+
+        Raises:
+            MethodError: a need other than ``raw_gradients``: the method reads what a
+                contrastive model does not have.
+        """
+        missing = sorted(set(needs) - set(NEEDS))
+        if missing:
+            raise MethodError(
+                f"this method needs {WHY_NOT.get(missing[0], missing[0])} ({missing[0]}), "
+                "which the pooled image-text similarity pass of contrastive models does "
+                f"not have; use a method that reads the explained rows ({ROW_METHODS})."
+            )
+        record, _ = similarity_gradients(
+            loaded, prepared, layout, layers, raw_gradients="raw_gradients" in needs
+        )
+        return record
 
     def similarity_targets(
         self, visual: Any, layer_outputs: Sequence[torch.Tensor], text: torch.Tensor
@@ -85,18 +119,31 @@ def pooled_rows(visual: Any) -> tuple[int, ...] | None:
 
 
 def similarity_gradients(
-    loaded: LoadedModel, prepared: PreparedPrompt, layout: VisualLayout, layers: Sequence[int]
+    loaded: LoadedModel,
+    prepared: PreparedPrompt,
+    layout: VisualLayout,
+    layers: Sequence[int],
+    *,
+    raw_gradients: bool = False,
 ) -> tuple[AttentionGradients, np.ndarray]:
     """One forward and one backward: the attention gradients of every layer and prompt.
+
+    Args:
+        loaded: an open_clip model, its processor and adapter.
+        prepared: the image and the tokenized prompts.
+        layout: the patch-grid layout of the image tokens.
+        layers: the vision blocks to explain.
+        raw_gradients: also record the signed gradients (mean over query rows, before
+            the ReLU), as ``attn_grad`` needs.
 
     Returns:
         The record (``gradients[p, l, i, k]`` = mean over query rows of
         ReLU(d s^{l,p} / d A^{l,i}[row, k]); ``targets[l, p]`` = s^{l,p}; prompts take
-        the place of answer tokens) and ``[P]`` the model's image-text cosine similarities.
+        the place of answer tokens; ``metadata`` the similarities, the targets and the
+        query rows) and ``[P]`` the model's image-text cosine similarities.
     """
     model = loaded.model
     visual = vision_tower(model)
-    adapter = loaded.adapter
     pixels, tokens = prepared.inputs["pixels"], prepared.inputs["tokens"]
     count = int(tokens.shape[0])
     length = layout.sequence_length
@@ -106,7 +153,8 @@ def similarity_gradients(
     rows = pooled_rows(visual)
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
-        captured = stack.enter_context(adapter.capture.capture(model, layers, rows, copies=count))
+        capture = loaded.adapter.capture
+        captured = stack.enter_context(capture.capture(model, layers, rows, copies=count))
         stack.enter_context(torch.enable_grad())
         image = model.encode_image(pixels)
         missing = [i for i in layers if i not in captured.leaves or i not in captured.layer_outputs]
@@ -115,12 +163,16 @@ def similarity_gradients(
                 f"the image forward did not run the attention of blocks {missing}; the open_clip "
                 "model's visual.transformer.resblocks are not the modules it calls."
             )
-        targets = adapter.gradients.similarity_targets(
+        targets = PooledSimilarityTargets().similarity_targets(
             visual, [captured.layer_outputs[i] for i in layers], text
         )
         leaves = [captured.leaves[i] for i in layers]
         grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
     similarities = (F.normalize(image.detach().to(text.dtype), dim=-1) * text).sum(dim=-1)
+    signed = [
+        torch.zeros_like(leaf[:, :, 0]) if grad is None else grad.float().sum(dim=2) / length
+        for grad, leaf in zip(grads, leaves)
+    ]
     per_layer = [
         torch.zeros_like(leaf[:, :, 0]) if grad is None else torch.relu(grad.float()).sum(dim=2)
         for grad, leaf in zip(grads, leaves)
@@ -137,115 +189,11 @@ def similarity_gradients(
         layout=layout,
         answer_ids=tuple(range(count)),
         query_rows=(0,) * count,
-    )
-    return record, similarities.cpu().numpy()
-
-
-def explain_similarity(
-    loaded: LoadedModel,
-    image: Any,
-    prompts: str | Sequence[str],
-    *,
-    method: str = "dexar",
-    layers: Any = "all",
-    **options: Any,
-) -> Explanation:
-    """Explain an open_clip model's image-text similarity: one map per prompt.
-
-    The image is encoded once for all prompts; all layers and prompts share one forward
-    and one backward pass of the image tower.
-
-    Args:
-        loaded: an open_clip model loaded by ``dexar_core.load`` (``shapes-clip``,
-            ``open_clip:...``) or wrapped with :func:`dexar_open_clip.adapter.wrap_model`.
-        image: a path, PIL image or ``[H, W, 3]`` array (one image).
-        prompts: one text prompt or several, e.g. ``["a red circle", "a blue square"]``.
-        method: ``"dexar"`` (DEX-AR head weighting, prompts weighted by delta) or
-            ``"legrad"`` (LeGrad: head mean).
-        layers: ``"all"``, ``k`` (the last k blocks), ``"last4"``, or block indices.
-        **options: DEX-AR's ``head_agg``, ``topk``, ``normalize_tokens``,
-            ``head_weighting``, ``token_weighting`` (``method="dexar"`` only).
-
-    Returns:
-        An :class:`Explanation` whose ``tokens`` are the prompts, ``token_maps[0]`` the
-        ``[P, h, w]`` per-prompt maps on the patch grid, ``sequence_maps[0]`` their
-        (delta-weighted for DEX-AR) sum, ``token_weights`` DEX-AR's delta per prompt
-        (``"dexar"``) or the model's cosine similarity per prompt (``"legrad"``);
-        ``metadata["similarities"]`` always holds the similarities.
-
-    Raises:
-        InputError: no prompt, a blank prompt, or not exactly one image.
-        MethodError: an unknown method or option, or a bad ``layers``.
-        UnsupportedModelError: the model's image tower is not an open_clip ViT.
-    """
-    from dexar_core.methods.dexar import DexarMethod
-    from dexar_core.methods.legrad import LeGradMethod
-
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    prompt_list = normalize_prompts(prompts)
-    if method not in METHODS:
-        raise MethodError(
-            f"explain_similarity offers the methods {METHODS} for contrastive models, "
-            f"got {method!r}."
-        )
-    accepted = DEXAR_OPTIONS if method == "dexar" else ()
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise MethodError(
-            f"method {method!r} takes no option {unknown}; it takes layers"
-            f"{''.join(', ' + name for name in accepted)}."
-        )
-    if not isinstance(loaded.adapter, OpenClipAdapter):
-        raise UnsupportedModelError(
-            f"explain_similarity explains open_clip models; {loaded.model_id!r} is served by "
-            f"the {getattr(loaded.adapter, 'name', '?')!r} adapter. Use dexar_core.explain."
-        )
-    images = image if isinstance(image, (list, tuple)) else [image]
-    adapter = loaded.adapter
-    prepared = adapter.prepare(loaded, [load_image(item) for item in images], prompt_list)
-    layout = adapter.locator.locate(prepared)
-    blocks = len(vision_tower(loaded.model).transformer.resblocks)
-    chosen = resolve_layers(layers, blocks)
-    timings["prepare"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    record, similarities = similarity_gradients(loaded, prepared, layout, chosen)
-    explainer = (
-        DexarMethod(layers=layers, **options) if method == "dexar" else LeGradMethod(layers=layers)
-    )
-    result = explainer.explain(record)
-    token_weights = result.token_weights if method == "dexar" else similarities
-    timings["explain"] = time.perf_counter() - start
-
-    grid = layout.grids[0]
-    visual_positions = layout.visual_positions
-    token_maps = np.stack(
-        [minmax(to_grid(row, grid, visual_positions)) for row in result.token_relevance]
-    )
-    return Explanation(
-        method=method,
-        options=explainer.options,
-        model_id=loaded.model_id,
-        adapter=adapter.name,
-        prompt=prepared.prompt,
-        answer="",
-        token_ids=record.answer_ids,
-        tokens=prompt_list,
-        grids=layout.grids,
-        image_sizes=prepared.image_sizes,
-        token_maps=[token_maps],
-        sequence_maps=[minmax(to_grid(result.sequence_relevance, grid, visual_positions))],
-        token_weights=token_weights,
-        head_weights=result.head_weights,
-        layers=chosen,
-        sequence_fallback=result.sequence_fallback,
-        generated=False,
-        timings=timings,
+        raw_gradients=torch.stack(signed, dim=1).cpu().numpy() if raw_gradients else None,
         metadata={
-            **adapter.describe(),
-            "similarities": similarities.tolist(),
+            "similarities": similarities.cpu().numpy().tolist(),
             "targets": "cosine(proj(pool(ln_post(block output))), text embedding)",
-            "query_rows": "class token" if pooled_rows(vision_tower(loaded.model)) else "all",
+            "query_rows": "class token" if rows else "all",
         },
     )
+    return record, similarities.cpu().numpy()

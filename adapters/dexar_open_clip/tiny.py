@@ -169,7 +169,7 @@ def build_tiny_open_clip(
 
 
 def tiny_loaded(*, seed: int = 0, **config: Any) -> LoadedModel:
-    """A tiny open_clip model wrapped for :func:`dexar_open_clip.explain_similarity`."""
+    """A tiny open_clip model wrapped for :func:`dexar_core.explain`."""
     from dexar_open_clip.adapter import wrap_model
 
     model, tokenizer = build_tiny_open_clip(seed=seed, **config)

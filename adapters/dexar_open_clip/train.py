@@ -193,7 +193,7 @@ def evaluate(
     """
     import torch
 
-    from dexar_open_clip.similarity import explain_similarity
+    from dexar_core.api import explain
 
     model, processor = loaded.model, loaded.processor
     test = ShapesDataset("test", seed=BENCHMARK_SEED)
@@ -228,9 +228,7 @@ def evaluate(
         prompts = [object_name(o) for o in objects]
         chance.setdefault(key, []).extend(float(o.mask.mean()) for o in objects)
         for method in hits:
-            explanation = explain_similarity(
-                loaded, item.image, prompts, method=method, layers=layers
-            )
+            explanation = explain(loaded, item.image, prompts, method=method, layers=layers)
             maps, _ = explanation.upsample()
             for obj, heat in zip(objects, maps):
                 row, col = np.unravel_index(int(np.argmax(heat)), heat.shape)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dexar_core.errors import InputError
+from dexar_core.interfaces import PROMPTS
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -92,8 +93,8 @@ def run_explain(args: argparse.Namespace) -> int:
         "dexar: "
         + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in explanation.timings.items())
     )
-    if contrastive:
-        print(similarity_report(explanation))
+    if explanation.units == PROMPTS:
+        print(prompt_report(explanation))
         names = ("combined", "prompts")
         weights = explanation.metadata["similarities"]
     else:
@@ -137,17 +138,17 @@ def answer_report(explanation: Explanation) -> str:
     return "\n".join(lines)
 
 
-def similarity_report(explanation: Explanation) -> str:
-    """A contrastive model's prompts, each with its image-text similarity.
+def prompt_report(explanation: Explanation) -> str:
+    """A contrastive model's prompts (its units), each with its image-text similarity.
 
-    When the method weighs the prompts in the combined map (DEX-AR), the weights are
-    shown too; the method's own prompt weights are not a similarity.
+    When the method weighs the prompts in the combined map (DEX-AR's delta per prompt),
+    the weights are shown too, beside the similarity and never in its place.
     """
     from dexar_core.cli.tables import format_table
 
     similarities = [float(value) for value in explanation.metadata["similarities"]]
     weights = [float(value) for value in explanation.token_weights]
-    weighted = not np.allclose(weights, similarities)
+    weighted = not np.all(explanation.token_weights == 1)  # all 1: the method weighs none
     headers = ("prompt", "similarity", *(("combined-map weight",) if weighted else ()))
     rows = [
         (repr(prompt), f"{similarity:.4f}", *((f"{weight:.4g}",) if weighted else ()))

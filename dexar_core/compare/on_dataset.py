@@ -5,9 +5,9 @@
 :class:`MetricsTable`, printed as one markdown table per metric with the uniform chance
 line beside. A method that cannot run on a model (``evaluate`` raises a
 :class:`MethodError` or an :class:`UnsupportedModelError`, e.g. ``rollout`` on an
-encoder-decoder, or ``attention`` on a contrastive model, which ``evaluate`` explains with
-``dexar`` and ``legrad`` on each item's caption) is a cell with the reason and the
-other pairs go on; any other error (bad input) stops the comparison. Nothing is printed here.
+encoder-decoder or on a contrastive model, whose pooled similarity pass gives no whole
+attention matrices) is a cell with the reason and the other pairs go on; any other
+error (bad input) stops the comparison. Nothing is printed here.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 returns the grid of :class:`~dexar_core.explanation.Explanation` records as a
 :class:`Comparison`. A generative model generates its answer once; every method then
 explains that same answer text (teacher-forced), so the methods are compared on
-identical tokens. A contrastive model (an adapter with ``explain_similarity``, e.g.
+identical tokens. A contrastive model (an adapter whose units are prompts, e.g.
 open_clip) has no answer: each method explains the image's similarity to the prompt(s).
 
 A method that cannot run on a model's architecture (rollout through a Q-Former, a
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from dexar_core.errors import DexarError, InputError
+from dexar_core.interfaces import PROMPTS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -200,8 +201,8 @@ def example_inputs(model: str, catalog: Catalog | None = None) -> tuple[Path, st
 
 
 def is_contrastive(loaded: LoadedModel) -> bool:
-    """True when the model's adapter explains image-text similarity instead of an answer."""
-    return getattr(loaded.adapter, "explain_similarity", None) is not None
+    """True when the model's units are prompts (image-text similarity, no answer)."""
+    return bool(loaded.adapter.units == PROMPTS)
 
 
 def compare(
@@ -295,48 +296,41 @@ def _explain_row(
 ) -> ModelRow:
     from dexar_core.api import explain
 
-    if is_contrastive(loaded):
-        cells = [
-            _cell(
-                method, partial(explain, loaded, picture, list(prompts), method=method, **options)
-            )
-            for method in methods
-        ]
-        similarities = next(
-            (cell.explanation.metadata["similarities"] for cell in cells if cell.explanation),
-            (),
-        )
-        return ModelRow(
-            model_id=loaded.model_id,
-            contrastive=True,
-            answer="",
-            prompts=prompts,
-            similarities=tuple(float(value) for value in similarities),
-            cells=tuple(cells),
-        )
-    if len(prompts) != 1:
+    contrastive = is_contrastive(loaded)
+    if not contrastive and len(prompts) != 1:
         raise _several_prompts_error(loaded.model_id, len(prompts))
-    try:
-        answer = generate_answer(loaded, picture, prompts[0], max_new_tokens)
-    except DexarError as error:
-        answer = ""
-        cells = [Cell(method=method, reason=f"no answer to explain: {error}") for method in methods]
-    else:
-        cells = [
-            _cell(
-                method,
-                partial(
-                    explain, loaded, picture, prompts[0], answer=answer, method=method, **options
-                ),
+    prompt: str | list[str] = list(prompts) if contrastive else prompts[0]
+    answer: str | None = None
+    if not contrastive:
+        try:
+            answer = generate_answer(loaded, picture, prompts[0], max_new_tokens)
+        except DexarError as error:
+            reason = f"no answer to explain: {error}"
+            return ModelRow(
+                model_id=loaded.model_id,
+                contrastive=False,
+                answer="",
+                prompts=prompts,
+                similarities=(),
+                cells=tuple(Cell(method=method, reason=reason) for method in methods),
             )
-            for method in methods
-        ]
+    cells = [
+        _cell(
+            method,
+            partial(explain, loaded, picture, prompt, answer=answer, method=method, **options),
+        )
+        for method in methods
+    ]
+    similarities = next(
+        (cell.explanation.metadata.get("similarities", ()) for cell in cells if cell.explanation),
+        (),
+    )
     return ModelRow(
         model_id=loaded.model_id,
-        contrastive=False,
-        answer=answer,
+        contrastive=contrastive,
+        answer=answer or "",
         prompts=prompts,
-        similarities=(),
+        similarities=tuple(float(value) for value in similarities),
         cells=tuple(cells),
     )
 
@@ -352,8 +346,8 @@ def generate_answer(loaded: LoadedModel, image: Any, prompt: str, max_new_tokens
     _check_max_new_tokens(max_new_tokens)
     adapter = loaded.adapter
     prepared = adapter.prepare(loaded, [load_image(image)], prompt)
-    answer_ids = adapter.generate(loaded, prepared, max_new_tokens)
-    answer = str(loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True))
+    units = adapter.explained_units(loaded, prepared, answer=None, max_new_tokens=max_new_tokens)
+    answer = str(units.answer)
     if not answer.strip():
         raise InputError(
             f"{loaded.model_id!r} gave an empty answer (it stopped at once); change the prompt."
@@ -379,7 +373,7 @@ def _several_prompts_error(model_id: str, count: int) -> InputError:
 
 
 def _served_contrastive(name: str, catalog: Catalog) -> bool | None:
-    """Whether the adapter a name designates explains similarity (None: only loading tells)."""
+    """Whether the adapter a name designates explains prompts (None: only loading tells)."""
     prefix, separator, _ = name.partition(":")
     if name in catalog.embedded_models:
         adapter_name = catalog.embedded_model(name).adapter
@@ -387,8 +381,7 @@ def _served_contrastive(name: str, catalog: Catalog) -> bool | None:
         adapter_name = prefix
     else:
         return None
-    adapter = catalog.adapter(adapter_name).factory()
-    return getattr(adapter, "explain_similarity", None) is not None
+    return bool(catalog.adapter(adapter_name).factory().units == PROMPTS)
 
 
 def _cell(method: str, run: Callable[[], Explanation]) -> Cell:

@@ -40,17 +40,11 @@ def full_attention_record(
         ``[T, L, H, K, K]``.
 
     Raises:
-        MethodError: the adapter's capture cannot give full matrices, or the explained
-            attention is a cross-attention.
+        MethodError: the adapter's capture cannot give full matrices
+            (``AttentionCapture.capture_full``), or the explained attention is a
+            cross-attention.
     """
     adapter, model = loaded.adapter, loaded.model
-    capture_full = getattr(adapter.capture, "capture_full", None)
-    if capture_full is None:
-        raise MethodError(
-            f"this method needs every row of the attention matrices, which the "
-            f"{adapter.name!r} adapter's capture does not provide; use a method that reads "
-            "the answer rows only (dexar, attention, attn_grad, legrad)."
-        )
     parts = adapter.decoder_parts(model)
     last = parts.num_layers - 1
     rows = torch.tensor(list(forced.query_rows), dtype=torch.long)
@@ -59,7 +53,7 @@ def full_attention_record(
     record: dict[str, np.ndarray] = {}
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
-        captured = stack.enter_context(capture_full(model, layers))
+        captured = stack.enter_context(adapter.capture.capture_full(model, layers))
         stack.enter_context(record_layer_outputs(parts, [last], rows, outputs))
         stack.enter_context(torch.enable_grad() if gradients else torch.no_grad())
         model(**forced.inputs)

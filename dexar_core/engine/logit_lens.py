@@ -2,25 +2,76 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
 import torch
 
 from dexar_core.interfaces import GradientExtractor
 from dexar_core.records import (
+    AttentionGradients,
     DecoderParts,
+    ExplainedUnits,
+    LoadedModel,
+    PreparedPrompt,
 )
+
+if TYPE_CHECKING:
+    from dexar_core.values import VisualLayout
 
 
 class LogitLensGradients(GradientExtractor):
     """Targets s^{l,t} = LMHead(FinalNorm(y^l[q_t]))[v_t], from the head's rows only.
 
     Only the explained tokens' rows of the output projection are used (a dot product per
-    layer and token), never the full-vocabulary projection.
+    layer and token), never the full-vocabulary projection. The pass teacher-forces the
+    answer (``GenerativeAdapter.teacher_forced``) and runs
+    :func:`dexar_core.engine.attention_gradients`.
     """
+
+    def num_layers(self, loaded: LoadedModel) -> int:
+        """See :meth:`GradientExtractor.num_layers`: the decoder's layers."""
+        return int(loaded.adapter.decoder_parts(loaded.model).num_layers)
+
+    def attention_gradients(
+        self,
+        loaded: LoadedModel,
+        prepared: PreparedPrompt,
+        layout: VisualLayout,
+        units: ExplainedUnits,
+        layers: Sequence[int],
+        *,
+        chunk_size: int | None = None,
+        needs: Collection[str] = (),
+    ) -> AttentionGradients:
+        """See :meth:`GradientExtractor.attention_gradients`; the units are answer tokens."""
+        from dexar_core.engine.one_pass import attention_gradients
+
+        adapter = loaded.adapter
+        forced = adapter.teacher_forced(loaded, prepared, units.ids)
+        layout = adapter.layout_for_answer(loaded, prepared, forced, layout)
+        return attention_gradients(
+            loaded,
+            forced,
+            layout.with_length(forced.key_length),
+            layers,
+            chunk_size=chunk_size,
+            needs=needs,
+        )
 
     def logit_lens_targets(
         self, parts: DecoderParts, layer_outputs: torch.Tensor, token_ids: torch.Tensor
     ) -> torch.Tensor:
-        """See :meth:`GradientExtractor.logit_lens_targets`."""
+        """Raw logits of the explained tokens from each layer's output.
+
+        Args:
+            parts: the decoder's layers, final norm and LM head.
+            layer_outputs: ``[L, T, D]`` hidden states y^l at the query rows q_t.
+            token_ids: ``[T]`` the explained tokens v_t.
+
+        Returns:
+            ``[L, T]`` the targets s^{l,t} (raw logits, not log-probabilities).
+        """
         hidden = layer_outputs
         if parts.final_norm is not None:
             hidden = parts.final_norm(hidden)

@@ -1,21 +1,22 @@
-"""Perturbation scores of one benchmark item: perplexity for generative models, similarity
-for contrastive ones.
+"""Perturbation scores of one benchmark item, for every kind of model through one interface.
 
 Both rank the patches by the explanation's sequence map (and, for the chance line, by a
 random smooth map seeded as the segmentation chance map is), remove them in pixel space
 of the original image (:func:`dexar_core.metrics.perturbation.perturbed_images`: the
-processor's normalisation mean or a blur) at r = 0, 0.1, ..., 0.9, and integrate the
-normalised curve over r (trapezoids):
+processor's normalisation mean or a blur) at r = 0, 0.1, ..., 0.9, score the explained
+units on each perturbed image with the adapter's ``unit_scores``, normalise by the
+clean score and integrate the curve over r (trapezoids):
 
-- generative models: the answer's teacher-forced perplexity, ``nPPL_r = PPL_r / PPL_0``
-  (:func:`dexar_core.metrics.perturbation.perturbation_curve`); positive AUC higher is
+- generative models (``perturbation_measure`` ``"perplexity"``): the answer's
+  teacher-forced perplexity, ``nPPL_r = PPL_r / PPL_0``; positive AUC higher is
   better, negative AUC lower is better;
-- contrastive models (an adapter with ``similarities``, e.g. open_clip): the image-text
-  cosine similarity with the explained prompt, ``nSim_r = sim_r / sim_0``
-  (:func:`similarity_curve`); a good map makes the similarity fall fast when its top
-  patches go, so here the positive AUC is *lower* is better and the negative AUC
-  *higher* is better. ``nSim`` is undefined (NaN, left out of the means) when the clean
-  similarity is not positive.
+- contrastive models (``"similarity"``, e.g. open_clip): the image-text cosine
+  similarity of the explained prompt(s), ``nSim_r = sim_r / sim_0``; a good map makes
+  the similarity fall fast when its top patches go, so here the positive AUC is
+  *lower* is better and the negative AUC *higher* is better.
+
+The normalised curve is undefined (NaN, left out of the means) when the clean score is
+not positive.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dexar_core.metrics.perturbation import (
     level_images,
     trapezoid_auc,
 )
+from dexar_core.records import ExplainedUnits
 from dexar_core.values import Grid
 
 if TYPE_CHECKING:
@@ -43,12 +45,7 @@ if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
     from dexar_core.records import LoadedModel
 
-__all__ = [
-    "SimilarityCurve",
-    "perturbation_scores",
-    "similarity_curve",
-    "similarity_perturbation_scores",
-]
+__all__ = ["UnitScoreCurve", "perturbation_scores", "unit_score_curve"]
 
 
 def chance_seed(seed: int, index: int) -> int:
@@ -57,32 +54,47 @@ def chance_seed(seed: int, index: int) -> int:
 
 
 @attrs.frozen(kw_only=True)
-class SimilarityCurve:
-    """Normalised image-text similarity of one prompt as patches are removed.
+class UnitScoreCurve:
+    """The normalised score of the explained units as patches are removed.
 
     Attributes:
+        measure: what was scored (``ModelAdapter.perturbation_measure``):
+            ``"perplexity"`` or ``"similarity"``.
         order: ``"positive"`` (most relevant first) or ``"negative"`` (least first).
         replacement: ``"mean"`` or ``"blur"``.
         fractions: the fractions r of patches removed.
-        similarities: the cosine similarity at each fraction (the clean one at r = 0).
-        clean_similarity: the similarity on the unperturbed image.
-        normalised: ``sim_r / sim_0`` (exactly 1 at r = 0; NaN when ``sim_0 <= 0``).
+        scores: the score at each fraction (the clean one at r = 0).
+        clean_score: the score on the unperturbed image.
+        normalised: ``score_r / score_0`` (exactly 1 at r = 0; NaN when ``score_0 <= 0``).
         auc: trapezoid area under ``normalised`` over ``fractions``.
     """
 
+    measure: str
     order: str
     replacement: str
     fractions: tuple[float, ...]
-    similarities: tuple[float, ...]
-    clean_similarity: float
+    scores: tuple[float, ...]
+    clean_score: float
     normalised: tuple[float, ...]
     auc: float
 
 
-def similarity_curve(
+def explained_units(explanation: Explanation) -> ExplainedUnits:
+    """The units an explanation explained, as the adapter's ``unit_scores`` takes them."""
+    return ExplainedUnits(
+        kind=explanation.units,
+        ids=explanation.token_ids,
+        labels=explanation.tokens,
+        answer=explanation.answer,
+        generated=explanation.generated,
+    )
+
+
+def unit_score_curve(
     loaded: LoadedModel,
     image: Image.Image,
     prompt: str,
+    units: ExplainedUnits,
     maps: Sequence[Any],
     grids: Sequence[Grid],
     *,
@@ -90,14 +102,14 @@ def similarity_curve(
     replacement: str = "mean",
     fractions: Sequence[float] = FRACTIONS,
     blur_radius: float = 8.0,
-) -> SimilarityCurve:
-    """The normalised-similarity curve of one prompt under one patch order.
+) -> UnitScoreCurve:
+    """The normalised-score curve of the explained units under one patch order.
 
     Args:
-        loaded: a contrastive model whose adapter has ``similarities(loaded, images,
-            prompt)`` (open_clip).
-        image: the clean image the prompt was explained on.
-        prompt: the explained text.
+        loaded: the model that was explained.
+        image: the clean image the units were explained on.
+        prompt: the prompt, as given to ``explain``.
+        units: the explained units (:func:`explained_units` of the explanation).
         maps: one ``[h, w]`` relevance map per grid (``Explanation.sequence_maps``).
         grids: their grids (``Explanation.grids``).
         order: ``"positive"`` or ``"negative"``.
@@ -108,37 +120,32 @@ def similarity_curve(
     if order not in PERTURBATION_ORDERS:
         raise InputError(f"order must be one of {PERTURBATION_ORDERS}, got {order!r}.")
     levels = checked_fractions(fractions)
-    similarities_of = getattr(loaded.adapter, "similarities", None)
-    if similarities_of is None:
-        raise InputError(
-            f"similarity_curve: {loaded.model_id!r} is not a contrastive model (its adapter "
-            "has no similarities()); use dexar_core.metrics.perturbation_curve."
-        )
-    clean = image.convert("RGB")
-    perturbed = level_images(
+    image_sets = level_images(
         loaded,
-        [clean],
+        [image.convert("RGB")],
         maps,
         grids,
-        levels[1:],
+        levels,
         order=order,
         replacement=replacement,
         blur_radius=blur_radius,
     )
-    # r = 0 removes nothing: it is the clean image
-    images = [clean, *(copies[0] for copies in perturbed)]
-    similarities = [float(value) for value in similarities_of(loaded, images, prompt)]
-    clean_similarity = similarities[0]
-    if clean_similarity > 0:
-        normalised = [value / clean_similarity for value in similarities]
+    # r = 0 removes nothing: its set is a copy of the clean image
+    scores = [
+        float(value) for value in loaded.adapter.unit_scores(loaded, image_sets, prompt, units)
+    ]
+    clean_score = scores[0]
+    if clean_score > 0:
+        normalised = [value / clean_score for value in scores]
     else:
-        normalised = [float("nan")] * len(similarities)
-    return SimilarityCurve(
+        normalised = [float("nan")] * len(scores)
+    return UnitScoreCurve(
+        measure=loaded.adapter.perturbation_measure,
         order=order,
         replacement=replacement,
         fractions=tuple(levels),
-        similarities=tuple(similarities),
-        clean_similarity=clean_similarity,
+        scores=tuple(scores),
+        clean_score=clean_score,
         normalised=tuple(normalised),
         auc=trapezoid_auc(levels, normalised),
     )
@@ -177,35 +184,6 @@ def _scored_lines(
     return {"perturbation": aucs, "perturbation_curves": curves}
 
 
-def similarity_perturbation_scores(
-    loaded: LoadedModel,
-    item: BenchmarkItem,
-    explanation: Explanation,
-    seed: int,
-    replacement: str = "mean",
-) -> dict[str, Any]:
-    """The positive and negative normalised-similarity AUCs of the map and of chance.
-
-    Returns:
-        The :class:`ItemResult` fields ``perturbation`` (``{"method" | "random_smooth":
-        {order: auc}}``) and ``perturbation_curves`` (the method's ``nSim_r``).
-    """
-    prompt = explanation.tokens[0]
-
-    def curve_of(maps: list[np.ndarray], order: str) -> Any:
-        return similarity_curve(
-            loaded,
-            item.image,
-            prompt,
-            maps,
-            explanation.grids,
-            order=order,
-            replacement=replacement,
-        )
-
-    return _scored_lines(item, explanation, seed, curve_of)
-
-
 def perturbation_scores(
     loaded: LoadedModel,
     item: BenchmarkItem,
@@ -213,24 +191,24 @@ def perturbation_scores(
     seed: int,
     replacement: str = "mean",
 ) -> dict[str, Any]:
-    """The positive and negative nPPL AUCs of the sequence map and of the chance map.
+    """The positive and negative normalised-score AUCs of the sequence map and of chance.
 
     The chance line ranks the patches by a random smooth map on each grid, seeded as the
     segmentation chance map is (:func:`chance_seed`).
 
     Returns:
         ``{"perturbation": {"method" | "random_smooth": {order: auc}},
-        "perturbation_curves": {order: nPPL per fraction}}``, the fields of
+        "perturbation_curves": {order: normalised score per fraction}}``, the fields of
         :class:`ItemResult` they fill.
     """
-    from dexar_core.metrics.perturbation import perturbation_curve
+    units = explained_units(explanation)
 
     def curve_of(maps: list[np.ndarray], order: str) -> Any:
-        return perturbation_curve(
+        return unit_score_curve(
             loaded,
             item.image,
             explanation.prompt,
-            explanation.token_ids,
+            units,
             maps,
             explanation.grids,
             order=order,

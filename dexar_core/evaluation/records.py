@@ -21,6 +21,7 @@ __all__ = [
     "CHANCE_LINES",
     "FUNCTION_WORDS",
     "METRICS",
+    "NOT_APPLICABLE_TO_PROMPTS",
     "PERTURBATION_ORDERS",
     "SEGMENTATION_METRICS",
     "ItemResult",
@@ -63,6 +64,18 @@ def word_class(word: str, item: Any) -> str:
     if named is not None:
         return "object" if named else "absent"
     return "function" if word in FUNCTION_WORDS else "other"
+
+
+NOT_APPLICABLE_TO_PROMPTS: dict[str, str] = {
+    "grounding": (
+        "not applicable to a contrastive model: its map explains the similarity of the "
+        "whole prompt, so no word has a map of its own to point with"
+    ),
+    "delta_auroc": (
+        "not applicable to a contrastive model: there are no answer tokens and no delta^t per token"
+    ),
+}
+"""Why a model whose units are prompts has no grounding and no delta AUROC."""
 
 
 @attrs.frozen(kw_only=True)

@@ -23,10 +23,12 @@ families:
   of :mod:`dexar_core.metrics.perturbation`, for the sequence map and for a random
   smooth map on the same grids (the chance line).
 
-Contrastive models (open_clip: no answer) are explained on a text instead, the item's
-caption (:mod:`dexar_core.evaluation.contrastive`): segmentation as above, no grounding
-(``Summary.not_applicable`` says why), and perturbation by the image-text similarity's
-drop (:mod:`dexar_core.evaluation.perturbation`).
+Contrastive models (open_clip: their units are prompts, there is no answer) are
+explained through the same path on a text instead, the item's caption
+(:func:`explained_prompt`): segmentation as above, no grounding (the map explains one
+whole text, so no word has a map of its own; ``Summary.not_applicable`` says why), no
+accuracy (``correct`` is None), and perturbation by the image-text similarity's drop
+(:mod:`dexar_core.evaluation.perturbation`: the adapter's ``unit_scores``).
 
 Answers are judged against the references where the dataset has them. Means leave out
 undefined values (NaN, and an infinite SNR when a map is zero on one side of the mask)
@@ -51,18 +53,13 @@ import attrs
 from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark_item
 from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
 from dexar_core.errors import DatasetError, DexarError, InputError
-from dexar_core.evaluation.contrastive import (
-    NOT_APPLICABLE,
-    PERTURBATION_MEASURE,
-    evaluate_contrastive_item,
-    is_contrastive,
-)
 from dexar_core.evaluation.distributed import Processes, current_processes
 from dexar_core.evaluation.perturbation import chance_seed, perturbation_scores
 from dexar_core.evaluation.records import (
     CHANCE_LINES,
     FUNCTION_WORDS,
     METRICS,
+    NOT_APPLICABLE_TO_PROMPTS,
     PERTURBATION_ORDERS,
     SEGMENTATION_METRICS,
     ItemResult,
@@ -82,6 +79,7 @@ from dexar_core.evaluation.run_log import (
     write_items,
 )
 from dexar_core.evaluation.summary import summarise
+from dexar_core.interfaces import PROMPTS
 from dexar_core.metrics import (
     chance_scores,
     object_iou,
@@ -114,6 +112,7 @@ __all__ = [
     "chance_seed",
     "check_metrics",
     "evaluate",
+    "explained_prompt",
     "open_dataset",
     "perturbation_scores",
     "score_item",
@@ -131,6 +130,28 @@ OBJECT_WORDS: frozenset[str] = frozenset((*COLORS, *SHAPES))
 """Words that name an object of the shapes benchmark: its colour or its shape."""
 
 NEEDS = {"segmentation": "has_masks", "grounding": "has_object_words"}
+
+
+def explained_prompt(item: BenchmarkItem, units: str) -> str:
+    """The text a model is explained with on ``item``, by what its units are.
+
+    Answer tokens: the item's question. Prompts (a contrastive model): the item's
+    description (shapes: the caption of all its objects, e.g. "a red circle at the left
+    and a blue square at the right", whatever the question kind), else its first
+    reference answer (ImageNet: the class name).
+
+    Raises:
+        InputError: prompts are explained and the item has neither text (VOC, VQA).
+    """
+    if units != PROMPTS:
+        return item.question
+    text = (item.description or item.answer).strip()
+    if not text:
+        raise InputError(
+            f"item {item.item_id!r} has no caption or reference text to compare the image "
+            "with; evaluate contrastive models on shapes or imagenet:PATH."
+        )
+    return text
 
 
 def open_dataset(
@@ -234,10 +255,9 @@ def evaluate(
         MethodError: an unknown method or bad method options (before the first item).
         UnsupportedModelError: a method the model's architecture cannot run.
 
-    A contrastive model (an adapter with ``explain_similarity``) is explained on each
-    item's caption instead of an answer, without grounding
-    (:mod:`dexar_core.evaluation.contrastive`); ``method`` is then one the adapter
-    offers (open_clip: ``dexar``, ``legrad``) and ``max_new_tokens`` does not apply.
+    A contrastive model (its adapter's units are prompts) is explained on each item's
+    caption instead of an answer (:func:`explained_prompt`), without grounding, and
+    ``max_new_tokens`` does not apply.
     """
     from dexar_plugins import default_catalog
 
@@ -251,17 +271,16 @@ def evaluate(
     count = len(benchmark) if limit is None else min(limit, len(benchmark))
     if count == 0:
         raise InputError("evaluate: the dataset has no item; give a non-empty split.")
-    contrastive = is_contrastive(loaded)
-    if contrastive:  # no answer: no grounding; its methods are the adapter's, checked there
+    units = loaded.adapter.units
+    if units == PROMPTS:  # no answer: no word has a map of its own to point with
         chosen = tuple(metric for metric in chosen if metric != "grounding")
         if not chosen:
             raise InputError(
-                f"evaluate: grounding is {NOT_APPLICABLE['grounding']}; use --metrics "
-                f"segmentation,perturbation for {loaded.model_id}."
+                f"evaluate: grounding is {NOT_APPLICABLE_TO_PROMPTS['grounding']}; use "
+                f"--metrics segmentation,perturbation for {loaded.model_id}."
             )
     plugins = default_catalog() if catalog is None else catalog
-    if not contrastive:
-        plugins.method(method).factory(**options)  # bad options fail here, not on every item
+    plugins.method(method).factory(**options)  # bad options fail here, not on every item
     team = current_processes() if processes is None else processes
     if out is None and team.world > 1:
         raise InputError(
@@ -290,21 +309,18 @@ def evaluate(
             if position in records or not team.owns(position):
                 continue
             item = benchmark[position]
-            common: dict[str, Any] = {"method": method, "metrics": chosen, "seed": seed}
-            common["options"] = options
-            if contrastive:
-                explanation, result = evaluate_contrastive_item(
-                    loaded, item, replacement=replacement, **common
-                )
-            else:
-                explanation, result = _evaluate_item(
-                    loaded,
-                    item,
-                    max_new_tokens=max_new_tokens,
-                    replacement=replacement,
-                    catalog=plugins,
-                    **common,
-                )
+            explanation, result = _evaluate_item(
+                loaded,
+                item,
+                units=units,
+                method=method,
+                metrics=chosen,
+                seed=seed,
+                max_new_tokens=max_new_tokens,
+                replacement=replacement,
+                catalog=plugins,
+                options=options,
+            )
             records[position] = result.to_dict()
             if log is not None:
                 append_record(log, records[position])
@@ -334,10 +350,11 @@ def evaluate(
         metrics=chosen,
         resamples=resamples,
     )
-    if contrastive:
-        summary = attrs.evolve(
-            summary, perturbation_measure=PERTURBATION_MEASURE, not_applicable=NOT_APPLICABLE
-        )
+    summary = attrs.evolve(
+        summary,
+        perturbation_measure=loaded.adapter.perturbation_measure,
+        not_applicable=NOT_APPLICABLE_TO_PROMPTS if units == PROMPTS else {},
+    )
     if out is not None and team.is_main:
         write_items(out, ordered)
         write_atomically(Path(out) / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
@@ -350,6 +367,7 @@ def _evaluate_item(
     loaded: LoadedModel,
     item: BenchmarkItem,
     *,
+    units: str,
     method: str,
     metrics: Sequence[str],
     seed: int,
@@ -358,15 +376,22 @@ def _evaluate_item(
     catalog: Catalog,
     options: dict[str, Any],
 ) -> tuple[Explanation | None, ItemResult]:
-    """Explain the model's answer on one item and score it; a failed item is recorded."""
+    """Explain the model on one item and score it; a failed item is recorded.
+
+    ``units`` is the adapter's: a contrastive model's prompt is the item's caption, it
+    has no reference answer and no accuracy.
+    """
     from dexar_core.api import explain
 
     start = time.perf_counter()
+    prompts = units == PROMPTS
+    question = item.description if prompts else item.question
     try:
+        question = explained_prompt(item, units)
         explanation = explain(
             loaded,
             item.image,
-            item.question,
+            question,
             method=method,
             max_new_tokens=max_new_tokens,
             catalog=catalog,
@@ -378,9 +403,9 @@ def _evaluate_item(
             item,
             error,
             time.perf_counter() - start,
-            question=item.question,
-            expected=item.answer,
-            correct=False if item.references else None,
+            question=question,
+            expected="" if prompts else item.answer,
+            correct=False if item.references and not prompts else None,
         )
     result = score_item(item, explanation, seed=seed, metrics=metrics)
     if "perturbation" in metrics:
@@ -408,14 +433,15 @@ def score_item(
     """
     item = as_benchmark_item(item)
     weights = [float(weight) for weight in explanation.token_weights]
+    answered = explanation.units != PROMPTS  # prompts have no reference answer
     result = ItemResult(
         index=item.index,
         item_id=item.item_id,
         kind=item.kind,
-        question=item.question,
-        expected=item.answer,
+        question=item.question if answered else explanation.prompt,
+        expected=item.answer if answered else "",
         answer=explanation.answer,
-        correct=item.is_correct(explanation.answer),
+        correct=item.is_correct(explanation.answer) if answered else None,
         tokens=tuple(explanation.tokens),
         token_weights=tuple(weights),
         sequence_fallback=explanation.sequence_fallback,

@@ -95,7 +95,7 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`."""
+        """See :meth:`GenerativeAdapter.teacher_forced`."""
         prompt_ids = prepared.inputs["input_ids"]
         answer = torch.tensor([list(answer_ids)], dtype=prompt_ids.dtype, device=prompt_ids.device)
         inputs = dict(prepared.inputs)
@@ -118,7 +118,7 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
         return {}
 
     def decoder_parts(self, model: Any) -> DecoderParts:
-        """See :meth:`ModelAdapter.decoder_parts`."""
+        """See :meth:`GenerativeAdapter.decoder_parts`."""
         decoder = self.language_model(model)
         head = model.get_output_embeddings()
         return DecoderParts(

@@ -94,7 +94,7 @@ class HFEncoderDecoderAdapter(HFGenerativeAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`; the decoder prefix is not part of the answer."""
+        """See :meth:`GenerativeAdapter.generate`; the decoder prefix is not part of the answer."""
         prefix = self.decoder_prefix(loaded)
         limit = self.context_length(loaded.model)
         if limit is not None:
@@ -108,7 +108,7 @@ class HFEncoderDecoderAdapter(HFGenerativeAdapter):
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
     ) -> TeacherForcedPass:
-        """See :meth:`ModelAdapter.teacher_forced`.
+        """See :meth:`GenerativeAdapter.teacher_forced`.
 
         The encoder input is the prompt; the decoder input is the prefix and the answer.
         """

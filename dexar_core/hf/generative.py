@@ -20,7 +20,7 @@ from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.facts import ImageTokenConvention, ImageTokenRule, PromptLocator
 from dexar_core.hf.loading import load_pretrained, template_mask, to_model
-from dexar_core.interfaces import ModelAdapter
+from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, PromptFacts
 
 
@@ -35,7 +35,7 @@ def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> s
     return str(processor.apply_chat_template(turn, add_generation_prompt=True))
 
 
-class HFGenerativeAdapter(ModelAdapter):
+class HFGenerativeAdapter(GenerativeAdapter):
     """Shared behaviour of transformers VLM adapters that generate an answer.
 
     Attributes:

@@ -13,7 +13,7 @@ import attrs
 import numpy as np
 
 from dexar_core.errors import DexarError
-from dexar_core.interfaces import ModelAdapter
+from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import AdapterSpec, VisualLayout
 from dexar_plugins.manager import Catalog, PluginSettings, build_catalog
@@ -140,8 +140,8 @@ class ConformanceSubject:
         return self.case.loaded
 
     @property
-    def adapter(self) -> ModelAdapter:
-        """The adapter under test (the case's)."""
+    def adapter(self) -> GenerativeAdapter:
+        """The adapter under test (the case's): the kit checks generative adapters."""
         return self.case.loaded.adapter
 
     @functools.cached_property

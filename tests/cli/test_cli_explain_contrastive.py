@@ -11,6 +11,12 @@ from dexar_core.cli.main import main
 PROMPTS = ["a red circle", "a blue square", "a green triangle"]
 
 
+def record_weights(folder):
+    from dexar_core.explanation import Explanation
+
+    return [float(weight) for weight in Explanation.load(folder / "explanation").token_weights]
+
+
 @pytest.mark.parametrize("method", ["dexar", "legrad"])
 def test_several_prompts_give_one_map_each_and_their_similarities(method, tmp_path, capsys):
     args = ["explain", "--model", "shapes-clip", "--method", method, "--out", str(tmp_path)]
@@ -18,7 +24,8 @@ def test_several_prompts_give_one_map_each_and_their_similarities(method, tmp_pa
     captured = capsys.readouterr()
     assert code == 0, captured.err
     record = json.loads((tmp_path / "explanation.json").read_text())
-    assert record["tokens"] == PROMPTS
+    assert record["tokens"] == PROMPTS and record["units"] == "prompts"
+    assert record["answer"] == ""
     lines = captured.out.splitlines()
     assert lines[0] == f"image-text similarity (cosine) of shapes-clip, method {method}:"
     for prompt, similarity in zip(PROMPTS, record["metadata"]["similarities"], strict=True):
@@ -27,6 +34,10 @@ def test_several_prompts_give_one_map_each_and_their_similarities(method, tmp_pa
     assert "answer" not in captured.out and "delta" not in captured.out
     assert "token" not in captured.out
     assert ("combined-map weight" in captured.out) == (method == "dexar")
+    if method == "dexar":  # the weights printed are DEX-AR's delta per prompt, not similarities
+        for prompt, weight in zip(PROMPTS, record_weights(tmp_path), strict=True):
+            row = next(line for line in lines if line.strip().startswith(repr(prompt)))
+            assert row.split()[-1] == f"{weight:.4g}"
     for name in ("combined.png", "prompts.png", "explanation.npz"):
         assert (tmp_path / name).is_file()
     assert not (tmp_path / "tokens.png").exists()

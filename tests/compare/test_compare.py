@@ -15,7 +15,8 @@ from dexar_core.errors import DexarError, InputError
 from dexar_core.viz.comparison import comparison_figure, row_caption, token_figure
 
 MODELS = ("shapes-llava", "shapes-clip")
-METHODS = ("dexar", "attention")
+METHODS = ("dexar", "rollout")
+"""rollout runs on shapes-llava; shapes-clip's pooled pass has no whole attention matrices."""
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def test_a_method_that_cannot_run_is_a_cell_with_its_reason(comparison):
     clip = comparison.rows[1]
     assert clip.contrastive and clip.answer == ""
     assert comparison.cell("shapes-clip", "dexar").supported
-    attention = comparison.cell("shapes-clip", "attention")
-    assert not attention.supported and "attention" in attention.reason
+    rollout = comparison.cell("shapes-clip", "rollout")
+    assert not rollout.supported and "whole attention matrices" in rollout.reason
     assert [(model, cell.method) for model, cell in comparison.unsupported()] == [
-        ("shapes-clip", "attention")
+        ("shapes-clip", "rollout")
     ]
     explanation = comparison.explanation("shapes-clip", "dexar")
     assert list(clip.similarities) == pytest.approx(explanation.metadata["similarities"])
@@ -85,18 +86,18 @@ def test_cli_writes_the_grid_the_token_figures_and_the_explanations(tmp_path, ca
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "shapes-clip: similarity: 'describe the image'" in captured.out
-    assert "  attention: not supported: " in captured.out
+    assert "  rollout: not supported: " in captured.out
     for name in ("comparison.png", "tokens_shapes-llava.png", "tokens_shapes-clip.png"):
         with Image.open(out / name) as picture:
             assert picture.width > 200 and picture.height > 200
     record = json.loads((out / "comparison.json").read_text())
     llava, clip = record["models"]
-    assert clip["cells"]["attention"]["supported"] is False
-    assert "attention" in clip["cells"]["attention"]["reason"]
+    assert clip["cells"]["rollout"]["supported"] is False
+    assert "whole attention matrices" in clip["cells"]["rollout"]["reason"]
     for method in METHODS:
         saved = json.loads((out / "explanations" / "shapes-llava" / f"{method}.json").read_text())
         assert saved["answer"] == llava["answer"] and saved["method"] == method
-    assert not (out / "explanations" / "shapes-clip" / "attention.json").exists()
+    assert not (out / "explanations" / "shapes-clip" / "rollout.json").exists()
 
 
 def test_cli_compares_several_prompts_of_a_contrastive_model(tmp_path, capsys):
@@ -189,11 +190,11 @@ def test_dataset_gives_a_models_by_methods_table(tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| model | dexar | attention | uniform chance |" in captured.out
+    assert "| model | dexar | rollout | uniform chance |" in captured.out
     assert (out / "metrics.md").read_text().strip() == captured.out.strip()
     record = json.loads((out / "metrics.json").read_text())
     assert record["limit"] == 2 and record["models"] == list(MODELS)
-    assert "attention" in record["reasons"]["shapes-clip"]
+    assert "rollout" in record["reasons"]["shapes-clip"]
     table = MetricsTable(
         **{**record, "models": tuple(record["models"]), "methods": tuple(record["methods"])}
     )
@@ -206,7 +207,7 @@ def test_dataset_gives_a_models_by_methods_table(tmp_path, capsys):
         row = next(line for line in captured.out.splitlines() if line.startswith("| shapes-llava"))
         assert shown in row
     clip_row = next(line for line in captured.out.splitlines() if line.startswith("| shapes-clip"))
-    assert "not supported" in clip_row  # attention cannot explain a contrastive model
+    assert "not supported" in clip_row  # rollout cannot explain a contrastive model
     assert table.value("shapes-clip", "dexar", "soft_iou") is not None  # its caption's map
     assert table.value("shapes-clip", "dexar", "pointing_game") is None  # not applicable
 

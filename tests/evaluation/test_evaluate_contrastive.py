@@ -14,9 +14,9 @@ from dexar_core.api import explain, load
 from dexar_core.cli.main import main
 from dexar_core.compare.on_dataset import compare_on_dataset
 from dexar_core.datasets.benchmark import as_benchmark_item
-from dexar_core.evaluation.contrastive import NOT_APPLICABLE, similarity_prompt
-from dexar_core.evaluation.perturbation import similarity_curve
-from dexar_core.evaluation.run import evaluate, open_dataset
+from dexar_core.evaluation.perturbation import explained_units, unit_score_curve
+from dexar_core.evaluation.records import NOT_APPLICABLE_TO_PROMPTS as NOT_APPLICABLE
+from dexar_core.evaluation.run import evaluate, explained_prompt, open_dataset
 from dexar_core.metrics.perturbation import mask_to_grid
 
 torch.set_num_threads(1)
@@ -25,6 +25,10 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def clip():
     return load("shapes-clip")
+
+
+def similarity_prompt(item):
+    return explained_prompt(item, "prompts")
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,7 @@ def test_the_prompt_is_the_caption_of_every_object(items):
         assert prompt == item.description and prompt.startswith("a ")
         named = {word for word, objects in item.object_words.items() if objects}
         assert named <= set(prompt.replace(",", " ").split())
+        assert explained_prompt(item, "answer tokens") == item.question
 
 
 def test_an_item_without_text_is_refused(items):
@@ -56,25 +61,29 @@ def test_the_true_mask_drops_the_similarity_more_than_its_inverse(clip, items):
         explanation = explain(clip, item.image, similarity_prompt(item), method="legrad")
         grid = explanation.grids[0]
         oracle = mask_to_grid(item.mask, grid)
+        units = explained_units(explanation)
         curves = [
-            similarity_curve(clip, item.image, similarity_prompt(item), [map2d], [grid])
+            unit_score_curve(clip, item.image, explanation.prompt, units, [map2d], [grid])
             for map2d in (oracle, 1.0 - oracle)
         ]
         for curve in curves:
+            assert curve.measure == "similarity"
             assert curve.normalised[0] == 1.0  # r = 0 is the clean image, exactly
-            assert curve.similarities[0] == pytest.approx(explanation.metadata["similarities"][0])
+            assert curve.scores[0] == pytest.approx(explanation.metadata["similarities"][0])
         assert curves[0].auc < curves[1].auc, (item.index, curves[0].auc, curves[1].auc)
 
 
 def test_a_non_positive_clean_similarity_leaves_the_curve_undefined(clip, items, monkeypatch):
     item = items[0]
-    grid = explain(clip, item.image, similarity_prompt(item)).grids[0]
+    explanation = explain(clip, item.image, similarity_prompt(item))
+    grid = explanation.grids[0]
     monkeypatch.setattr(
         type(clip.adapter),
         "similarities",
         lambda self, loaded, images, prompt: -np.ones(len(images)),
     )
-    curve = similarity_curve(clip, item.image, "x", [np.zeros(grid.shape)], [grid])
+    units = explained_units(explanation)
+    curve = unit_score_curve(clip, item.image, "x", units, [np.zeros(grid.shape)], [grid])
     assert all(math.isnan(value) for value in curve.normalised) and math.isnan(curve.auc)
 
 
@@ -114,9 +123,16 @@ def test_grounding_alone_is_refused_for_a_contrastive_model(clip):
         evaluate(clip, open_dataset("shapes", "test"), metrics=["grounding"], limit=1)
 
 
-def test_an_open_clip_method_it_does_not_offer_is_a_method_error(clip):
-    with pytest.raises(errors.MethodError, match="for contrastive models"):
-        evaluate(clip, open_dataset("shapes", "test"), method="attention", limit=1)
+def test_a_method_a_contrastive_model_cannot_run_is_a_method_error(clip):
+    with pytest.raises(errors.MethodError, match="contrastive models"):
+        evaluate(clip, open_dataset("shapes", "test"), method="rollout", limit=1)
+
+
+def test_a_row_method_beyond_dexar_and_legrad_is_evaluated_on_the_caption(clip):
+    summary = evaluate(
+        clip, open_dataset("shapes", "test"), method="attention", metrics=["segmentation"], limit=1
+    )
+    assert summary.items == 1 and summary.skipped == 0
 
 
 def test_command_runs_on_shapes_clip_with_two_methods(tmp_path, capsys):
@@ -137,12 +153,12 @@ def test_command_runs_on_shapes_clip_with_two_methods(tmp_path, capsys):
 
 
 def test_compare_on_a_dataset_includes_a_contrastive_model():
-    table = compare_on_dataset(["shapes-clip"], ["dexar", "attention"], limit=1)
+    table = compare_on_dataset(["shapes-clip"], ["dexar", "rollout"], limit=1)
     summary = table.summaries["shapes-clip"]["dexar"]
     assert summary["items"] == 1 and summary["perturbation_measure"] == "similarity"
     assert table.value("shapes-clip", "dexar", "soft_iou") is not None
     assert table.value("shapes-clip", "dexar", "pointing_game") is None  # shown as n/a
-    assert "contrastive models" in table.reasons["shapes-clip"]["attention"]
+    assert "contrastive models" in table.reasons["shapes-clip"]["rollout"]
 
 
 FLORENCE = "shapes-florence2"  # embedded and trained: it answers, so rollout gets to run

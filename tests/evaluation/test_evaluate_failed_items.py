@@ -8,7 +8,6 @@ import dexar_core.api
 from dexar_core.datasets.benchmark import as_benchmark_item
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
-from dexar_core.evaluation.contrastive import evaluate_contrastive_item
 from dexar_core.evaluation.records import ItemResult
 from dexar_core.evaluation.run import _evaluate_item
 
@@ -30,6 +29,7 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
     explanation, result = _evaluate_item(
         None,
         item,
+        units="answer tokens",
         method="dexar",
         metrics=("segmentation", "grounding"),
         seed=0,
@@ -49,13 +49,16 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
 
 def test_a_contrastive_item_keeps_its_prompt_and_error(refused):
     item = _item()
-    explanation, result = evaluate_contrastive_item(
+    explanation, result = _evaluate_item(
         None,
         item,
+        units="prompts",
         method="dexar",
         metrics=("segmentation",),
         seed=0,
+        max_new_tokens=8,
         replacement="mean",
+        catalog=None,
         options={},
     )
     assert explanation is None

@@ -82,11 +82,18 @@ def test_the_guide_names_every_hook_with_its_signature():
 def test_the_guide_names_every_interface_member_and_spec_field():
     members = [
         name
-        for cls in (interfaces.ModelAdapter, HFDecoderOnlyAdapter)
+        for cls in (
+            interfaces.ModelAdapter,
+            interfaces.GenerativeAdapter,
+            interfaces.AttentionCapture,
+            interfaces.GradientExtractor,
+            HFDecoderOnlyAdapter,
+        )
         for name, value in vars(cls).items()
         if callable(value) and not name.startswith("_")
     ]
     members += ["capture", "locator", "gradients", "logit_lens_targets", "locate"]
+    members += ["units", "perturbation_measure"]
     members += [field.name for field in attrs.fields(AdapterSpec)]
     members += [field.name for field in attrs.fields(ConformanceCase)]
     missing = [name for name in members if not _documented(name)]

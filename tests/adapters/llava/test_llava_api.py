@@ -54,6 +54,22 @@ def test_save_and_load_round_trip_exactly(explanation, tmp_path):
     assert Explanation.load(sidecar) == explanation
 
 
+def test_the_units_are_answer_tokens_and_old_files_load_as_such(explanation, tmp_path):
+    import json
+
+    import attrs
+
+    assert explanation.units == "answer tokens"
+    sidecar = explanation.save(tmp_path / "old")
+    record = json.loads(sidecar.read_text())
+    assert record["units"] == "answer tokens"
+    del record["units"]  # a file written before the field existed
+    sidecar.write_text(json.dumps(record))
+    assert Explanation.load(sidecar) == explanation
+    with pytest.raises(ValueError, match="units"):
+        attrs.evolve(explanation, units="words")
+
+
 def test_last_k_and_explicit_layers(loaded):
     last = explain(loaded, noise_image(3), "what", answer="red", layers=1)
     assert last.layers == (1,) and last.head_weights.shape[1] == 1

@@ -1,4 +1,4 @@
-"""open_clip adapter: explain_similarity's results, dispatch from explain(), loading, bad input."""
+"""open_clip through dexar_core.explain: prompts as units, every method, loading, bad input."""
 
 from __future__ import annotations
 
@@ -18,13 +18,26 @@ from dexar_core.errors import (
     MethodError,
     UnsupportedModelError,
 )
-from dexar_open_clip import explain_similarity
 from dexar_open_clip.adapter import wrap_model
 from dexar_open_clip.tiny import build_tiny_open_clip, save_checkpoint, tiny_loaded
 
 torch.set_num_threads(2)
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle at the top"]
+
+ROW_METHODS = ("dexar", "dexar_nohead", "dexar_nodelta", "legrad", "attn_grad", "attention")
+"""The catalog's methods that read the explained rows: they run on the pooled pass."""
+
+NOT_ON_PROMPTS = {
+    "rollout": "whole attention matrices",
+    "gae": "whole attention matrices",
+    "tam": "language-model logit at every key position",
+}
+"""The catalog's methods that need what a contrastive model has not, and what they name."""
+
+
+def explain_similarity(loaded, image, prompts, **options):
+    return dexar_core.explain(loaded, image, prompts, **options)
 
 
 @pytest.fixture(scope="module")
@@ -63,26 +76,85 @@ def test_explanation_records_prompts_weights_and_similarities(loaded, image):
     assert dexar.options["head_agg"] == "mean"
     assert dexar.head_weights.shape == (3, 2, 4)
     assert np.all(dexar.token_weights >= 0)
-    np.testing.assert_allclose(legrad.token_weights, legrad.metadata["similarities"], atol=1e-6)
+    # legrad weighs no prompt: its weights are ones, the similarities stay in metadata
+    np.testing.assert_array_equal(legrad.token_weights, np.ones(3))
+    assert len(legrad.metadata["similarities"]) == 3
+    np.testing.assert_allclose(legrad.metadata["similarities"], dexar.metadata["similarities"])
     assert dexar.adapter == "open_clip" and not dexar.generated
+    for explanation in (dexar, legrad):
+        assert explanation.units == "prompts" and explanation.answer == ""
+        assert explanation.token_ids == (0, 1, 2)
     for explanation in (dexar, legrad):
         assert explanation.sequence_map.min() >= 0 and explanation.sequence_map.max() <= 1
         maps, sequence = explanation.upsample()
         assert maps.shape == (3, 64, 64) and sequence.shape == (64, 64)
 
 
-def test_explain_dispatches_contrastive_models(loaded, image):
-    direct = explain_similarity(loaded, image, PROMPTS[:2], method="legrad")
-    via_api = dexar_core.explain(loaded, image, PROMPTS[:2], method="legrad")
-    assert via_api == attrs.evolve(direct, timings=via_api.timings)
+@pytest.mark.parametrize("method", ROW_METHODS)
+def test_every_row_method_of_the_catalog_runs_on_the_prompts(loaded, image, method):
+    explanation = dexar_core.explain(loaded, image, PROMPTS[:2], method=method)
+    assert explanation.method == method and explanation.units == "prompts"
+    assert explanation.tokens == tuple(PROMPTS[:2])
+    assert explanation.token_map_stack.shape == (2, 4, 4)
+    assert np.isfinite(explanation.token_map_stack).all()
+    assert explanation.sequence_map.max() <= 1
+    assert len(explanation.metadata["similarities"]) == 2
+
+
+def test_attn_grad_weighs_the_class_rows_attention_by_its_signed_gradient(loaded, image):
+    """attn_grad on the pooled pass: ReLU(sum over heads of A * signed G), summed over layers."""
+    from dexar_core.methods.attn_grad import AttnGradMethod
+    from dexar_open_clip.similarity import similarity_gradients
+
+    prepared = loaded.adapter.prepare(loaded, [image], PROMPTS[:2])
+    layout = loaded.adapter.locator.locate(prepared)
+    record, _ = similarity_gradients(loaded, prepared, layout, (0, 1, 2), raw_gradients=True)
+    np.testing.assert_allclose(np.maximum(record.raw_gradients, 0), record.gradients, atol=1e-9)
+    visual = layout.visual_positions
+    product = record.attentions[..., visual] * record.raw_gradients[..., visual]
+    expected = np.maximum(product.sum(axis=2), 0).sum(axis=1)
+    result = AttnGradMethod().explain(record)
+    np.testing.assert_allclose(result.token_relevance, expected, rtol=1e-6)
+    assert np.abs(expected).max() > 0
+
+
+@pytest.mark.parametrize(("method", "missing"), list(NOT_ON_PROMPTS.items()))
+def test_methods_a_contrastive_model_cannot_run_say_why(loaded, image, method, missing):
+    with pytest.raises(MethodError, match=missing) as raised:
+        dexar_core.explain(loaded, image, PROMPTS[:2], method=method)
+    assert "contrastive models" in str(raised.value) and "legrad" in str(raised.value)
+
+
+def test_the_catalog_offers_no_method_left_untested():
+    from dexar_plugins import default_catalog
+
+    assert set(default_catalog().methods) == set(ROW_METHODS) | set(NOT_ON_PROMPTS)
+
+
+def test_official_compat_is_refused_naming_the_final_norm(loaded, image):
+    with pytest.raises(MethodError, match="final norm"):
+        dexar_core.explain(loaded, image, PROMPTS[:1], official_compat=True)
+
+
+def test_an_answer_is_refused_for_a_contrastive_model(loaded, image):
     with pytest.raises(InputError, match="contrastive"):
         dexar_core.explain(loaded, image, "a red circle", answer="red")
 
 
 def test_explanation_saves_and_loads(loaded, image, tmp_path):
     explanation = explain_similarity(loaded, image, PROMPTS)
-    explanation.save(tmp_path / "similarity")
+    sidecar = explanation.save(tmp_path / "similarity")
+    assert json.loads(sidecar.read_text())["units"] == "prompts"
     assert dexar_core.Explanation.load(tmp_path / "similarity") == explanation
+
+
+def test_a_file_saved_before_units_were_recorded_loads_with_its_units(loaded, image, tmp_path):
+    explanation = explain_similarity(loaded, image, PROMPTS[:2])
+    sidecar = explanation.save(tmp_path / "old")
+    record = json.loads(sidecar.read_text())
+    del record["units"]  # what a file written before the field existed holds
+    sidecar.write_text(json.dumps(record))
+    assert dexar_core.Explanation.load(sidecar) == explanation
 
 
 @pytest.mark.parametrize(
@@ -99,8 +171,8 @@ def test_bad_prompts_are_refused(loaded, image, prompts, error, match):
 
 
 def test_bad_method_options_and_images_are_refused(loaded, image):
-    with pytest.raises(MethodError, match="legrad"):
-        explain_similarity(loaded, image, PROMPTS, method="rollout")
+    with pytest.raises(MethodError, match="no_such_option"):
+        explain_similarity(loaded, image, PROMPTS, no_such_option=1)
     with pytest.raises(MethodError, match="head_agg"):
         explain_similarity(loaded, image, PROMPTS, method="legrad", head_agg="max")
     with pytest.raises(MethodError, match="last 7"):
