@@ -295,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument("--model", help="embedded model to train (default: the catalog's)")
-    chosen.add_argument("--adapter", help="training recipe to run, by name (e.g. llava)")
+    chosen.add_argument(
+        "--adapter",
+        help="training recipe to run, by the name its checkpoints' dexar_training.json gives",
+    )
     parser.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="optimiser steps")
