@@ -18,6 +18,7 @@ from dexar_core.errors import LayoutError, PluginError
 if TYPE_CHECKING:
     from dexar_core.interfaces import ModelAdapter
     from dexar_core.methods.base import Method
+    from dexar_core.zoo.recipes import TrainingRecipe
 
 
 def readonly_bool_vector(value: Any) -> np.ndarray:
@@ -367,6 +368,16 @@ class MethodSpec:
     description: str = ""
 
 
+def _training_recipe(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    from dexar_core.zoo.recipes import TrainingRecipe
+
+    if not isinstance(value, TrainingRecipe):
+        raise PluginError(
+            f"{type(instance).__name__}.{attribute.name} must be a "
+            f"dexar_core.zoo.recipes.TrainingRecipe, got {value!r}."
+        )
+
+
 @attrs.frozen(kw_only=True)
 class EmbeddedModelSpec:
     """A checkpoint shipped inside a plugin, named for ``--model``.
@@ -377,7 +388,14 @@ class EmbeddedModelSpec:
         adapter: name of the adapter that serves it.
         description: one line for ``dexar models``.
         example_image: an image shipped with the model for ``dexar explain --example``.
-        example_prompt: the prompt of that example.
+        example_prompt: the prompt of that example, in the form the model takes (a
+            question or task for a generative model, a caption for a contrastive one).
+        recipe: how the checkpoint is trained from a seed
+            (:class:`dexar_core.zoo.recipes.TrainingRecipe`), which
+            ``python -m dexar_core.zoo.train --model NAME`` runs; None when the plugin
+            ships the checkpoint without one.
+        default: whether this is the model ``dexar explain`` uses when none is named;
+            exactly one installed embedded model may say so.
     """
 
     name: str = attrs.field(validator=_nonempty_name)
@@ -388,3 +406,7 @@ class EmbeddedModelSpec:
         default=None, converter=attrs.converters.optional(Path)
     )
     example_prompt: str = ""
+    recipe: TrainingRecipe | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_training_recipe)
+    )
+    default: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))

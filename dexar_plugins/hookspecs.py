@@ -77,6 +77,9 @@ def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:  # type: ignore[empt
 
     Returns:
         The embedded models' specs: each names the checkpoint, its folder in Hugging
-        Face format and the adapter that serves it. Anything that is not an
-        ``EmbeddedModelSpec`` makes the whole plugin fail to load.
+        Face format and the adapter that serves it, and may carry its example image and
+        prompt, the ``TrainingRecipe`` that reproduces it, and ``default=True`` for the
+        model used when none is named (exactly one installed model may say so).
+        Anything that is not an ``EmbeddedModelSpec`` makes the whole plugin fail to
+        load.
     """

@@ -363,6 +363,8 @@ class Catalog:
         methods: method registrations by method name.
         embedded_models: embedded-model registrations by model name.
         conflicts: names claimed more than once.
+        default_claims: the embedded models whose spec says ``default=True``; exactly
+            one makes :meth:`default_embedded_model` answer.
     """
 
     plugins: tuple[LoadedPlugin, ...]
@@ -377,14 +379,16 @@ class Catalog:
         factory=dict, converter=_frozen_mapping, hash=False
     )
     conflicts: tuple[NameConflict, ...] = ()
+    default_claims: tuple[Registration[EmbeddedModelSpec], ...] = ()
 
     @classmethod
     def from_plugins(cls, loaded: LoadedPlugins) -> Catalog:
         """Index what the loaded plugins registered.
 
         Raises:
-            PluginConflictError: in strict mode, for the first name claimed twice (in
-                lenient mode each conflict is a ``PluginWarning``).
+            PluginConflictError: in strict mode, for the first name claimed twice or
+                when several embedded models claim to be the default (in lenient mode
+                each is a ``PluginWarning``).
         """
         adapters, adapter_conflicts = _index("adapter", loaded.plugins, "adapters")
         methods, method_conflicts = _index("method", loaded.plugins, "methods")
@@ -394,6 +398,13 @@ class Catalog:
             if loaded.settings.strict:
                 raise conflict.error()
             warnings.warn(conflict.message, PluginWarning, stacklevel=2)
+        default_claims = tuple(
+            registration for registration in models.values() if registration.spec.default
+        )
+        if len(default_claims) > 1:
+            if loaded.settings.strict:
+                raise PluginConflictError(_several_defaults(default_claims))
+            warnings.warn(_several_defaults(default_claims), PluginWarning, stacklevel=2)
         return cls(
             plugins=loaded.plugins,
             failures=loaded.failures,
@@ -401,6 +412,7 @@ class Catalog:
             methods=methods,
             embedded_models=models,
             conflicts=conflicts,
+            default_claims=default_claims,
         )
 
     @property
@@ -429,6 +441,23 @@ class Catalog:
         """The embedded model registered under this name (errors as :meth:`adapter`)."""
         return self._lookup("embedded-model", self.embedded_models, name).spec
 
+    def default_embedded_model(self) -> EmbeddedModelSpec:
+        """The embedded model used when none is named: the one whose spec says default.
+
+        Raises:
+            PluginConflictError: several embedded models claim to be the default.
+            InputError: none does (the message lists the installed models to name).
+        """
+        if len(self.default_claims) == 1:
+            return self.default_claims[0].spec
+        if self.default_claims:
+            raise PluginConflictError(_several_defaults(self.default_claims))
+        installed = ", ".join(sorted(self.embedded_models)) or "none"
+        raise InputError(
+            "No installed embedded model is marked as the default (EmbeddedModelSpec"
+            f"(default=True)); name one with --model. The installed ones are: {installed}."
+        )
+
     def _lookup(
         self, kind: str, table: Mapping[str, Registration[SpecT]], name: str
     ) -> Registration[SpecT]:
@@ -443,6 +472,19 @@ class Catalog:
             "Check the spelling, or run `dexar plugins` to see every plugin, including "
             "those that failed to load."
         )
+
+
+def _several_defaults(claims: Iterable[Registration[EmbeddedModelSpec]]) -> str:
+    """The sentence naming every embedded model that claims to be the default."""
+    claimants = " and ".join(
+        f"{claim.name!r} (plugin {claim.plugin!r} from {claim.distribution} {claim.version})"
+        for claim in claims
+    )
+    return (
+        f"Several embedded models claim to be the default: {claimants}. There is no "
+        "default model until all but one of them are uninstalled or left out of "
+        f"{LOAD_PLUGINS_ENV}; name a model with --model meanwhile."
+    )
 
 
 def _index(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
+from dexar_core.zoo.generative import AnswerRecipe
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 """Where the embedded checkpoints live."""
+
+EXAMPLE_TEST_INDEX = 8
+"""``ShapesDataset("test")[8]``, saved as ``example.png``: three objects, whose circle's
+colour the embedded model names correctly (it captions poorly, see its card)."""
 
 
 def _adapter() -> ModelAdapter:
@@ -64,6 +69,17 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
     )
 
 
+RECIPE = AnswerRecipe(
+    name="blip2",
+    builder="dexar_blip2.tiny:build_shapes_blip2",
+    prompt_formatter="dexar_blip2.tiny:format_prompt",
+    description=(
+        "Blip2ForConditionalGeneration: ViT, Q-Former with 32 query tokens, OPT language model"
+    ),
+)
+"""How ``shapes-blip2`` is trained (``python -m dexar_core.zoo.train --adapter blip2``)."""
+
+
 @hookimpl
 def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
     """``shapes-blip2``: see its model card for the training command and accuracy."""
@@ -73,5 +89,8 @@ def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
             path=CHECKPOINTS / "shapes-blip2",
             adapter="blip2",
             description="tiny BLIP-2 (ViT, Q-Former, OPT) trained on the shapes benchmark",
+            example_image=Path(__file__).parent / "example.png",
+            example_prompt="what color is the circle?",
+            recipe=RECIPE,
         ),
     )

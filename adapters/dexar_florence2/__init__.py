@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
+from dexar_core.zoo.generative import AnswerRecipe
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 """Where the embedded checkpoints live."""
+
+EXAMPLE_TEST_INDEX = 41
+"""``ShapesDataset("test")[41]``, saved as ``example.png``: a test image the embedded
+model captions correctly ("a blue circle at the left")."""
 
 
 def _adapter() -> ModelAdapter:
@@ -70,6 +75,17 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
     )
 
 
+RECIPE = AnswerRecipe(
+    name="florence2",
+    builder="dexar_florence2.tiny:build_shapes_florence2",
+    prompt_formatter="dexar_florence2.tiny:format_prompt",
+    description="Florence2ForConditionalGeneration: DaViT vision tower, BART encoder-decoder",
+    position_ids=False,
+    encoder_decoder=True,
+)
+"""How ``shapes-florence2`` is trained (``python -m dexar_core.zoo.train --adapter florence2``)."""
+
+
 @hookimpl
 def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
     """``shapes-florence2``: see its model card for the training command and accuracy."""
@@ -79,5 +95,8 @@ def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
             path=CHECKPOINTS / "shapes-florence2",
             adapter="florence2",
             description="tiny Florence-2 (DaViT, BART) trained on the shapes benchmark",
+            example_image=Path(__file__).parent / "example.png",
+            example_prompt="describe the image.",
+            recipe=RECIPE,
         ),
     )

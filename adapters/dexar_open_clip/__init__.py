@@ -16,6 +16,7 @@ from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
     from dexar_core.interfaces import ModelAdapter
+    from dexar_core.zoo.recipes import TrainingRecipe
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 """Where the embedded checkpoints live."""
@@ -43,6 +44,12 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
     )
 
 
+def _recipe() -> TrainingRecipe:
+    from dexar_open_clip.recipe import RECIPE
+
+    return RECIPE
+
+
 @hookimpl
 def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
     """``shapes-clip``: a tiny ViT CLIP trained contrastively on the shapes captions."""
@@ -54,5 +61,6 @@ def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
             description="tiny open_clip ViT CLIP trained on the synthetic shapes captions",
             example_image=CHECKPOINTS / "shapes-clip" / "example.png",
             example_prompt="a red circle",
+            recipe=_recipe(),
         ),
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
+from dexar_core.zoo.generative import AnswerRecipe
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -73,6 +74,23 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
     )
 
 
+RECIPE = AnswerRecipe(
+    name="qwen2vl",
+    builder="dexar_qwen_vl.tiny:build_shapes_qwen2_vl",
+    prompt_formatter="dexar_qwen_vl.tiny:format_prompt",
+    description=(
+        "Qwen2VLForConditionalGeneration: ViT with 2x2 patch merger, Qwen2 language model "
+        "with M-RoPE, dynamic resolution"
+    ),
+    extra_image_sizes=((96, 96), (80, 112), (112, 80)),
+    # M-RoPE positions come from the attention mask and the image grids.
+    position_ids=False,
+    # As for LLaVA: depth for shape recognition and attribute binding.
+    model_options={"text_layers": 4, "vision_layers": 3},
+)
+"""How ``shapes-qwen2vl`` is trained (``python -m dexar_core.zoo.train --adapter qwen2vl``)."""
+
+
 @hookimpl
 def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
     """``shapes-qwen2vl``: see its model card for the training command and accuracy."""
@@ -85,5 +103,6 @@ def dexar_embedded_models() -> Iterable[EmbeddedModelSpec]:
             "the shapes benchmark at several sizes and aspect ratios",
             example_image=Path(__file__).resolve().parent / "example.png",
             example_prompt="describe the image.",
+            recipe=RECIPE,
         ),
     )

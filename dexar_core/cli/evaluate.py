@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.cli.explain import DEFAULT_MODEL, parse_option
+from dexar_core.cli.explain import default_model, parse_option
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
-from dexar_core.zoo import TRAINING_FACTS
+from dexar_core.zoo import DEFAULT_IMAGE_SIZE, training_image_size
 
 if TYPE_CHECKING:
     from dexar_core.datasets.benchmark import BenchmarkItem
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from dexar_core.evaluation.run import ItemResult, Summary
     from dexar_core.explanation import Explanation
 
-DEFAULT_IMAGE_SIZE = 64
 PICTURE_SIDE = 256  # the benchmark's 64-pixel images are too small to read as overlays
 SUMMARIES_FILE = "summary.json"
 """``OUT/summary.json``: every method's summary, by method."""
@@ -60,7 +59,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     methods = _names(args.methods, "--methods")
     metrics = None if args.metrics is None else _names(args.metrics, "--metrics")
     options = _method_options(args.option, methods)
-    model_name = args.model or DEFAULT_MODEL
+    model_name = args.model or default_model()
     out = Path(args.out)
 
     def dataset(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
@@ -81,7 +80,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...", team)
     loaded = _load_model(model_name, args.device or team.device)
-    image_size = args.image_size or _training_image_size(getattr(loaded.model, "name_or_path", ""))
+    image_size = args.image_size or training_image_size(loaded)
     benchmark = dataset(image_size)
     total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
     shard = f" (process {team.rank + 1} of {team.world})" if team.world > 1 else ""
@@ -197,23 +196,6 @@ def _load_model(name: str, device: str | None) -> Any:
             f"the weights of {name!r} are corrupt ({error}); the file is truncated or not "
             "a safetensors file. Save the checkpoint again (save_pretrained) or retrain it."
         ) from error
-
-
-def _training_image_size(path: str) -> int:
-    """The image size an embedded checkpoint was trained at, else the default.
-
-    ``path`` is "" for a model without a checkpoint folder (open_clip: the default; its
-    transform resizes every image to the model's own input size anyway).
-    """
-    if not path:
-        return DEFAULT_IMAGE_SIZE
-    facts = Path(path) / TRAINING_FACTS
-    if facts.is_file():
-        try:
-            return int(json.loads(facts.read_text())["image_size"])
-        except (ValueError, KeyError, TypeError):
-            pass  # a hand-made checkpoint: the default size is the best guess
-    return DEFAULT_IMAGE_SIZE
 
 
 def _progress(message: str, team: Processes) -> None:

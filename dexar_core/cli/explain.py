@@ -16,7 +16,17 @@ from dexar_core.interfaces import PROMPTS
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
 
-DEFAULT_MODEL = "shapes-llava"
+
+def default_model() -> str:
+    """The name of the embedded model whose plugin marks it as the default.
+
+    Raises:
+        InputError: no installed embedded model is marked as the default.
+        PluginConflictError: several are.
+    """
+    from dexar_plugins import default_catalog
+
+    return default_catalog().default_embedded_model().name
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -47,23 +57,16 @@ def _progress(message: str) -> None:
 def run_explain(args: argparse.Namespace) -> int:
     """Load the model, explain the answer, print it, and write the outputs."""
     from dexar_core.api import explain, load
-    from dexar_core.compare.on_image import is_contrastive
+    from dexar_core.compare.on_image import example_inputs, is_contrastive
     from dexar_core.images import load_image
     from dexar_core.viz.overlay import overlay, save_png, token_strip
-    from dexar_plugins import default_catalog
 
-    model_name = args.model or DEFAULT_MODEL
+    model_name = args.model or default_model()
     image, prompts = args.image, list(args.prompt or [])
     if args.example or image is None or not prompts:
-        catalog = default_catalog()
-        if model_name not in catalog.embedded_models:
-            raise InputError(
-                "--image and --prompt are required for a model that is not embedded; "
-                "`dexar models` lists the embedded ones, which ship an example."
-            )
-        spec = catalog.embedded_model(model_name)
-        image = image or spec.example_image
-        prompts = prompts or [spec.example_prompt]
+        example_image, example_prompt = example_inputs(model_name)
+        image = image or example_image
+        prompts = prompts or [example_prompt]
     options = dict(parse_option(text) for text in args.option)
     if args.layers is not None:
         options["layers"] = parse_option(f"layers={args.layers}")[1]
@@ -76,7 +79,7 @@ def run_explain(args: argparse.Namespace) -> int:
         raise InputError(
             f"{model_name!r} is a generative model: it answers one prompt, got {len(prompts)} "
             "--prompt values. Give one --prompt (several, one map each, apply to contrastive "
-            "models such as shapes-clip or open_clip:...)."
+            "models, which score an image against captions)."
         )
     _progress(f"dexar: loaded in {time.perf_counter() - start:.1f} s; explaining ...")
     explanation = explain(

@@ -177,14 +177,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument(
                 "--model",
                 help="embedded model name, checkpoint folder or cached hub id "
-                "(default: shapes-llava)",
+                "(default: the embedded model its plugin marks as the default)",
             ),
             argument("--image", help="image file (default with an embedded model: its example)"),
             argument(
                 "--prompt",
                 action="append",
                 help="question or instruction (default: the example's); repeat it for a "
-                "contrastive model (shapes-clip, open_clip:...) to get one map per prompt",
+                "contrastive model to get one map per prompt",
             ),
             argument("--answer", help="explain this text instead of generating an answer"),
             argument("--method", default="dexar", help="explanation method (default: dexar)"),
@@ -216,7 +216,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument(
                 "--models",
                 required=True,
-                help="comma-separated models: embedded names, checkpoint folders, open_clip:...",
+                help="comma-separated models: embedded names, checkpoint folders, <adapter>:<spec>",
             ),
             argument(
                 "--methods",
@@ -271,7 +271,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument(
                 "--model",
                 help="embedded model name, checkpoint folder or cached hub id "
-                "(default: shapes-llava)",
+                "(default: the embedded model its plugin marks as the default)",
             ),
             argument(
                 "--methods",

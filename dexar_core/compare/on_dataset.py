@@ -22,13 +22,12 @@ import attrs
 
 from dexar_core.compare.on_image import check_model_name, file_stem
 from dexar_core.errors import InputError, MethodError, UnsupportedModelError
-from dexar_core.zoo import TRAINING_FACTS
+from dexar_core.zoo import DEFAULT_IMAGE_SIZE, training_image_size
 
 if TYPE_CHECKING:
-    from dexar_core.records import LoadedModel
     from dexar_plugins.manager import Catalog
 
-__all__ = ["METRICS", "MetricsTable", "compare_on_dataset", "model_image_size"]
+__all__ = ["METRICS", "MetricsTable", "compare_on_dataset"]
 
 METRICS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "soft_iou": (("segmentation", "{line}", "soft_iou"), "uniform"),
@@ -44,8 +43,6 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None]] = {
 """Each reported metric: its path in ``Summary.to_dict()`` (``{line}`` is ``method`` for
 the method's number, else a chance line's name) and the chance line shown beside it.
 A metric the evaluation did not measure (no masks, no perturbation) shows ``n/a``."""
-
-DEFAULT_IMAGE_SIZE = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -172,7 +169,7 @@ def compare_on_dataset(
     """Evaluate every model with every method on the same items of a dataset.
 
     Models are loaded one at a time; each model sees the shapes benchmark at the image
-    size it was trained at (:func:`model_image_size`).
+    size it was trained at (:func:`~dexar_core.zoo.training_image_size`).
 
     Args:
         models: model names as for :func:`dexar_core.api.load`.
@@ -226,7 +223,7 @@ def compare_on_dataset(
     reasons: dict[str, dict[str, str]] = {}
     for model in models:
         loaded = load(model, device=device, dtype=dtype, catalog=plugins)
-        opened = items(model_image_size(loaded, plugins))
+        opened = items(training_image_size(loaded, plugins))
         for method in methods:
             try:
                 summary = evaluate(
@@ -256,22 +253,6 @@ def compare_on_dataset(
         summaries=summaries,
         reasons=reasons,
     )
-
-
-def model_image_size(loaded: LoadedModel, catalog: Catalog) -> int:
-    """The image side a checkpoint was trained at (its ``dexar_training.json``), else 64."""
-    folder = getattr(loaded.model, "name_or_path", None)
-    if loaded.model_id in catalog.embedded_models:
-        folder = catalog.embedded_model(loaded.model_id).path
-    facts = Path(str(folder)) / TRAINING_FACTS if folder else None
-    if facts is None or not facts.is_file():
-        return DEFAULT_IMAGE_SIZE
-    try:
-        record = json.loads(facts.read_text())
-    except json.JSONDecodeError:
-        return DEFAULT_IMAGE_SIZE  # a hand-edited file: the default is the best guess
-    size = record.get("image_size", record.get("model", {}).get("image_size"))
-    return int(size) if isinstance(size, int) else DEFAULT_IMAGE_SIZE
 
 
 def _markdown_row(cells: Sequence[str]) -> str:

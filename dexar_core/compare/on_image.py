@@ -180,22 +180,23 @@ def check_model_name(name: str, catalog: Catalog | None = None) -> None:
 
 
 def example_inputs(model: str, catalog: Catalog | None = None) -> tuple[Path, str]:
-    """The bundled example image and prompt of an embedded model.
+    """The example image and prompt an embedded model's plugin ships with it.
 
     Raises:
-        InputError: the model is not embedded or ships no example image.
+        InputError: the model is not embedded, or its spec gives no example image or
+            no example prompt.
     """
     plugins = _catalog(catalog)
     if model not in plugins.embedded_models:
         raise InputError(
-            f"--image and --prompt default to the first model's bundled example, but "
+            f"--image and --prompt default to an embedded model's bundled example, but "
             f"{model!r} is not an embedded model; give --image and --prompt."
         )
     spec = plugins.embedded_model(model)
-    if spec.example_image is None:
+    if spec.example_image is None or not spec.example_prompt:
         raise InputError(
-            f"the embedded model {model!r} ships no example image; give --image (and "
-            "--prompt), or put a model with an example (e.g. shapes-llava) first."
+            f"the embedded model {model!r} ships no example image and prompt (its "
+            "EmbeddedModelSpec gives none); give --image and --prompt."
         )
     return spec.example_image, spec.example_prompt
 
@@ -367,7 +368,7 @@ def _check_max_new_tokens(max_new_tokens: Any) -> None:
 def _several_prompts_error(model_id: str, count: int) -> InputError:
     return InputError(
         f"{model_id!r} is a generative model: it answers one prompt, got {count}. Several "
-        "prompts (one map each) apply to contrastive models such as shapes-clip; compare "
+        "prompts (one map each) apply to contrastive models, which score captions; compare "
         "a generative model with one prompt."
     )
 

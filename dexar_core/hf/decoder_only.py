@@ -61,7 +61,8 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
         if videos and not self.accepts_video:
             raise InputError(
                 f"the {self.name} adapter explains images only, but {videos} video(s) were "
-                "given; pass images, or a model whose adapter takes videos (e.g. Qwen2-VL)."
+                "given; pass images, or a model whose adapter takes videos (`dexar plugins` lists "
+                "the adapters)."
             )
         text = self.format_visual_prompt(loaded, prompt, images)
         bare = self.format_visual_prompt(loaded, "", images)

@@ -54,7 +54,13 @@ BEST_IOU_THRESHOLDS: npt.NDArray[np.float64] = np.linspace(0, 1, 20, endpoint=Fa
 """The thresholds of ``best_iou``; a pixel is foreground when ``A > thr``."""
 
 RANDOM_SMOOTH_GRID: tuple[int, int] = (24, 24)
-"""Noise cells of the random smooth map: LLaVA-1.5's 24x24 visual-token grid."""
+"""Noise cells of the random smooth map, the same for every model evaluated.
+
+A chance line that does not depend on the model keeps the lines of several models one
+line: 24x24 cells, as fine as the visual-token grid of a ViT-L/14 at 336 px (the grid
+of the models the method was first evaluated on). Pass ``grid`` to
+:func:`random_smooth_map` or :func:`chance_scores` to match another granularity.
+"""
 
 
 def soft_iou(
@@ -184,7 +190,10 @@ def random_smooth_map(
 
 
 def chance_scores(
-    mask: npt.ArrayLike, seed: int, valid: npt.ArrayLike | None = None
+    mask: npt.ArrayLike,
+    seed: int,
+    valid: npt.ArrayLike | None = None,
+    grid: tuple[int, int] = RANDOM_SMOOTH_GRID,
 ) -> dict[str, dict[str, float]]:
     """The chance lines for one mask: scores of the uniform and the random smooth map.
 
@@ -192,6 +201,7 @@ def chance_scores(
         mask: the object mask (boolean, or 0/1 values).
         seed: seed of the random smooth map.
         valid: pixels that count (boolean, the mask's shape); all when None.
+        grid: ``(rows, columns)`` of the random smooth map's noise cells.
 
     Returns:
         ``{"uniform": scores, "random_smooth": scores}``, each as
@@ -200,7 +210,7 @@ def chance_scores(
     shape = as_boolean_mask(mask, "mask", "chance_scores").shape
     return {
         "uniform": segmentation_scores(uniform_map(shape), mask, valid),
-        "random_smooth": segmentation_scores(random_smooth_map(shape, seed), mask, valid),
+        "random_smooth": segmentation_scores(random_smooth_map(shape, seed, grid), mask, valid),
     }
 
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from dexar_core.datasets.shapes import KINDS
 from dexar_core.zoo import TRAINING_FACTS
 from dexar_core.zoo.batches import LOSS_WEIGHTINGS
-from dexar_core.zoo.recipes import TrainingRecipe
+from dexar_core.zoo.recipes import TrainingDefaults
+
+if TYPE_CHECKING:
+    from dexar_core.zoo.generative import AnswerRecipe
+
+_PLAIN_DEFAULTS = TrainingDefaults()
+"""The defaults a command line is written against when a recipe gives none."""
 
 
 @attrs.frozen(kw_only=True)
@@ -74,12 +80,16 @@ class TrainingReport:
         """Optimiser steps over the whole chain, this run's included."""
         return self.steps + sum(parent["steps"] for parent in self.ancestors())
 
+    def summary(self) -> dict[str, Any]:
+        """The steps and the test accuracy, printed by the training command."""
+        return {"steps": self.steps, "accuracy": self.accuracy}
+
 
 def save_checkpoint(
     model: Any,
     processor: Any,
     report: TrainingReport,
-    recipe: TrainingRecipe,
+    recipe: AnswerRecipe,
     *,
     eval_size: int,
     image_size: int,
@@ -110,7 +120,9 @@ def command_line(
     device: str,
     loss_per: str = "token",
     init: str | Path | None = None,
+    defaults: TrainingDefaults = _PLAIN_DEFAULTS,
 ) -> str:
+    """The ``python -m dexar_core.zoo.train`` command of a run; the recipe's defaults omitted."""
     parts = [
         "python -m dexar_core.zoo.train",
         f"--adapter {adapter}",
@@ -118,11 +130,11 @@ def command_line(
         f"--seed {seed}",
         f"--steps {steps}",
     ]
-    if batch_size != 32:
+    if batch_size != defaults.batch_size:
         parts.append(f"--batch-size {batch_size}")
-    if learning_rate != 5e-4:
+    if learning_rate != defaults.learning_rate:
         parts.append(f"--lr {learning_rate}")
-    if threads != 2:
+    if threads != defaults.threads:
         parts.append(f"--threads {threads}")
     if device != "cpu":
         parts.append(f"--device {device}")
@@ -195,7 +207,7 @@ def _sizes_text(sizes: Sequence[int | tuple[int, int]]) -> str:
 
 
 def _model_card(
-    model: Any, report: TrainingReport, recipe: TrainingRecipe, *, eval_size: int, image_size: int
+    model: Any, report: TrainingReport, recipe: AnswerRecipe, *, eval_size: int, image_size: int
 ) -> str:
     parameters = sum(p.numel() for p in model.parameters())
     sizes = _sizes_text((image_size, *recipe.extra_image_sizes))

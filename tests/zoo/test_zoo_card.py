@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from dexar_core.zoo.card import ACCURACY_BAR, TrainingReport, _model_card, below_bar
-from dexar_core.zoo.recipes import RECIPES
+from dexar_core.zoo.train import training_recipe
+
+LLAVA_RECIPE = training_recipe(adapter="llava")
 
 
 def report(accuracy: dict[str, float]) -> TrainingReport:
@@ -29,7 +31,7 @@ def report(accuracy: dict[str, float]) -> TrainingReport:
 
 def card(accuracy: dict[str, float]) -> str:
     model = torch.nn.Linear(2, 3)
-    return _model_card(model, report(accuracy), RECIPES["llava"], eval_size=4, image_size=64)
+    return _model_card(model, report(accuracy), LLAVA_RECIPE, eval_size=4, image_size=64)
 
 
 def test_below_bar_names_exactly_the_kinds_under_it():
@@ -54,6 +56,6 @@ def test_card_says_how_the_loss_weighed_the_answer_tokens():
 
     model = torch.nn.Linear(2, 3)
     by_item = attrs.evolve(report(dict(ACCURACY_BAR)), loss_per="item")
-    text = _model_card(model, by_item, RECIPES["llava"], eval_size=4, image_size=64)
+    text = _model_card(model, by_item, LLAVA_RECIPE, eval_size=4, image_size=64)
     assert "every item weighs the same" in text
     assert "token mean" in card(dict(ACCURACY_BAR))

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from dexar_core.errors import InputError
-from dexar_core.zoo.recipes import RECIPES
-from dexar_core.zoo.train import load_parent, main, train
+from dexar_core.zoo.train import load_parent, main, train, training_recipe
 
 TINIEST = {"hidden_size": 32, "text_layers": 1, "vision_layers": 1, "heads": 2}
 SMALL_RUN = {"batch_size": 2, "eval_size": 2, "model_options": TINIEST}
+
+LLAVA_RECIPE = training_recipe(adapter="llava")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def parent(tmp_path_factory):
 
 
 def fresh_model():
-    model, _ = RECIPES["llava"].build(0, image_size=64, **TINIEST)
+    model, _ = LLAVA_RECIPE.build(0, image_size=64, **TINIEST)
     return model
 
 
@@ -63,7 +64,7 @@ def test_continued_run_reads_on_and_records_the_chain(parent, tmp_path):
 def test_a_continued_run_reads_the_items_a_longer_fresh_run_reads_next(
     parent, tmp_path, monkeypatch
 ):
-    import dexar_core.zoo.train as module
+    import dexar_core.zoo.generative as module
 
     read: list[list[str]] = []
     real_batch = module.training_batch
@@ -109,7 +110,7 @@ def test_init_from_another_recipe_raises_input_error(parent, tmp_path, change, m
 
 
 def test_init_with_weights_of_another_shape_raises_input_error(parent):
-    model, _ = RECIPES["llava"].build(0, image_size=64, **{**TINIEST, "hidden_size": 48})
+    model, _ = LLAVA_RECIPE.build(0, image_size=64, **{**TINIEST, "hidden_size": 48})
     with pytest.raises(InputError, match="could not load the weights"):
         load_parent(parent, model, "llava", 64)
 

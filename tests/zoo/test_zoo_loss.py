@@ -11,8 +11,7 @@ from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
 from dexar_core.zoo.batches import item_mean_loss, training_batch
 from dexar_core.zoo.card import command_line
-from dexar_core.zoo.recipes import recipe
-from dexar_core.zoo.train import train
+from dexar_core.zoo.train import train, training_recipe
 
 TINIEST = {"hidden_size": 32, "text_layers": 1, "vision_layers": 1, "heads": 2}
 
@@ -47,7 +46,7 @@ def _one_word_items(count: int):
 @pytest.mark.parametrize("adapter", ["llava", "florence2"])
 def test_equals_the_models_own_loss_when_answers_have_equal_length(adapter):
     """Decoder-only (shifted) and encoder-decoder (aligned) both match transformers."""
-    chosen = recipe(adapter)
+    chosen = training_recipe(adapter=adapter)
     options = TINIEST if adapter == "llava" else {}
     model, processor = chosen.build(0, **options)
     batch = training_batch(

@@ -14,14 +14,15 @@ from PIL import Image
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
 from dexar_core.zoo.answers import generate_answers
-from dexar_core.zoo.recipes import RECIPES
-from dexar_core.zoo.train import _schedule, main, train
+from dexar_core.zoo.train import main, train, training_recipe
 
 LLAVA = Path(__file__).resolve().parents[2] / "adapters" / "dexar_llava"
 CHECKPOINT = LLAVA / "checkpoints" / "shapes-llava"
 EXAMPLE = LLAVA / "example.png"
 EXAMPLE_TEST_INDEX = 183  # the test item example.png was saved from
 TINIEST = {"hidden_size": 32, "text_layers": 1, "vision_layers": 1, "heads": 2}
+
+LLAVA_RECIPE = training_recipe(adapter="llava")
 
 
 def test_cli_smoke_run_writes_a_loadable_checkpoint(tmp_path, capsys):
@@ -42,7 +43,7 @@ def test_cli_smoke_run_writes_a_loadable_checkpoint(tmp_path, capsys):
     model = LlavaForConditionalGeneration.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     item = ShapesDataset("test", 1)[0]
-    answers = generate_answers(model, processor, RECIPES["llava"].formatter(), [item], 3)
+    answers = generate_answers(model, processor, LLAVA_RECIPE.formatter(), [item], 3)
     assert isinstance(answers[0], str)
 
 
@@ -82,11 +83,11 @@ def test_bad_arguments_raise_input_error(tmp_path, arguments, message):
 
 
 def test_schedule_warms_up_linearly_then_decays_to_a_tenth():
-    assert _schedule(0, 10, 100) == pytest.approx(0.1)
-    assert _schedule(9, 10, 100) == pytest.approx(1.0)
-    assert _schedule(10, 10, 100) == pytest.approx(1.0)
-    assert _schedule(100, 10, 100) == pytest.approx(0.1)
-    values = [_schedule(step, 10, 100) for step in range(10, 101)]
+    assert LLAVA_RECIPE.learning_rate_factor(0, 100, 10) == pytest.approx(0.1)
+    assert LLAVA_RECIPE.learning_rate_factor(9, 100, 10) == pytest.approx(1.0)
+    assert LLAVA_RECIPE.learning_rate_factor(10, 100, 10) == pytest.approx(1.0)
+    assert LLAVA_RECIPE.learning_rate_factor(100, 100, 10) == pytest.approx(0.1)
+    values = [LLAVA_RECIPE.learning_rate_factor(step, 100, 10) for step in range(10, 101)]
     assert values == sorted(values, reverse=True)
 
 
@@ -131,7 +132,7 @@ def test_shipped_checkpoint_meets_the_accuracy_bar(folder):
 def test_shipped_checkpoint_answers_a_test_colour_question(shipped):
     model, processor = shipped
     item = next(item for item in ShapesDataset("test", 50) if item.kind == "color")
-    format_prompt = RECIPES["llava"].formatter()
+    format_prompt = LLAVA_RECIPE.formatter()
     assert generate_answers(model, processor, format_prompt, [item]) == [item.answer]
 
 
@@ -143,5 +144,5 @@ def test_example_image_is_a_benchmark_test_image_the_model_reads(shipped):
     assert np.array_equal(pixels, item.pixels)
     question = "what color is the circle?"
     example = attrs.evolve(item, question=question, answer="red")
-    format_prompt = RECIPES["llava"].formatter()
+    format_prompt = LLAVA_RECIPE.formatter()
     assert generate_answers(model, processor, format_prompt, [example]) == ["red"]

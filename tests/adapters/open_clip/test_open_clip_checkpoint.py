@@ -10,9 +10,9 @@ import torch
 
 import dexar_core
 from dexar_core.datasets.shapes import ShapesDataset
+from dexar_core.zoo.train import main as train_main
 from dexar_open_clip import CHECKPOINTS
-from dexar_open_clip.train import main as train_main
-from dexar_open_clip.train import object_name
+from dexar_open_clip.recipe import object_name
 from dexar_plugins import default_catalog
 
 torch.set_num_threads(2)
@@ -88,8 +88,8 @@ def test_the_true_name_scores_highest_on_a_one_object_item(shapes_clip, one_obje
 
 def test_training_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     out = tmp_path / "smoke"
-    arguments = ["--out", str(out), "--steps", "2", "--batch-size", "4"]
-    status = train_main([*arguments, "--retrieval-items", "8", "--grounding-items", "2"])
+    arguments = ["--model", "shapes-clip", "--out", str(out), "--steps", "2", "--batch-size", "4"]
+    status = train_main([*arguments, "--eval-size", "8"])
     assert status == 0
     assert "caption_to_image_top1" in capsys.readouterr().out
     for name in ("open_clip_config.json", "open_clip_model.safetensors", "tokenizer.json"):

@@ -1,17 +1,16 @@
-"""Train ``shapes-clip``: a tiny open_clip ViT CLIP on the shapes captions, on CPU.
+"""How ``shapes-clip`` is trained: the contrastive recipe of a tiny open_clip ViT CLIP.
 
-Usage::
-
-    python -m dexar_open_clip.train --out DIR --seed 0 [--steps N] [--batch-size B]
-
-Each training image (``ShapesDataset("train")``, benchmark seed 0) is paired with one
-text drawn at random: its full caption (``"a red circle at the left and a blue square
-at the top"``), one object's phrase with its position (``"a red circle at the left"``)
-or without it (``"a red circle"``). The loss is the symmetric contrastive loss of CLIP,
-with every text that is *true* of an image counted as a positive of that image (a batch
-often holds two images with a red circle; calling one of them a negative would teach
-the model to ignore the object). ``--seed`` seeds the initialisation and the text
-choices; one thread by default, so the same seed gives the same bytes on any machine.
+``python -m dexar_core.zoo.train --adapter open_clip --out DIR --seed 0`` runs it through
+the core's one training loop (defaults: 2400 steps of batch 64, learning rate 2e-3, one
+thread, so the same seed gives the same bytes on any machine). What is contrastive is
+here: each training image (``ShapesDataset("train")``, benchmark seed 0) is paired with
+one text drawn at random: its full caption (``"a red circle at the left and a blue
+square at the top"``), one object's phrase with its position (``"a red circle at the
+left"``) or without it (``"a red circle"``). The loss is the symmetric contrastive loss
+of CLIP, with every text that is *true* of an image counted as a positive of that image
+(a batch often holds two images with a red circle; calling one of them a negative would
+teach the model to ignore the object). The seed seeds the initialisation and the text
+choices.
 
 Afterwards the checkpoint is evaluated on the ``test`` split (see :func:`evaluate`) and
 written as an open_clip ``local-dir`` folder (``open_clip_config.json``,
@@ -21,19 +20,17 @@ written as an open_clip ``local-dir`` folder (``open_clip_config.json``,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from dexar_core.datasets.shapes import COLORS, SHAPES, ShapeObject, ShapesDataset, ShapesItem
 from dexar_core.zoo import TRAINING_FACTS
+from dexar_core.zoo.recipes import TrainingDefaults, TrainingRecipe, TrainingRun
 
 MODEL: dict[str, Any] = {
     "image_size": 64,
@@ -95,83 +92,156 @@ def contrastive_loss(logits: Any, positives: Any) -> Any:
     return (image_to_text.sum(1).mean() + text_to_image.sum(0).mean()) / 2
 
 
-def train(
-    out: Path,
-    *,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    pool_type: str = "tok",
-) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
-    """Train from scratch; returns the model, tokenizer, model config and training facts."""
-    import torch
+DEFAULTS = TrainingDefaults(steps=2400, batch_size=64, learning_rate=2e-3, threads=1, eval_size=500)
+"""The shipped run: 2400 steps of batch 64, one thread (bit-reproducible on CPU)."""
 
-    from dexar_open_clip.tiny import (
-        WordTokenizer,
-        build_model,
-        build_word_tokenizer,
-        tiny_model_config,
-    )
+GROUNDING_IMAGES = 300
+"""Test images whose objects are pointed at for the card (fewer when ``eval_size`` is)."""
 
-    words = build_word_tokenizer()
-    model_cfg = tiny_model_config(
-        vocab_size=len(words), eos_id=words.eos_token_id, pool_type=pool_type, **MODEL
-    )
-    model = build_model(model_cfg, seed=seed).train()
-    tokenizer = WordTokenizer(words, MODEL["context_length"])
-    from dexar_open_clip.adapter import OpenClipProcessor
 
-    transform = OpenClipProcessor.for_model(model, tokenizer).transform
-    dataset = ShapesDataset("train", size=steps * batch_size, seed=BENCHMARK_SEED)
-    rng = np.random.default_rng(seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
-        lr=learning_rate,
-    )
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-        ),
-    )
-    start, cpu_start = time.perf_counter(), time.process_time()
-    losses = []
-    for step in range(steps):
-        items = [dataset[step * batch_size + b] for b in range(batch_size)]
-        drawn = [draw_text(item, rng) for item in items]
-        pixels = torch.stack([transform(item.image) for item in items])
-        tokens = tokenizer([text for text, _ in drawn])
+@attrs.frozen
+class ContrastiveRecipe(TrainingRecipe):
+    """The recipe of ``shapes-clip``: contrastive batches, CLIP's optimiser and schedule."""
+
+    name: str = "open_clip"
+    description: str = "open_clip CLIP: ViT image tower, causal text transformer"
+    defaults: TrainingDefaults = DEFAULTS
+    max_grad_norm: float | None = None
+
+    def build(self, seed: int, **model_options: Any) -> tuple[Any, Any]:
+        """A fresh CLIP of :data:`MODEL`'s shape (``image_size``, ``pool_type`` may differ)."""
+        from dexar_open_clip.adapter import OpenClipProcessor
+        from dexar_open_clip.tiny import WordTokenizer, build_model
+
+        model_cfg = self.model_config(**model_options)
+        model = build_model(model_cfg, seed=seed)
+        tokenizer = WordTokenizer(_words(), model_cfg["text_cfg"]["context_length"])
+        return model, OpenClipProcessor.for_model(model, tokenizer)
+
+    def model_config(self, **model_options: Any) -> dict[str, Any]:
+        """The ``tiny_model_config`` of :data:`MODEL` with ``model_options`` applied."""
+        from dexar_open_clip.tiny import tiny_model_config
+
+        words = _words()
+        options = {**MODEL, "pool_type": "tok", **model_options}
+        return tiny_model_config(vocab_size=len(words), eos_id=words.eos_token_id, **options)
+
+    def optimizer(self, model: Any, learning_rate: float) -> Any:
+        """AdamW, weight decay 0.05 on the weight matrices, none on embeddings and biases."""
+        import torch
+
+        decayed = [p for n, p in model.named_parameters() if _decays(n, p)]
+        other = [p for n, p in model.named_parameters() if not _decays(n, p)]
+        return torch.optim.AdamW(
+            [{"params": decayed, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
+            lr=learning_rate,
+        )
+
+    def learning_rate_factor(self, step: int, total_steps: int, warmup_steps: int | None) -> float:
+        """Linear warm-up over a twentieth of the run (unless given), cosine decay to 0."""
+        warmup = max(1, total_steps // 20) if warmup_steps is None else warmup_steps
+        progress = min(step, total_steps) / total_steps
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def objective(
+        self, model: Any, processor: Any, *, run: TrainingRun, image_size: int
+    ) -> ContrastiveObjective:
+        """Image-text batches read on from ``run.first_item``, texts drawn from ``run.seed``."""
+        return ContrastiveObjective(model=model, processor=processor, run=run)
+
+    def finish(self, model: Any, processor: Any, run: TrainingRun) -> ContrastiveReport:
+        """Save the open_clip folder, evaluate it as loaded, write facts and card."""
+        from dexar_open_clip.adapter import OpenClipAdapter
+        from dexar_open_clip.tiny import save_checkpoint
+
+        model.to("cpu")
+        options = dict(run.model_options)
+        model_cfg = self.model_config(**options)
+        save_checkpoint(run.out, model, processor.tokenizer, model_cfg)
+        loaded = OpenClipAdapter().load(str(run.out))
+        metrics = evaluate(
+            loaded,
+            retrieval_items=run.eval_size,
+            grounding_items=min(GROUNDING_IMAGES, run.eval_size),
+        )
+        facts = {
+            "seed": run.seed,
+            "steps": run.steps,
+            "batch_size": run.batch_size,
+            "learning_rate": run.learning_rate,
+            "pool_type": model_cfg["vision_cfg"]["pool_type"],
+            "training_images": run.steps * run.batch_size,
+            "final_loss_mean_last_50": float(np.mean(run.losses[-50:])),
+            "train_seconds": round(run.seconds, 1),
+            "train_cpu_seconds": round(run.cpu_seconds, 1),
+            "threads": run.threads,
+        }
+        parameters = sum(p.numel() for p in model.parameters())
+        shape = {**MODEL, **{k: v for k, v in options.items() if k in MODEL}}
+        record = {"model": shape, "training": facts, "metrics": metrics, "parameters": parameters}
+        (run.out / TRAINING_FACTS).write_text(json.dumps(record, indent=2) + "\n")
+        card = model_card(model_cfg, facts, metrics, parameters, command=run.command)
+        (run.out / "README.md").write_text(card)
+        return ContrastiveReport(out=run.out, steps=run.steps, metrics=metrics)
+
+
+@attrs.frozen(kw_only=True)
+class ContrastiveReport:
+    """What a ``shapes-clip`` training run wrote: the folder, its steps and test metrics."""
+
+    out: Path
+    steps: int
+    metrics: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The steps and every test metric, printed by the training command."""
+        return {"steps": self.steps, **self.metrics}
+
+
+@attrs.define(kw_only=True)
+class ContrastiveObjective:
+    """The contrastive loss of each step; the text draws come from one seeded stream."""
+
+    model: Any
+    processor: Any
+    run: TrainingRun
+    _data: ShapesDataset = attrs.field(init=False)
+    _rng: np.random.Generator = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._data = ShapesDataset("train", size=10**9, seed=BENCHMARK_SEED)
+        self._rng = np.random.default_rng(self.run.seed)
+
+    def loss(self, step: int) -> Any:
+        """Symmetric contrastive loss of step ``step``'s images and their drawn texts."""
+        import torch
+
+        run, model = self.run, self.model
+        start = run.first_item + step * run.batch_size
+        items = [self._data[start + b] for b in range(run.batch_size)]
+        drawn = [draw_text(item, self._rng) for item in items]
+        pixels = torch.stack([self.processor.transform(item.image) for item in items])
+        tokens = self.processor.tokenizer([text for text, _ in drawn])
         positives = torch.tensor([[holds(req, item) for _, req in drawn] for item in items])
-        image = model.encode_image(pixels, normalize=True)
-        text = model.encode_text(tokens, normalize=True)
+        image = model.encode_image(pixels.to(run.device), normalize=True)
+        text = model.encode_text(tokens.to(run.device), normalize=True)
         logits = model.logit_scale.exp().clamp(max=100) * image @ text.T
-        loss = contrastive_loss(logits, positives)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if step % 50 == 0 or step == steps - 1:
-            elapsed = time.perf_counter() - start
-            print(f"step {step:5d}  loss {np.mean(losses[-50:]):.4f}  {elapsed:6.0f} s", flush=True)
-    model.eval()
-    facts = {
-        "seed": seed,
-        "steps": steps,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "pool_type": pool_type,
-        "training_images": steps * batch_size,
-        "final_loss_mean_last_50": float(np.mean(losses[-50:])),
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "threads": torch.get_num_threads(),
-    }
-    return model, tokenizer, model_cfg, facts
+        return contrastive_loss(logits, positives.to(run.device))
+
+
+def _decays(name: str, parameter: Any) -> bool:
+    """Weight decay applies to weight matrices, not to embeddings, norms or biases."""
+    return parameter.ndim >= 2 and "embedding" not in name
+
+
+def _words() -> Any:
+    from dexar_open_clip.tiny import build_word_tokenizer
+
+    return build_word_tokenizer()
+
+
+RECIPE = ContrastiveRecipe()
+"""How ``shapes-clip`` is trained."""
 
 
 def evaluate(
@@ -273,8 +343,7 @@ that benchmark's closed vocabulary.
   positive; AdamW, lr {learning_rate}, batch {batch_size}, {steps} steps, warm-up and
   cosine decay; seed {seed}; {threads} thread(s), {train_cpu_seconds} s of CPU time
   ({train_seconds} s wall-clock on a shared machine).
-- Reproduce: `python -m dexar_open_clip.train --out DIR --seed {seed} --steps {steps}
-  --batch-size {batch_size} --pool {pool_type}` (one thread: the same bytes).
+- Reproduce: `{command}` (one thread: the same bytes).
 
 ## Evaluation (test split, seed 0)
 
@@ -292,7 +361,9 @@ the object covers. All maps: every layer, default options.
 """
 
 
-def model_card(model_cfg: dict, facts: dict, metrics: dict, parameters: int) -> str:
+def model_card(
+    model_cfg: dict, facts: dict, metrics: dict, parameters: int, *, command: str
+) -> str:
     """The README.md of the checkpoint."""
     vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
     grounding = metrics["grounding"]
@@ -323,54 +394,6 @@ def model_card(model_cfg: dict, facts: dict, metrics: dict, parameters: int) -> 
         text_width=text["width"],
         text_layers=text["layers"],
         context_length=text["context_length"],
+        command=command,
         **facts,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: train, save, evaluate, write the model card."""
-    parser = argparse.ArgumentParser(prog="python -m dexar_open_clip.train", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=2400)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument(
-        "--pool", choices=("tok", "avg"), default="tok", help="image pooling: class token or mean"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: bit-reproducible)"
-    )
-    parser.add_argument("--retrieval-items", type=int, default=500)
-    parser.add_argument("--grounding-items", type=int, default=300)
-    args = parser.parse_args(argv)
-
-    import torch
-
-    from dexar_open_clip.adapter import OpenClipAdapter
-    from dexar_open_clip.tiny import save_checkpoint
-
-    torch.set_num_threads(args.threads)
-    model, tokenizer, model_cfg, facts = train(
-        args.out,
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        pool_type=args.pool,
-    )
-    save_checkpoint(args.out, model, tokenizer, model_cfg)
-    loaded = OpenClipAdapter().load(str(args.out))
-    metrics = evaluate(
-        loaded, retrieval_items=args.retrieval_items, grounding_items=args.grounding_items
-    )
-    parameters = sum(p.numel() for p in model.parameters())
-    record = {"model": MODEL, "training": facts, "metrics": metrics, "parameters": parameters}
-    (args.out / TRAINING_FACTS).write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "README.md").write_text(model_card(model_cfg, facts, metrics, parameters))
-    print(json.dumps(metrics, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
