@@ -178,6 +178,7 @@ def explain_similarity(
         MethodError: an unknown method or option, or a bad ``layers``.
         UnsupportedModelError: the model's image tower is not an open_clip ViT.
     """
+    from dexar_core.api import placement
     from dexar_core.methods.dexar import DexarMethod
     from dexar_core.methods.legrad import LeGradMethod
 
@@ -203,7 +204,8 @@ def explain_similarity(
         )
     images = image if isinstance(image, (list, tuple)) else [image]
     adapter = loaded.adapter
-    prepared = adapter.prepare(loaded, [load_image(item) for item in images], prompt_list)
+    pictures = [load_image(item) for item in images]
+    prepared = adapter.prepare(loaded, pictures, prompt_list)
     layout = adapter.locator.locate(prepared)
     blocks = len(vision_tower(loaded.model).transformer.resblocks)
     chosen = resolve_layers(layers, blocks)
@@ -220,9 +222,10 @@ def explain_similarity(
 
     grid = layout.grids[0]
     visual_positions = layout.visual_positions
-    token_maps = np.stack(
-        [minmax(to_grid(row, grid, visual_positions)) for row in result.token_relevance]
+    raw_token_maps = np.stack(
+        [to_grid(row, grid, visual_positions) for row in result.token_relevance]
     )
+    raw_sequence_map = to_grid(result.sequence_relevance, grid, visual_positions)
     return Explanation(
         method=method,
         options=explainer.options,
@@ -234,16 +237,20 @@ def explain_similarity(
         tokens=prompt_list,
         grids=layout.grids,
         image_sizes=prepared.image_sizes,
-        token_maps=[token_maps],
-        sequence_maps=[minmax(to_grid(result.sequence_relevance, grid, visual_positions))],
+        token_maps=[np.stack([minmax(row) for row in raw_token_maps])],
+        sequence_maps=[minmax(raw_sequence_map)],
+        raw_token_maps=[raw_token_maps],
+        raw_sequence_maps=[raw_sequence_map],
         token_weights=token_weights,
         head_weights=result.head_weights,
         layers=chosen,
         sequence_fallback=result.sequence_fallback,
         generated=False,
         timings=timings,
+        images=pictures if [p.size for p in pictures] == list(prepared.image_sizes) else (),
         metadata={
             **adapter.describe(),
+            **placement(loaded.model),
             "similarities": similarities.tolist(),
             "targets": "cosine(proj(pool(ln_post(block output))), text embedding)",
             "query_rows": "class token" if pooled_rows(vision_tower(loaded.model)) else "all",
