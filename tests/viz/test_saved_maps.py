@@ -39,9 +39,7 @@ def test_a_file_saved_before_raw_maps_were_kept_still_loads(tmp_path: Path) -> N
     sidecar = known_explanation().save(tmp_path / "old")
     arrays = dict(np.load(sidecar.with_suffix(".npz")))
     before = {
-        name: array
-        for name, array in arrays.items()
-        if not name.startswith(("raw_", "image_"))
+        name: array for name, array in arrays.items() if not name.startswith(("raw_", "image_"))
     }
     np.savez(sidecar.with_suffix(".npz"), **before)
     record = json.loads(sidecar.read_text())
@@ -89,4 +87,3 @@ def test_explain_keeps_the_raw_maps_of_a_real_model() -> None:
     )
     assert explanation.metadata["dtype"] == "float32" and explanation.metadata["device"] == "cpu"
     assert explanation.images[0].size == explanation.image_sizes[0]
-
