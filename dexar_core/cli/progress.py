@@ -59,14 +59,15 @@ def stage(description: str, *, quiet: bool = False) -> Iterator[None]:
         delay=SHOW_AFTER,
         file=sys.stderr,
         leave=False,
-        disable=None,  # no indicator when stderr is not a terminal (logs, pipes)
+        disable=not sys.stderr.isatty(),  # no indicator in logs and pipes
     )
     finished = threading.Event()
 
     def tick() -> None:
+        # tqdm redraws only on updates and this stage has none: an empty update redraws
+        # the time spent (once the delay has passed).
         while not finished.wait(_REFRESH_SECONDS):
             bar.update(0)
-            bar.refresh()
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
