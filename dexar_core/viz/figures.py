@@ -126,7 +126,7 @@ def sequence_figure(
     _show(original_ax, shown_picture(picture), "input")
     units = units_of(explanation)
     _show(heat_ax, heat, f"{units.whole_map} (all {units.many}, weighted)")
-    _colour_bar(figure, bar_ax, cmap, value_range, raw=raw)
+    _colour_bar(bar_ax, cmap, value_range, raw=raw)
     _unseen_legend(explanation, picture, grid, heat_ax)
     figure.suptitle(title_of(explanation), fontsize=11)
     notes = [weight_meaning(explanation)]
@@ -179,7 +179,8 @@ def tokens_figure(
         dpi=DPI,
         layout="constrained",
     )
-    top, bottom = figure.subfigures(2, 1, height_ratios=[2.2, rows * (TOKEN_INCHES * aspect + 0.5)])
+    heights = [2.2, rows * (TOKEN_INCHES * aspect + 0.5)]
+    top, bottom = figure.subfigures(2, 1, squeeze=False, height_ratios=heights)[:, 0]
     _weight_bars(top.subplots(), explanation)
     grid_axes = bottom.subplots(
         rows, shown_columns + 1, squeeze=False, width_ratios=[1] * shown_columns + [0.05]
@@ -213,7 +214,7 @@ def tokens_figure(
     for row in range(rows):
         bar_ax = grid_axes[row, shown_columns]
         if row == 0:
-            _colour_bar(bottom, bar_ax, cmap, value_range, raw=raw)
+            _colour_bar(bar_ax, cmap, value_range, raw=raw)
         else:
             bar_ax.set_axis_off()
     _unseen_legend(explanation, picture, grid, grid_axes[0, 0])
@@ -277,9 +278,7 @@ def _show(ax: Axes, picture: Image.Image, title: str) -> None:
     ax.set_title(title, fontsize=10)
 
 
-def _colour_bar(
-    figure: Figure | object, ax: Axes, cmap: str, value_range: tuple[float, float], *, raw: bool
-) -> None:
+def _colour_bar(ax: Axes, cmap: str, value_range: tuple[float, float], *, raw: bool) -> None:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
