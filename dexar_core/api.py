@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from PIL import Image
 
 from dexar_core.errors import CheckpointError, InputError, MethodError
 from dexar_core.explanation import Explanation
@@ -176,7 +177,7 @@ def explain(
     timings["explain"] = time.perf_counter() - start
 
     maps_layout = record.layout
-    metadata = {**adapter.describe(), **record.metadata}
+    metadata = {**adapter.describe(), **placement(loaded.model), **record.metadata}
     if maps_layout.projection is not None:
         # V is not on the image (BLIP-2's query tokens): draw the maps over the units
         # the adapter's projection reaches, from the projected raw relevance.
@@ -189,6 +190,7 @@ def explain(
         maps_layout = projection.unit_layout
         metadata["projection"] = projection.describe()
     token_maps, sequence_maps = result.maps(maps_layout)
+    raw_token_maps, raw_sequence_maps = result.raw_maps(maps_layout)
     return Explanation(
         method=method,
         options=explainer.options,
@@ -203,6 +205,8 @@ def explain(
         image_sizes=prepared.image_sizes,
         token_maps=token_maps,
         sequence_maps=sequence_maps,
+        raw_token_maps=raw_token_maps,
+        raw_sequence_maps=raw_sequence_maps,
         token_weights=result.token_weights,
         head_weights=result.head_weights,
         layers=layers,
@@ -210,4 +214,23 @@ def explain(
         generated=units.generated,
         timings=timings,
         metadata=metadata,
+        images=_pictures_of(images, prepared.image_sizes),
     )
+
+
+def _pictures_of(images: list[Any], sizes: Any) -> list[Image.Image]:
+    """The inputs as pictures to draw on, or none when they are not plain images (video)."""
+    if all(isinstance(item, Image.Image) for item in images) and [item.size for item in images] == [
+        tuple(size) for size in sizes
+    ]:
+        return images
+    return []
+
+
+def placement(model: Any) -> dict[str, str]:
+    """The dtype and device of the model's first parameter, for the explanation's record."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    if first is None:
+        return {}
+    return {"dtype": str(first.dtype).removeprefix("torch."), "device": str(first.device)}

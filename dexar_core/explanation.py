@@ -5,17 +5,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
+from PIL import Image
 
 from dexar_core.errors import InputError
 from dexar_core.heatmap import paste_to_image
 from dexar_core.interfaces import ANSWER_TOKENS, PROMPTS, UNITS
 from dexar_core.values import Grid
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 FORMAT_VERSION = 1
+# Written to the .npz, not the .json; the raw maps were added within format 1 (an older
+# .npz simply lacks them).
+_ARRAY_FIELDS = (
+    "token_maps",
+    "sequence_maps",
+    "raw_token_maps",
+    "raw_sequence_maps",
+    "token_weights",
+    "head_weights",
+    "grids",
+    "images",
+)
 
 
 def _readonly_float_array(value: Any) -> np.ndarray:
@@ -26,6 +42,19 @@ def _readonly_float_array(value: Any) -> np.ndarray:
 
 def _readonly_maps(value: Any) -> tuple[np.ndarray, ...]:
     return tuple(_readonly_float_array(item) for item in value)
+
+
+def _pictures(value: Iterable[Any]) -> tuple[Image.Image, ...]:
+    """RGB PIL images from PIL images or ``[H, W, 3]`` uint8 arrays (as saved)."""
+    return tuple(
+        item.convert("RGB") if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item))
+        for item in value
+    )
+
+
+def _drawing(alpha: float | None, cmap: str | None) -> dict[str, Any]:
+    """The drawing options given, so that the figures' own defaults hold for the rest."""
+    return {name: value for name, value in (("alpha", alpha), ("cmap", cmap)) if value is not None}
 
 
 def _grid_tuple(value: Iterable[Grid]) -> tuple[Grid, ...]:
@@ -56,7 +85,9 @@ class Explanation:
     indices, ``answer`` is empty and the sequence map combines the prompts' maps).
     Maps are given per grid (one grid per image, tile or frame group), at token-grid
     resolution, min-max normalised to [0, 1]; :meth:`upsample` draws them at pixel
-    resolution over the original images.
+    resolution over the original images. The unnormalised maps are kept beside them
+    (``raw_token_maps``, ``raw_sequence_maps``), so magnitudes can be compared across
+    tokens; explanations saved before they were kept load with them empty.
 
     Attributes:
         method: name of the method that made the maps, e.g. ``"dexar"``.
@@ -72,6 +103,9 @@ class Explanation:
         image_sizes: ``(width, height)`` of each original image.
         token_maps: per grid, ``[T, h, w]``.
         sequence_maps: per grid, ``[h, w]``.
+        raw_token_maps: per grid, ``[T, h, w]`` before min-max normalisation (empty when
+            not kept, e.g. read from a file saved before they were).
+        raw_sequence_maps: per grid, ``[h, w]`` before normalisation (empty likewise).
         token_weights: ``[T]`` the method's weight of each unit in the sequence map:
             DEX-AR's delta^t (ones for methods without token weighting). Never a
             similarity: a contrastive model's are in ``metadata["similarities"]``.
@@ -82,6 +116,9 @@ class Explanation:
         generated: True for a free-run answer, False for a given (teacher-forced) one.
         timings: seconds spent per stage.
         metadata: adapter facts and anything else worth keeping.
+        images: the original pictures, one per entry of ``image_sizes``, for drawing
+            (empty when the input was a video or the file was saved before they were
+            kept); not compared.
     """
 
     method: str
@@ -103,6 +140,12 @@ class Explanation:
     sequence_maps: tuple[np.ndarray, ...] = attrs.field(
         converter=_readonly_maps, eq=attrs.cmp_using(eq=_maps_eq)
     )
+    raw_token_maps: tuple[np.ndarray, ...] = attrs.field(
+        default=(), converter=_readonly_maps, eq=attrs.cmp_using(eq=_maps_eq)
+    )
+    raw_sequence_maps: tuple[np.ndarray, ...] = attrs.field(
+        default=(), converter=_readonly_maps, eq=attrs.cmp_using(eq=_maps_eq)
+    )
     token_weights: np.ndarray = attrs.field(
         converter=_readonly_float_array, eq=attrs.cmp_using(eq=np.array_equal)
     )
@@ -114,6 +157,9 @@ class Explanation:
     generated: bool = True
     timings: Mapping[str, float] = attrs.field(factory=dict, converter=_plain)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
+    images: tuple[Image.Image, ...] = attrs.field(
+        default=(), converter=_pictures, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         count = len(self.token_ids)
@@ -130,6 +176,24 @@ class Explanation:
                     f"Explanation: grid {grid.name!r} is {grid.shape} but its maps are "
                     f"{tokens.shape} and {sequence.shape}."
                 )
+        if self.images and [image.size for image in self.images] != list(self.image_sizes):
+            raise InputError(
+                f"Explanation: the images have sizes {[image.size for image in self.images]} "
+                f"but image_sizes is {list(self.image_sizes)}; give one image per size."
+            )
+        if self.raw_token_maps or self.raw_sequence_maps:
+            raw_shapes = [m.shape for m in (*self.raw_token_maps, *self.raw_sequence_maps)]
+            normalised_shapes = [m.shape for m in (*self.token_maps, *self.sequence_maps)]
+            if raw_shapes != normalised_shapes:
+                raise InputError(
+                    f"Explanation: the raw maps have shapes {raw_shapes} but the normalised "
+                    f"ones {normalised_shapes}; give both per grid, or no raw maps at all."
+                )
+
+    @property
+    def has_raw_maps(self) -> bool:
+        """True when the unnormalised maps were kept (not for files saved before them)."""
+        return bool(self.raw_sequence_maps)
 
     @property
     def sequence_map(self) -> np.ndarray:
@@ -168,6 +232,57 @@ class Explanation:
             tokens = np.zeros((0, size[1], size[0]), np.float32)
         return tokens, paste_to_image(self.sequence_maps[grid], box, size)
 
+    def plot(
+        self,
+        image: Image.Image | None = None,
+        *,
+        kind: str = "sequence",
+        grid: int = 0,
+        alpha: float | None = None,
+        cmap: str | None = None,
+        raw: bool = False,
+    ) -> Figure:
+        """A matplotlib figure of the maps (see :mod:`dexar_core.viz.figures`).
+
+        Args:
+            image: the picture to draw on; the one this explanation keeps when None.
+            kind: ``"sequence"`` (the image, the sequence map and a colour bar) or
+                ``"tokens"`` (every token's map, its weight as a bar).
+            grid: which grid's maps.
+            alpha: weight of the map's colours (the figures' default when None).
+            cmap: a matplotlib colour map name (the figures' default when None).
+            raw: draw the unnormalised maps.
+        """
+        from dexar_core.viz import figures
+
+        draw = {"sequence": figures.sequence_figure, "tokens": figures.tokens_figure}
+        if kind not in draw:
+            raise InputError(f"Explanation.plot: kind is 'sequence' or 'tokens', got {kind!r}.")
+        return draw[kind](self, image, grid=grid, raw=raw, **_drawing(alpha, cmap))
+
+    def to_html(
+        self,
+        path: str | Path,
+        image: Image.Image | None = None,
+        *,
+        alpha: float | None = None,
+        cmap: str | None = None,
+    ) -> Path:
+        """Write the interactive report: one self-contained HTML file (no network).
+
+        Returns:
+            The path written.
+        """
+        from dexar_core.viz.report import explanation_html, write_html
+
+        return write_html(explanation_html(self, image, **_drawing(alpha, cmap)), path)
+
+    def _repr_html_(self) -> str:
+        """The report inline in a notebook (in an iframe, so several do not clash)."""
+        from dexar_core.viz.report import explanation_html, notebook_html
+
+        return notebook_html(explanation_html(self))
+
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.npz`` (arrays) and ``<path>.json`` (everything else).
 
@@ -185,15 +300,21 @@ class Explanation:
         for index, (tokens, sequence) in enumerate(zip(self.token_maps, self.sequence_maps)):
             arrays[f"token_maps_{index}"] = tokens
             arrays[f"sequence_map_{index}"] = sequence
-        save_arrays: Any = np.savez  # numpy's stubs reject **arrays of ndarrays
+        for index, (tokens, sequence) in enumerate(
+            zip(self.raw_token_maps, self.raw_sequence_maps)
+        ):
+            arrays[f"raw_token_maps_{index}"] = tokens
+            arrays[f"raw_sequence_map_{index}"] = sequence
+        for index, image in enumerate(self.images):
+            arrays[f"image_{index}"] = np.asarray(image)
+        save_arrays: Any = np.savez_compressed  # numpy's stubs reject **arrays of ndarrays
         save_arrays(base.with_suffix(".npz"), **arrays)
         record = {
             "format_version": FORMAT_VERSION,
             **{
                 field.name: getattr(self, field.name)
                 for field in attrs.fields(type(self))
-                if field.name
-                not in ("token_maps", "sequence_maps", "token_weights", "head_weights", "grids")
+                if field.name not in _ARRAY_FIELDS
             },
             "grids": [
                 {
@@ -237,7 +358,20 @@ class Explanation:
             count = len(record["grids"])
             token_maps = [arrays[f"token_maps_{i}"] for i in range(count)]
             sequence_maps = [arrays[f"sequence_map_{i}"] for i in range(count)]
+            raw_kept = all(f"raw_sequence_map_{i}" in arrays for i in range(count))
+            raw_token_maps = (
+                [arrays[f"raw_token_maps_{i}"] for i in range(count)] if raw_kept else []
+            )
+            raw_sequence_maps = (
+                [arrays[f"raw_sequence_map_{i}"] for i in range(count)] if raw_kept else []
+            )
             token_weights, head_weights = arrays["token_weights"], arrays["head_weights"]
+            image_names = [f"image_{i}" for i in range(len(record["image_sizes"]))]
+            images = (
+                [arrays[name] for name in image_names]
+                if all(name in arrays for name in image_names)
+                else []
+            )
         # files saved before units were recorded: only contrastive adapters said so
         contrastive = record.get("metadata", {}).get("kind") == "contrastive"
         record.setdefault("units", PROMPTS if contrastive else ANSWER_TOKENS)
@@ -247,6 +381,9 @@ class Explanation:
             **record,
             token_maps=token_maps,
             sequence_maps=sequence_maps,
+            raw_token_maps=raw_token_maps,
+            raw_sequence_maps=raw_sequence_maps,
             token_weights=token_weights,
             head_weights=head_weights,
+            images=images,
         )

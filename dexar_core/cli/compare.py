@@ -32,6 +32,9 @@ def run_compare(args: argparse.Namespace) -> int:
                 "(--prompt sets it for voc: and imagenet: datasets); leave out --image and "
                 "give at most one --prompt, or leave out --dataset to compare on one image."
             )
+        from dexar_core.cli.progress import quiet_third_party
+
+        quiet_third_party(args.verbose)
         return _run_on_dataset(args, models, methods, layers)
     for option in ("split", "limit", "metrics", "class_index"):
         if getattr(args, option) is not None:
@@ -45,20 +48,26 @@ def run_compare(args: argparse.Namespace) -> int:
 def _run_on_image(
     args: argparse.Namespace, models: list[str], methods: list[str], layers: object
 ) -> int:
+    from dexar_core.cli.progress import quiet_third_party, stage
     from dexar_core.compare.on_image import compare
     from dexar_core.viz.comparison import comparison_figure, save_figure, token_figure
+    from dexar_core.viz.pages import comparison_html
+    from dexar_core.viz.report import write_html
 
-    _progress(f"dexar: comparing {', '.join(models)} with {', '.join(methods)} ...")
-    comparison = compare(
-        models,
-        methods,
-        args.image,
-        args.prompt or None,
-        max_new_tokens=args.max_new_tokens,
-        layers=layers,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    quiet_third_party(args.verbose)
+    doing = f"comparing {', '.join(models)} with {', '.join(methods)}"
+    _progress(f"dexar: {doing} ...")
+    with stage(f"dexar: {doing}"):
+        comparison = compare(
+            models,
+            methods,
+            args.image,
+            args.prompt or None,
+            max_new_tokens=args.max_new_tokens,
+            layers=layers,
+            device=args.device,
+            dtype=args.dtype,
+        )
     print(format_comparison(comparison))
     out = Path(args.out)
     written = [save_figure(comparison_figure(comparison), out / "comparison.png")]
@@ -68,10 +77,10 @@ def _run_on_image(
             if cell.explanation is not None:
                 cell.explanation.save(out / "explanations" / stem / cell.method)
     (out / "comparison.json").write_text(json.dumps(comparison_record(comparison), indent=2) + "\n")
-    print(
-        f"wrote {', '.join(str(path) for path in written)}, {out}/comparison.json and "
-        f"{out}/explanations/"
-    )
+    written.append(out / "comparison.json")
+    if args.html:
+        written.append(write_html(comparison_html(comparison), out / "comparison.html"))
+    print(f"wrote {', '.join(str(path) for path in written)} and {out}/explanations/")
     return 0
 
 

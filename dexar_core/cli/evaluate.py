@@ -33,20 +33,23 @@ if TYPE_CHECKING:
     from dexar_core.evaluation.run import ItemResult, Summary
     from dexar_core.explanation import Explanation
 
-PICTURE_SIDE = 256  # the benchmark's 64-pixel images are too small to read as overlays
 SUMMARIES_FILE = "summary.json"
 """``OUT/summary.json``: every method's summary, by method."""
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load the model, run the benchmark per method, print the report; write the outputs."""
+    from dexar_core.cli.progress import quiet_third_party
     from dexar_core.datasets.benchmark import open_benchmark
     from dexar_core.evaluation.distributed import current_processes
     from dexar_core.evaluation.report import format_report
     from dexar_core.evaluation.run import check_metrics, evaluate
     from dexar_core.evaluation.run_log import write_atomically
+    from dexar_core.viz.pages import evaluation_index
+    from dexar_core.viz.report import write_html
     from dexar_plugins import default_catalog
 
+    quiet_third_party(args.verbose)
     if args.limit is not None and args.limit < 1:
         raise InputError(
             f"--limit must be a positive number of items, got {args.limit}; leave it out to "
@@ -140,11 +143,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for method in methods
     }
     write_atomically(out / SUMMARIES_FILE, json.dumps(by_method, indent=2) + "\n")
+    tables = format_report(summaries, not_supported)
+    index = write_html(evaluation_index(out, tables, list(summaries)), out / "index.html")
     if args.json:
         print(json.dumps(by_method, indent=2))
     else:
-        print(format_report(summaries, not_supported))
-    _progress(f"dexar: wrote {out}/<method>/items.jsonl and {out}/{SUMMARIES_FILE}", team)
+        print(tables)
+    _progress(f"dexar: wrote {out}/<method>/items.jsonl, {out}/{SUMMARIES_FILE} and {index}", team)
     return 0
 
 
@@ -242,33 +247,15 @@ def _picture_writer(
         nonlocal written
         if explanation is None or written >= count:
             return
-        from PIL import Image
-
-        from dexar_core.heatmap import paste_to_image
-        from dexar_core.viz.overlay import overlay, save_png, token_strip
+        from dexar_core.viz.comparison import save_figure
+        from dexar_core.viz.figures import sequence_figure, tokens_figure
+        from dexar_core.viz.picture import shown_picture
 
         written += 1
-        side = (PICTURE_SIDE, PICTURE_SIDE)
-        picture = item.image.resize(side, Image.Resampling.NEAREST)
-        scale = PICTURE_SIDE / item.image.size[0], PICTURE_SIDE / item.image.size[1]
-        left, top, right, bottom = explanation.grids[0].pixel_box
-        box = (left * scale[0], top * scale[1], right * scale[0], bottom * scale[1])
-
-        def draw(map2d: Any) -> Any:
-            return paste_to_image(map2d, box, side)
-
         stem = folder / f"item{item.index:04d}"
-        save_png(overlay(picture, draw(explanation.sequence_maps[0])), f"{stem}_sequence.png")
-        save_png(
-            token_strip(
-                picture,
-                [draw(m) for m in explanation.token_maps[0]],
-                list(explanation.tokens),
-                list(explanation.token_weights),
-            ),
-            f"{stem}_tokens.png",
-        )
-        save_png(item.image.resize(side, Image.Resampling.NEAREST), f"{stem}_image.png")
+        save_figure(sequence_figure(explanation, item.image), f"{stem}_sequence.png")
+        save_figure(tokens_figure(explanation, item.image), f"{stem}_tokens.png")
+        shown_picture(item.image).save(f"{stem}_image.png")
         (folder / f"item{item.index:04d}.json").write_text(
             json.dumps(result.to_dict(), indent=2) + "\n"
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,7 @@ import numpy as np
 
 from dexar_core.errors import InputError
 from dexar_core.interfaces import PROMPTS
+from dexar_core.viz.wording import fallback_note, units_of, weight_meaning, weight_name
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -54,12 +57,19 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _silent(message: str) -> None:
+    """``--quiet``: the progress lines are dropped."""
+
+
 def run_explain(args: argparse.Namespace) -> int:
     """Load the model, explain the answer, print it, and write the outputs."""
     from dexar_core.api import explain, load
+    from dexar_core.cli.progress import quiet_third_party, stage
     from dexar_core.compare.on_image import example_inputs, is_contrastive
     from dexar_core.images import load_image
-    from dexar_core.viz.overlay import overlay, save_png, token_strip
+    from dexar_core.viz.comparison import save_figure
+    from dexar_core.viz.figures import sequence_figure, tokens_figure
+    from dexar_core.viz.report import explanation_html, write_html
 
     model_name = args.model or default_model()
     image, prompts = args.image, list(args.prompt or [])
@@ -71,9 +81,12 @@ def run_explain(args: argparse.Namespace) -> int:
     if args.layers is not None:
         options["layers"] = parse_option(f"layers={args.layers}")[1]
 
+    quiet_third_party(args.verbose)
+    say = _progress if not args.quiet else _silent
     start = time.perf_counter()
-    _progress(f"dexar: loading {model_name} ...")
-    loaded = load(model_name, device=args.device, dtype=args.dtype)
+    say(f"dexar: loading {model_name} ...")
+    with stage(f"dexar: loading {model_name}", quiet=args.quiet):
+        loaded = load(model_name, device=args.device, dtype=args.dtype)
     contrastive = is_contrastive(loaded)
     if not contrastive and len(prompts) > 1:
         raise InputError(
@@ -81,48 +94,80 @@ def run_explain(args: argparse.Namespace) -> int:
             "--prompt values. Give one --prompt (several, one map each, apply to contrastive "
             "models, which score an image against captions)."
         )
-    _progress(f"dexar: loaded in {time.perf_counter() - start:.1f} s; explaining ...")
-    explanation = explain(
-        loaded,
-        image,
-        prompts if contrastive else prompts[0],
-        answer=args.answer,
-        method=args.method,
-        max_new_tokens=args.max_new_tokens,
-        chunk_size=args.chunk_size,
-        **options,
+    doing = (
+        "explaining the prompts"
+        if contrastive
+        else (
+            "explaining the given answer"
+            if args.answer
+            else "generating the answer and explaining it"
+        )
     )
-    _progress(
+    say(f"dexar: loaded in {time.perf_counter() - start:.1f} s; {doing} ...")
+    with stage(f"dexar: {doing}", quiet=args.quiet):
+        explanation = explain(
+            loaded,
+            image,
+            prompts if contrastive else prompts[0],
+            answer=args.answer,
+            method=args.method,
+            max_new_tokens=args.max_new_tokens,
+            chunk_size=args.chunk_size,
+            **options,
+        )
+    say(
         "dexar: "
-        + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in explanation.timings.items())
+        + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in explanation.timings.items())
     )
-    if explanation.units == PROMPTS:
-        print(prompt_report(explanation))
-        names = ("combined", "prompts")
-        weights = explanation.metadata["similarities"]
-    else:
-        print(answer_report(explanation))
-        names = ("sequence", "tokens")
-        weights = list(explanation.token_weights)
-
+    contrastive = explanation.units == PROMPTS
+    names = ("combined", "prompts") if contrastive else ("sequence", "tokens")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = [load_image(item) for item in (image if isinstance(image, list) else [image])]
-    for index, grid in enumerate(explanation.grids):
-        suffix = "" if len(explanation.grids) == 1 else f"_{index}"
-        picture = images[grid.image_index]
-        token_maps, sequence_map = explanation.upsample(index)
-        save_png(overlay(picture, sequence_map), out / f"{names[0]}{suffix}.png")
-        save_png(
-            token_strip(picture, token_maps, list(explanation.tokens), weights),
-            out / f"{names[1]}{suffix}.png",
-        )
+    drawing = {"alpha": args.alpha, "cmap": args.cmap}
+    written: list[Path] = []
+    with stage("dexar: drawing the figures", quiet=args.quiet):
+        for index, grid in enumerate(explanation.grids):
+            suffix = "" if len(explanation.grids) == 1 else f"_{index}"
+            picture = images[grid.image_index]
+            for name, draw in zip(names, (sequence_figure, tokens_figure)):
+                figure = draw(explanation, picture, grid=index, **drawing)
+                written.append(save_figure(figure, out / f"{name}{suffix}.png"))
+        if args.html:
+            report = explanation_html(explanation, images[0], **drawing)
+            written.append(write_html(report, out / "report.html"))
     sidecar = explanation.save(out / "explanation")
-    print(
-        f"wrote {out}/{names[0]}*.png, {out}/{names[1]}*.png, {sidecar.with_suffix('.npz')}, "
-        f"{sidecar}"
-    )
+    written += [sidecar.with_suffix(".npz"), sidecar]
+    if args.json:
+        print(json.dumps(summary_record(explanation, written), indent=2))
+    elif not args.quiet:
+        print(prompt_report(explanation) if contrastive else answer_report(explanation))
+        print("wrote " + ", ".join(str(path) for path in written))
     return 0
+
+
+def summary_record(explanation: Explanation, written: list[Path]) -> dict[str, Any]:
+    """What ``--json`` prints: the summary's facts and the files written."""
+    units = units_of(explanation)
+    return {
+        "model": explanation.model_id,
+        "method": explanation.method,
+        "prompt": explanation.prompt,
+        "answer": explanation.answer,
+        "units": units.many,
+        "tokens": list(explanation.tokens),
+        "token_weights": [float(weight) for weight in explanation.token_weights],
+        "weight": weight_name(explanation),
+        "weight_meaning": weight_meaning(explanation),
+        "sequence_fallback": explanation.sequence_fallback,
+        **(
+            {"similarities": [float(v) for v in explanation.metadata["similarities"]]}
+            if "similarities" in explanation.metadata
+            else {}
+        ),
+        "timings": dict(explanation.timings),
+        "files": [str(path) for path in written],
+    }
 
 
 def answer_report(explanation: Explanation) -> str:
@@ -130,14 +175,16 @@ def answer_report(explanation: Explanation) -> str:
     lines = [
         f"prompt: {explanation.prompt}",
         f"answer: {explanation.answer}",
-        "token weights (delta):",
+        f"{weight_name(explanation)}:",
         *(
             f"  {token!r:>16}  {weight:.4g}"
             for token, weight in zip(explanation.tokens, explanation.token_weights)
         ),
+        textwrap.fill(weight_meaning(explanation), 88),
     ]
-    if explanation.sequence_fallback:
-        lines.append("every token weight is 0: the sequence map weighs every token by 1.")
+    note = fallback_note(explanation)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -161,6 +208,9 @@ def prompt_report(explanation: Explanation) -> str:
         f"image-text similarity (cosine) of {explanation.model_id}, method {explanation.method}:",
         *("  " + line for line in format_table(headers, rows).splitlines()),
     ]
-    if weighted and explanation.sequence_fallback:
-        lines.append("every prompt weight is 0: the combined map weighs every prompt by 1.")
+    if weighted:
+        lines.append(textwrap.fill(weight_meaning(explanation), 88))
+    note = fallback_note(explanation)
+    if weighted and note:
+        lines.append(note)
     return "\n".join(lines)

@@ -61,6 +61,30 @@ class Subcommand:
 
 
 JSON_FLAG = argument("--json", action="store_true", help="print machine-readable JSON")
+VERBOSE_FLAG = argument(
+    "--verbose",
+    action="store_true",
+    help="show the libraries' own progress bars, logs and warnings (transformers, ...)",
+)
+HTML_FLAG = argument(
+    "--html",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="write the interactive report, one self-contained HTML file (default: yes)",
+)
+DRAWING_FLAGS = (
+    argument(
+        "--cmap",
+        default="inferno",
+        help="matplotlib colour map of the maps (default: inferno, a perceptual one)",
+    ),
+    argument(
+        "--alpha",
+        type=float,
+        default=0.6,
+        help="opacity of the map over the greyed image, 0 to 1 (default: 0.6)",
+    ),
+)
 
 
 def run_plugins(args: argparse.Namespace) -> int:
@@ -206,6 +230,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument("--chunk-size", type=int, help="answer tokens per backward pass"),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+            HTML_FLAG,
+            *DRAWING_FLAGS,
+            argument(
+                "--quiet", action="store_true", help="print nothing but errors (files are written)"
+            ),
+            argument(
+                "--json", action="store_true", help="print the summary (weights, files) as JSON"
+            ),
+            VERBOSE_FLAG,
         ),
     ),
     "compare": Subcommand(
@@ -252,6 +285,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             argument("--layers", help="every method's layers: 'all', k (last k) or indices 0,3"),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+            argument(
+                "--html",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="write OUT/comparison.html, the models x methods grid with every "
+                "explanation's report (default: yes)",
+            ),
+            VERBOSE_FLAG,
         ),
     ),
     "evaluate": Subcommand(
@@ -334,6 +375,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             ),
             argument("--device", help="cpu, cuda, cuda:1 ..."),
             JSON_FLAG,
+            VERBOSE_FLAG,
         ),
     ),
     "plugins": Subcommand(

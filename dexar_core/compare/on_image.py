@@ -27,6 +27,7 @@ from dexar_core.errors import DexarError, InputError
 from dexar_core.interfaces import PROMPTS
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from PIL import Image
 
     from dexar_core.explanation import Explanation
@@ -127,6 +128,28 @@ class Comparison:
         """The explanation of one model and method; None when the method could not run."""
         return self.cell(model_id, method).explanation
 
+    def plot(self, *, alpha: float | None = None, cmap: str | None = None) -> Figure:
+        """The models x methods grid of sequence maps (:mod:`dexar_core.viz.comparison`)."""
+        from dexar_core.viz.comparison import comparison_figure
+
+        return comparison_figure(self, **_drawing(alpha, cmap))
+
+    def to_html(
+        self, path: str | Path, *, alpha: float | None = None, cmap: str | None = None
+    ) -> Path:
+        """Write the grid and every cell's interactive report as one self-contained page."""
+        from dexar_core.viz.pages import comparison_html
+        from dexar_core.viz.report import write_html
+
+        return write_html(comparison_html(self, **_drawing(alpha, cmap)), path)
+
+    def _repr_html_(self) -> str:
+        """The comparison page inline in a notebook."""
+        from dexar_core.viz.pages import comparison_html
+        from dexar_core.viz.report import notebook_html
+
+        return notebook_html(comparison_html(self), height=1200)
+
     def unsupported(self) -> Iterator[tuple[str, Cell]]:
         """``(model_id, cell)`` for every cell whose method could not run."""
         for row in self.rows:
@@ -153,6 +176,11 @@ def split_names(text: str, what: str) -> list[str]:
 def file_stem(model_id: str) -> str:
     """A file-name-safe stem for a model name (``open_clip:/a/b`` -> ``open_clip_a_b``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_.") or "model"
+
+
+def _drawing(alpha: float | None, cmap: str | None) -> dict[str, Any]:
+    """The drawing options given, so that the figures' own defaults hold for the rest."""
+    return {name: value for name, value in (("alpha", alpha), ("cmap", cmap)) if value is not None}
 
 
 def check_model_name(name: str, catalog: Catalog | None = None) -> None:

@@ -36,17 +36,26 @@ class MethodResult:
     head_weights: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 0, 0), np.float32))
     sequence_fallback: bool = False
 
-    def maps(self, layout: VisualLayout) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per grid: min-max normalised ``[T, h, w]`` token maps and ``[h, w]`` sequence map."""
+    def raw_maps(self, layout: VisualLayout) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per grid: the unnormalised ``[T, h, w]`` token maps and ``[h, w]`` sequence map."""
         positions = layout.visual_positions
         token_maps, sequence_maps = [], []
         for grid in layout.grids:
-            rows = [minmax(to_grid(row, grid, positions)) for row in self.token_relevance]
+            rows = [to_grid(row, grid, positions) for row in self.token_relevance]
             token_maps.append(
                 np.stack(rows) if rows else np.zeros((0, *grid.shape), dtype=np.float32)
             )
-            sequence_maps.append(minmax(to_grid(self.sequence_relevance, grid, positions)))
+            sequence_maps.append(to_grid(self.sequence_relevance, grid, positions))
         return token_maps, sequence_maps
+
+    def maps(self, layout: VisualLayout) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per grid: min-max normalised ``[T, h, w]`` token maps and ``[h, w]`` sequence map."""
+        raw_tokens, raw_sequences = self.raw_maps(layout)
+        token_maps = [
+            np.stack([minmax(row) for row in stack]) if len(stack) else stack
+            for stack in raw_tokens
+        ]
+        return token_maps, [minmax(sequence) for sequence in raw_sequences]
 
 
 class Method(ABC):

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from dexar_core.viz.overlay import overlay, token_strip
+from dexar_core.viz.overlay import token_strip
+from dexar_core.viz.picture import DEFAULT_ALPHA, DEFAULT_CMAP, heat_picture, seen_mask
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,11 +40,17 @@ MIN_STRIP_WIDTH = 480
 DPI = 100
 
 
-def comparison_figure(comparison: Comparison) -> Figure:
+def comparison_figure(
+    comparison: Comparison, *, alpha: float = DEFAULT_ALPHA, cmap: str = DEFAULT_CMAP
+) -> Figure:
     """The models x methods grid of sequence-map overlays, a caption under each row.
+
+    Each map is coloured over the greyed image (regions a model did not see hatched).
 
     Args:
         comparison: what :func:`dexar_core.compare.on_image.compare` returned.
+        alpha: weight of the maps' colours.
+        cmap: a matplotlib colour map name.
 
     Returns:
         A matplotlib figure (save it with :func:`save_figure`).
@@ -51,7 +58,6 @@ def comparison_figure(comparison: Comparison) -> Figure:
     from matplotlib.figure import Figure
 
     columns, rows = len(comparison.methods), len(comparison.rows)
-    picture = _display_picture(comparison.image)
     figure = Figure(
         figsize=(CELL_INCHES * columns + 0.6, (CELL_INCHES + CAPTION_INCHES) * rows),
         dpi=DPI,
@@ -65,7 +71,7 @@ def comparison_figure(comparison: Comparison) -> Figure:
             ax.set_yticks([])
             if index == 0:
                 ax.set_title(cell.method, fontsize=11)
-            _draw_cell(ax, cell, picture)
+            _draw_cell(ax, cell, comparison.image, alpha, cmap)
         axes[0].set_ylabel(row.model_id, fontsize=10)
         _caption(row_figure, row_caption(row), columns)
     return figure
@@ -135,13 +141,22 @@ def _display_picture(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize(size, Image.Resampling.NEAREST)
 
 
-def _draw_cell(ax: Axes, cell: Cell, picture: Image.Image) -> None:
-    if cell.explanation is None:
+def _draw_cell(ax: Axes, cell: Cell, image: Image.Image, alpha: float, cmap: str) -> None:
+    explanation = cell.explanation
+    if explanation is None:
         ax.set_facecolor("0.93")
         ax.text(0.04, 0.5, _reason_text(cell, 30), fontsize=7, va="center", transform=ax.transAxes)
         return
-    _, sequence_map = cell.explanation.upsample(0)
-    ax.imshow(np.asarray(overlay(picture, sequence_map)))
+    boxes = [grid.pixel_box for grid in explanation.grids if grid.image_index == 0]
+    heat = heat_picture(
+        image,
+        explanation.sequence_maps[0],
+        explanation.grids[0].pixel_box,
+        seen=seen_mask(boxes, image.size),
+        alpha=alpha,
+        cmap=cmap,
+    )
+    ax.imshow(np.asarray(heat))
 
 
 def _strip(cell: Cell, row: ModelRow, image: Image.Image) -> Image.Image | None:
@@ -150,7 +165,13 @@ def _strip(cell: Cell, row: ModelRow, image: Image.Image) -> Image.Image | None:
         return None
     token_maps, _ = explanation.upsample(0)
     weights = row.similarities if row.contrastive else explanation.token_weights
-    return token_strip(image, token_maps, list(explanation.tokens), list(weights))
+    return token_strip(
+        _display_picture(image),
+        token_maps,
+        list(explanation.tokens),
+        list(weights),
+        cmap=DEFAULT_CMAP,
+    )
 
 
 def _reason_text(cell: Cell, width: int) -> str:
