@@ -66,9 +66,9 @@ def test_a_killed_runs_lock_is_taken_over_with_a_warning(tmp_path):
     write_lock(tmp_path, gone.pid)
 
     check_unlocked(tmp_path)  # stale: not in the way
-    with pytest.warns(UserWarning, match=rf"process {gone.pid} on this host is gone"):
-        with run_lock(tmp_path, ALONE):
-            assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    taken_over = rf"process {gone.pid} on this host is gone"
+    with pytest.warns(UserWarning, match=taken_over), run_lock(tmp_path, ALONE):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
 
 
 def test_an_old_unreadable_lock_is_stale_and_a_fresh_one_is_not(tmp_path):
