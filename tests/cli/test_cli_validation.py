@@ -172,3 +172,21 @@ def test_the_validation_functions_raise_dexar_errors(tmp_path):
     assert check_output_folder(tmp_path / "new" / "folder") == tmp_path / "new" / "folder"
     check_device("cpu")
     check_device(None)
+
+
+def test_plugins_lists_overlapping_adapters_and_exits_0(fake_site, capsys):
+    fake_site.add_adapter_plugin("one", adapter="first", distribution="dexar-one")
+    fake_site.add_adapter_plugin("two", adapter="second", distribution="dexar-two")
+
+    code = cli.main(["plugins"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()]
+    assert ["first", "adapter", "dexar-one", "1.0", "overlaps"] in rows
+    assert ["second", "adapter", "dexar-two", "1.0", "overlaps"] in rows
+    assert (
+        "- model type 'fakevlm' is served by adapter 'first' from dexar-one 1.0 (priority 0) "
+        "and adapter 'second' from dexar-two 1.0 (priority 0); 'first' is chosen because the "
+        "priorities tie at 0 and 'first' sorts before 'second'."
+    ) in out
