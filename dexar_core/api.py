@@ -139,7 +139,9 @@ def explain(
     must be None, and ``max_new_tokens`` and ``chunk_size`` do not apply.
     """
     from dexar_core.engine import attention_gradients
+    from dexar_core.validation import check_method_options
 
+    check_method_options(method, options, _catalog(catalog))  # before any model work
     explain_similarity = getattr(loaded.adapter, "explain_similarity", None)
     if explain_similarity is not None:
         if answer is not None:

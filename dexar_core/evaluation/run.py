@@ -94,6 +94,7 @@ from dexar_core.metrics import (
     uniform_pointing_chance,
 )
 from dexar_core.metrics.bootstrap import RESAMPLES
+from dexar_core.validation import check_method_options
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -263,7 +264,7 @@ def evaluate(
             )
     plugins = default_catalog() if catalog is None else catalog
     if not contrastive:
-        plugins.method(method).factory(**options)  # bad options fail here, not on every item
+        check_method_options(method, options, plugins)  # here, not on every item
     team = current_processes() if processes is None else processes
     if out is None and team.world > 1:
         raise InputError(
