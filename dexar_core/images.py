@@ -37,11 +37,19 @@ def _from_array(source: np.ndarray) -> Image.Image:
 
     The convention: uint8 values are 0..255; float values are 0..1 (values outside
     are refused, not clipped to black or white); bool is black and white; other integer
-    types must hold 0..255. ``C`` is 1 (grey), 3 (RGB) or 4 (RGBA).
+    types must hold 0..255. ``C`` is 1 (grey), 3 (RGB) or 4 (RGBA); a first axis of
+    1, 3 or 4 that is not larger than the last is read as channel-first.
     """
     array = source
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channel-first, as torch and torchvision give it
+    if (
+        array.ndim == 3
+        and array.shape[0] in (1, 3, 4)
+        and array.shape[-1] not in (1, 3, 4)
+        and array.shape[0] <= array.shape[-1]
+    ):
+        # Channel-first, as torch and torchvision give it; when both ends could be the
+        # channels ((3, H, 3)), the numpy and PIL convention (channels last) is kept.
+        array = np.moveaxis(array, 0, -1)
     if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and 0 in array.shape):
         raise ImageError(
             f"an image array must be [H, W], [H, W, C] or [C, H, W] with C in 1, 3, 4 and no "
