@@ -100,7 +100,8 @@ def run_explain(args: argparse.Namespace) -> int:
                 "give the layers once."
             )
         options["layers"] = parse_option(f"layers={args.layers}")[1]
-    check_max_new_tokens(args.max_new_tokens)
+    if args.answer is None:  # a given answer is not generated: no length limit applies
+        check_max_new_tokens(args.max_new_tokens)
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError(f"--chunk-size must be at least 1, got {args.chunk_size}.")
     check_method_options(args.method, options)
