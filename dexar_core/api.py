@@ -141,6 +141,9 @@ def explain(
     Returns:
         The frozen :class:`Explanation`; ``Explanation.units`` names its units.
     """
+    from dexar_core.validation import check_method_options
+
+    check_method_options(method, options, _catalog(catalog))  # before any model work
     timings: dict[str, float] = {}
     start = time.perf_counter()
     images = [

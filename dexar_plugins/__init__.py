@@ -21,7 +21,9 @@ from dexar_plugins.manager import (
     reset_default_catalog,
 )
 from dexar_plugins.registry import (
+    AdapterOverlap,
     InventoryRow,
+    adapter_overlaps,
     get_adapter,
     get_embedded_model,
     get_method,
@@ -29,10 +31,12 @@ from dexar_plugins.registry import (
     list_embedded_models,
     list_methods,
     plugin_inventory,
+    plugin_of_error,
     resolve_adapter,
 )
 
 __all__ = [
+    "AdapterOverlap",
     "Catalog",
     "InventoryRow",
     "LoadedPlugin",
@@ -42,6 +46,7 @@ __all__ = [
     "PluginSettings",
     "PluginWarning",
     "Registration",
+    "adapter_overlaps",
     "build_catalog",
     "default_catalog",
     "get_adapter",
@@ -54,6 +59,7 @@ __all__ = [
     "list_methods",
     "load_plugins",
     "plugin_inventory",
+    "plugin_of_error",
     "reset_default_catalog",
     "resolve_adapter",
 ]

@@ -6,13 +6,21 @@ uses the process-wide :func:`~dexar_plugins.manager.default_catalog`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import attrs
 
 from dexar_core.errors import UnsupportedModelError
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec, MethodSpec
-from dexar_plugins.manager import Catalog, NameConflict, Registration, default_catalog
+from dexar_plugins.manager import (
+    LOAD_PLUGINS_ENV,
+    Catalog,
+    NameConflict,
+    PluginWarning,
+    Registration,
+    default_catalog,
+)
 
 ADAPTER_GUIDE = "docs/adapters.md"
 SHOWN_CLASS_NAMES = 4
@@ -52,10 +60,38 @@ def resolve_adapter(model_or_config: object, catalog: Catalog | None = None) -> 
             candidates.append((max(spec.priority for spec in serving), conflict.name, conflict))
     if not candidates:
         raise UnsupportedModelError(_unsupported_message(catalog, model_type, class_names))
-    _, _, winner = min(candidates, key=lambda c: (-c[0], c[1]))
+    ranked = sorted(candidates, key=lambda c: (-c[0], c[1]))
+    winner = ranked[0][2]
     if isinstance(winner, NameConflict):
         raise winner.error()
+    if len(ranked) > 1:
+        # A plugin claiming a model another adapter serves must not take it over unseen.
+        others = ", ".join(_origin(c[2]) for c in ranked[1:])
+        warnings.warn(
+            f"several adapters serve this model (model_type {model_type!r}): using "
+            f"{_origin(winner)} because {_why_first(ranked)}, over {others}. Uninstall the "
+            f"one you do not want, or leave it out of {LOAD_PLUGINS_ENV}.",
+            PluginWarning,
+            stacklevel=2,
+        )
     return winner.spec
+
+
+def _origin(claim: Registration[AdapterSpec] | NameConflict) -> str:
+    if isinstance(claim, NameConflict):
+        return f"adapter {claim.name!r} (claimed by {len(claim.claims)} plugins)"
+    return (
+        f"adapter {claim.name!r} from {claim.distribution} {claim.version} "
+        f"(priority {claim.spec.priority})"
+    )
+
+
+def _why_first(ranked: list[tuple[int, str, Any]]) -> str:
+    """Why the first of the ranked candidates is chosen: priority, else the name."""
+    (first_priority, first_name, _), (second_priority, second_name, _) = ranked[:2]
+    if first_priority > second_priority:
+        return f"its priority {first_priority} is the highest"
+    return f"the priorities tie at {first_priority} and {first_name!r} sorts before {second_name!r}"
 
 
 def _model_identity(model_or_config: object) -> tuple[str | None, tuple[str, ...]]:
@@ -149,9 +185,12 @@ class InventoryRow:
         kind: ``"plugin"``, ``"adapter"``, ``"method"`` or ``"embedded-model"``.
         distribution: the distribution it comes from.
         version: that distribution's version.
-        status: ``"ok"``, ``"failed"`` (the plugin was skipped) or ``"conflict"``
-            (another plugin claims the same name).
-        error: what is wrong, empty when the status is ``"ok"``.
+        status: ``"ok"``, ``"failed"`` (the plugin was skipped), ``"conflict"``
+            (another plugin claims the same name) or ``"overlaps"`` (an adapter serving
+            a model type or class another adapter serves too: usable, but only one of
+            them is chosen for such a model; see :func:`adapter_overlaps`).
+        error: what is wrong, or for ``"overlaps"`` what is shared and which one wins;
+            empty when the status is ``"ok"``.
     """
 
     name: str
@@ -165,6 +204,10 @@ class InventoryRow:
 def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]:
     """Every plugin and everything it registered, then every plugin that failed to load."""
     catalog = default_catalog() if catalog is None else catalog
+    overlaps: dict[str, list[AdapterOverlap]] = {}
+    for overlap in adapter_overlaps(catalog):
+        for claim in overlap.claims:
+            overlaps.setdefault(claim.name, []).append(overlap)
     rows: list[InventoryRow] = []
     for plugin in catalog.plugins:
         origin = {"distribution": plugin.distribution, "version": plugin.version}
@@ -176,7 +219,18 @@ def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]
         )
         for kind, name in registered:
             conflict = catalog.conflict(kind, name)
-            if conflict is None:
+            shared = overlaps.get(name, []) if kind == "adapter" else []
+            if conflict is None and shared:
+                rows.append(
+                    InventoryRow(
+                        name=name,
+                        kind=kind,
+                        status="overlaps",
+                        error=" ".join(overlap.message for overlap in shared),
+                        **origin,
+                    )
+                )
+            elif conflict is None:
                 rows.append(InventoryRow(name=name, kind=kind, **origin))
             else:
                 rows.append(
@@ -196,3 +250,76 @@ def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]
         for failure in catalog.failures
     )
     return tuple(rows)
+
+
+@attrs.frozen(kw_only=True)
+class AdapterOverlap:
+    """Several usable adapters serving one model type or model class.
+
+    Attributes:
+        served: what they share, e.g. ``"model type 'llava'"``.
+        claims: the adapters' registrations, the one chosen first.
+    """
+
+    served: str
+    claims: tuple[Registration[AdapterSpec], ...]
+
+    @property
+    def message(self) -> str:
+        """Who serves what, which one is chosen and why."""
+        ranked = [(claim.spec.priority, claim.name, claim) for claim in self.claims]
+        served_by = " and ".join(_origin(claim) for claim in self.claims)
+        return (
+            f"{self.served} is served by {served_by}; {self.claims[0].name!r} is chosen "
+            f"because {_why_first(ranked)}."
+        )
+
+
+def adapter_overlaps(catalog: Catalog | None = None) -> tuple[AdapterOverlap, ...]:
+    """Every model type and model class that more than one usable adapter serves."""
+    catalog = default_catalog() if catalog is None else catalog
+    served: dict[str, list[Registration[AdapterSpec]]] = {}
+    for registration in catalog.adapters.values():
+        for model_type in registration.spec.model_types:
+            served.setdefault(f"model type {model_type!r}", []).append(registration)
+        for class_name in registration.spec.architectures:
+            served.setdefault(f"model class {class_name!r}", []).append(registration)
+    return tuple(
+        AdapterOverlap(
+            served=what,
+            claims=tuple(sorted(claims, key=lambda c: (-c.spec.priority, c.name))),
+        )
+        for what, claims in sorted(served.items())
+        if len(claims) > 1
+    )
+
+
+def plugin_of_error(error: BaseException) -> str | None:
+    """The plugin whose code raised ``error``, named with its distribution; None for core.
+
+    The traceback is read from the raising frame outwards; the first frame in a module
+    of a ``dexar`` entry point (an adapter package, a method plugin) names the plugin,
+    so a bug inside torch called by an adapter is still the adapter's to look at.
+    """
+    import importlib.metadata
+    import traceback
+
+    owners: dict[str, tuple[str, str, str]] = {}
+    for entry_point in importlib.metadata.entry_points(group="dexar"):
+        top = entry_point.module.split(".")[0]
+        dist = entry_point.dist
+        owners.setdefault(
+            top,
+            (
+                entry_point.name,
+                dist.metadata["Name"] if dist is not None else "unknown",
+                dist.version if dist is not None else "?",
+            ),
+        )
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        module = str(frame.f_globals.get("__name__", ""))
+        owner = owners.get(module.split(".")[0])
+        if owner is not None:
+            name, distribution, version = owner
+            return f"plugin {name!r} ({distribution} {version}, in {module})"
+    return None

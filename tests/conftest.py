@@ -20,6 +20,8 @@ from dexar_plugins.manager import (
 
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
 settings.register_profile("dev", deadline=None, max_examples=60)
+# the manual fuzz run of docs/reliability.md: `pytest tests/fuzz --hypothesis-profile=long`
+settings.register_profile("long", deadline=None, max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 FAKE_MODULE_PREFIX = "fake_dexar_"

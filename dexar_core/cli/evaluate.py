@@ -44,7 +44,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dexar_core.evaluation.distributed import current_processes
     from dexar_core.evaluation.report import format_report
     from dexar_core.evaluation.run import check_metrics, evaluate
-    from dexar_core.evaluation.run_log import write_atomically
+    from dexar_core.evaluation.run_log import check_unlocked, write_atomically
+    from dexar_core.validation import (
+        check_device,
+        check_finite_weights,
+        check_max_new_tokens,
+        check_method_options,
+        check_output_folder,
+    )
     from dexar_core.viz.pages import evaluation_index
     from dexar_core.viz.report import write_html
     from dexar_plugins import default_catalog
@@ -78,11 +85,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_metrics(metrics, dataset())  # bad names and datasets fail before loading
     catalog = default_catalog()
     for method in methods:
-        catalog.method(method).factory(**options[method])
+        check_method_options(method, options[method], catalog)
+    check_max_new_tokens(args.max_new_tokens)
+    check_output_folder(out)
+    for method in methods:
+        check_unlocked(out / method)
+    check_device(args.device)
     team = current_processes()
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...", team)
     loaded = _load_model(model_name, args.device or team.device)
+    check_finite_weights(loaded.model, model_name)
     image_size = args.image_size or training_image_size(loaded)
     benchmark = dataset(image_size)
     total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
@@ -130,10 +143,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         except (MethodError, UnsupportedModelError) as error:  # the architecture, not input
             not_supported[method], failure = str(error), error
             _progress(f"dexar: {method}: not supported: {error}", team)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"rerun the same command to resume: the items finished so far are kept in {out}/"
+            ) from None
         finally:
             counter(close=True)
     if not summaries and failure is not None:
         raise failure
+    _refuse_all_unexplained(summaries, out)
     if not team.is_main:
         return 0
     by_method: dict[str, Any] = {
@@ -153,6 +171,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_all_unexplained(summaries: dict[str, Summary], out: Path) -> None:
+    """A run where no item of any method was explained is a failure, not a 0-score table."""
+    if not summaries or any(summary.skipped < summary.items for summary in summaries.values()):
+        return
+    from dexar_core.errors import DexarError
+
+    reasons = sorted(
+        {
+            str(json.loads(line).get("error"))
+            for method in summaries
+            if (out / method / "items.jsonl").is_file()
+            for line in (out / method / "items.jsonl").read_text().splitlines()[:20]
+            if line.strip()
+        }
+    )
+    raise DexarError(
+        f"evaluate: no item could be explained by any method ({', '.join(summaries)}); the "
+        f"reasons: {'; '.join(reasons[:3]) or 'unknown'}. Check the model on one item with "
+        "`dexar explain` first."
+    )
+
+
 def _names(text: str, flag: str) -> list[str]:
     names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     if not names:
@@ -161,21 +201,28 @@ def _names(text: str, flag: str) -> list[str]:
 
 
 def _method_options(texts: list[str], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """``KEY=VALUE`` for every method, ``METHOD.KEY=VALUE`` for one of them."""
+    """``KEY=VALUE`` for every method, ``METHOD.KEY=VALUE`` for one of them.
+
+    A prefixed option overrides an unprefixed one for its method; the same option given
+    twice at the same level is refused rather than letting one silently win.
+    """
     options: dict[str, dict[str, Any]] = {method: {} for method in methods}
+    given: set[tuple[str, str]] = set()
     for text in texts:
         key, value = parse_option(text)
         method, dot, name = key.rpartition(".")
-        if not dot:
-            for chosen in options.values():
-                chosen[key] = value
-        elif method in options:
-            options[method][name] = value
-        else:
+        if dot and method not in options:
             raise InputError(
                 f"--option {text!r} is for method {method!r}, which is not in --methods "
                 f"({', '.join(methods)}); fix the prefix or add the method."
             )
+        if (method, name) in given:
+            raise InputError(f"--option {key} is given twice; give it once.")
+        given.add((method, name))
+        for target in [method] if dot else methods:
+            if not dot and (target, name) in given:
+                continue  # an earlier METHOD.KEY= for this method wins over KEY=
+            options[target][name] = value
     return options
 
 

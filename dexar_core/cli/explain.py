@@ -37,6 +37,8 @@ def parse_option(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise InputError(f"--option expects key=value, got {text!r}.")
     key, raw = text.split("=", 1)
+    if not key.strip():
+        raise InputError(f"--option {text!r} has no key; give key=value, e.g. topk=3.")
     value: Any
     if raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
@@ -53,6 +55,19 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), value
 
 
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    """Every ``--option key=value``; a key given twice is refused, not silently overridden."""
+    options: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_option(text)
+        if key in options:
+            raise InputError(
+                f"--option {key} is given twice ({options[key]!r} and {value!r}); give it once."
+            )
+        options[key] = value
+    return options
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -67,19 +82,47 @@ def run_explain(args: argparse.Namespace) -> int:
     from dexar_core.cli.progress import quiet_third_party, stage
     from dexar_core.compare.on_image import example_inputs, is_contrastive
     from dexar_core.images import load_image
+    from dexar_core.validation import (
+        check_device,
+        check_max_new_tokens,
+        check_method_options,
+        check_output_folder,
+    )
     from dexar_core.viz.comparison import save_figure
     from dexar_core.viz.figures import sequence_figure, tokens_figure
     from dexar_core.viz.report import explanation_html, write_html
 
     model_name = args.model or default_model()
-    image, prompts = args.image, list(args.prompt or [])
+    images, prompts = list(args.image or []), list(args.prompt or [])
+    if len(images) > 1:
+        raise InputError(
+            f"dexar explain takes one --image, got {len(images)} ({', '.join(images)}); "
+            "explain several images in one prompt from Python: explain(loaded, [a, b], prompt)."
+        )
+    image = images[0] if images else None
     if args.example or image is None or not prompts:
         example_image, example_prompt = example_inputs(model_name)
         image = image or example_image
         prompts = prompts or [example_prompt]
-    options = dict(parse_option(text) for text in args.option)
+    options = parse_options(args.option)
     if args.layers is not None:
+        if "layers" in options:
+            raise InputError(
+                f"--layers {args.layers} and --option layers={options['layers']} conflict; "
+                "give the layers once."
+            )
         options["layers"] = parse_option(f"layers={args.layers}")[1]
+    if args.answer is None:  # a given answer is not generated: no length limit applies
+        check_max_new_tokens(args.max_new_tokens)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1, got {args.chunk_size}.")
+    check_method_options(args.method, options)
+    check_output_folder(args.out)
+    check_device(args.device)
+    if args.frame is not None and image is not None:
+        image = load_image(image, frame=args.frame)
+    elif image is not None:
+        load_image(image)  # an unreadable image fails before the model loads
 
     quiet_third_party(args.verbose)
     say = _progress if not args.quiet else _silent

@@ -22,7 +22,17 @@ import attrs
 import dexar_core
 from dexar_core.cli.tables import format_table, print_json
 from dexar_core.errors import DexarError
-from dexar_plugins import PluginWarning, default_catalog, list_embedded_models, plugin_inventory
+from dexar_plugins import (
+    PluginWarning,
+    adapter_overlaps,
+    default_catalog,
+    list_embedded_models,
+    plugin_inventory,
+    plugin_of_error,
+)
+
+BROKEN_STATUSES = ("failed", "conflict")
+"""Inventory statuses that make ``dexar plugins`` exit 1 (an overlap is usable)."""
 
 
 @attrs.frozen
@@ -60,6 +70,7 @@ class Subcommand:
     arguments: tuple[Argument, ...] = ()
 
 
+TRACEBACK_HELP = "show the traceback of an unexpected error"
 JSON_FLAG = argument("--json", action="store_true", help="print machine-readable JSON")
 VERBOSE_FLAG = argument(
     "--verbose",
@@ -95,7 +106,7 @@ def run_plugins(args: argparse.Namespace) -> int:
         # The listing reports failures and conflicts itself, as rows.
         warnings.simplefilter("ignore", PluginWarning)
         rows = plugin_inventory(default_catalog())
-    broken = [row for row in rows if row.status != "ok"]
+    broken = [row for row in rows if row.status in BROKEN_STATUSES]
     if args.json:
         print_json([attrs.asdict(row) for row in rows])
         return 1 if broken else 0
@@ -109,6 +120,11 @@ def run_plugins(args: argparse.Namespace) -> int:
         print("\nProblems:")
         for row in broken:
             print(f"- {row.kind} {row.name!r} ({row.distribution} {row.version}): {row.error}")
+    overlaps = adapter_overlaps(default_catalog())
+    if overlaps:
+        print("\nOverlaps (several adapters serve one model; the first named is chosen):")
+        for overlap in overlaps:
+            print(f"- {overlap.message}")
     return 1 if broken else 0
 
 
@@ -203,7 +219,16 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 help="embedded model name, checkpoint folder or cached hub id "
                 "(default: the embedded model its plugin marks as the default)",
             ),
-            argument("--image", help="image file (default with an embedded model: its example)"),
+            argument(
+                "--image",
+                action="append",
+                help="image file (default with an embedded model: its example); one only",
+            ),
+            argument(
+                "--frame",
+                type=int,
+                help="which frame of a multi-frame image (animated GIF, TIFF pages), from 0",
+            ),
             argument(
                 "--prompt",
                 action="append",
@@ -402,14 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dexar", description="DEX-AR explanations for vision-language models."
     )
     parser.add_argument("--version", action="version", version=f"dexar {dexar_core.__version__}")
-    parser.add_argument(
-        "--traceback", action="store_true", help="show the traceback of an unexpected error"
-    )
+    parser.add_argument("--traceback", action="store_true", help=TRACEBACK_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, subcommand in SUBCOMMANDS.items():
         subparser = commands.add_parser(name, help=subcommand.help, description=subcommand.help)
         for arg in subcommand.arguments:
             subparser.add_argument(*arg.flags, **arg.options)
+        # Also after the subcommand, where users put it; SUPPRESS keeps a leading one.
+        subparser.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=TRACEBACK_HELP
+        )
         subparser.set_defaults(run=subcommand.run)
     return parser
 
@@ -436,15 +463,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DexarError as exc:
             print(f"dexar: error: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
-            print("dexar: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as interrupt:
+            hint = f"; {interrupt}" if str(interrupt) else ""
+            print(f"dexar: interrupted{hint}", file=sys.stderr)
             return 130
         except Exception as exc:
             if args.traceback:
                 raise
-            print(
-                f"dexar: internal error: {type(exc).__name__}: {exc}\n"
-                "This is a bug in dexar or in a plugin; rerun with --traceback and report it.",
-                file=sys.stderr,
+            plugin = plugin_of_error(exc)
+            culprit = (
+                f"This is a bug in {plugin}; rerun with --traceback and report it to its authors."
+                if plugin is not None
+                else "This is a bug in dexar; rerun with --traceback and report it."
             )
+            print(f"dexar: internal error: {type(exc).__name__}: {exc}\n{culprit}", file=sys.stderr)
             return 3

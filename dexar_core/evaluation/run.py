@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,7 @@ from dexar_core.evaluation.run_log import (
     finished_records,
     open_log,
     prepare_run,
+    run_lock,
     write_atomically,
     write_items,
 )
@@ -90,6 +92,7 @@ from dexar_core.metrics import (
     uniform_pointing_chance,
 )
 from dexar_core.metrics.bootstrap import RESAMPLES
+from dexar_core.validation import check_method_options
 
 if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
@@ -280,7 +283,7 @@ def evaluate(
                 f"--metrics segmentation,perturbation for {loaded.model_id}."
             )
     plugins = default_catalog() if catalog is None else catalog
-    plugins.method(method).factory(**options)  # bad options fail here, not on every item
+    check_method_options(method, options, plugins)  # here, not on every item
     team = current_processes() if processes is None else processes
     if out is None and team.world > 1:
         raise InputError(
@@ -298,69 +301,72 @@ def evaluate(
         "max_new_tokens": max_new_tokens,
         "replacement": replacement,
     }
-    records: dict[int, dict[str, Any]] = {}
-    if out is not None:
-        prepare_run(out, config, team)
-        records = finished_records(out)
-        team.barrier()  # every process has read the logs before any appends to them
-    log = None if out is None else open_log(out, team.rank)
-    try:
-        for position in range(count):
-            if position in records or not team.owns(position):
-                continue
-            item = benchmark[position]
-            explanation, result = _evaluate_item(
-                loaded,
-                item,
-                units=units,
-                method=method,
-                metrics=chosen,
-                seed=seed,
-                max_new_tokens=max_new_tokens,
-                replacement=replacement,
-                catalog=plugins,
-                options=options,
-            )
-            records[position] = result.to_dict()
+    with nullcontext() if out is None else run_lock(out, team):
+        records: dict[int, dict[str, Any]] = {}
+        if out is not None:
+            prepare_run(out, config, team)
+            records = finished_records(out)
+            team.barrier()  # every process has read the logs before any appends to them
+        log = None if out is None else open_log(out, team.rank)
+        try:
+            for position in range(count):
+                if position in records or not team.owns(position):
+                    continue
+                item = benchmark[position]
+                explanation, result = _evaluate_item(
+                    loaded,
+                    item,
+                    units=units,
+                    method=method,
+                    metrics=chosen,
+                    seed=seed,
+                    max_new_tokens=max_new_tokens,
+                    replacement=replacement,
+                    catalog=plugins,
+                    options=options,
+                )
+                records[position] = result.to_dict()
+                if log is not None:
+                    append_record(log, records[position])
+                if on_item is not None:
+                    on_item(item, explanation, result)
+        finally:
             if log is not None:
-                append_record(log, records[position])
-            if on_item is not None:
-                on_item(item, explanation, result)
-    finally:
-        if log is not None:
-            log.close()
-    if out is not None:
-        team.barrier()  # every process has logged its items
-        records = finished_records(out)
-    missing = [position for position in range(count) if position not in records]
-    if missing:
-        raise DexarError(
-            f"evaluate: items {missing[:5]} have no record after every process finished; "
-            "rerun the same command to evaluate them."
+                log.close()
+        if out is not None:
+            team.barrier()  # every process has logged its items
+            records = finished_records(out)
+        missing = [position for position in range(count) if position not in records]
+        if missing:
+            raise DexarError(
+                f"evaluate: items {missing[:5]} have no record after every process finished; "
+                "rerun the same command to evaluate them."
+            )
+        ordered = [records[position] for position in range(count)]
+        summary = summarise(
+            [ItemResult.from_dict(record) for record in ordered],
+            dataset=repr(benchmark),
+            split=benchmark.split,
+            model_id=loaded.model_id,
+            method=method,
+            options=options,
+            seed=seed,
+            metrics=chosen,
+            resamples=resamples,
         )
-    ordered = [records[position] for position in range(count)]
-    summary = summarise(
-        [ItemResult.from_dict(record) for record in ordered],
-        dataset=repr(benchmark),
-        split=benchmark.split,
-        model_id=loaded.model_id,
-        method=method,
-        options=options,
-        seed=seed,
-        metrics=chosen,
-        resamples=resamples,
-    )
-    summary = attrs.evolve(
-        summary,
-        perturbation_measure=loaded.adapter.perturbation_measure,
-        not_applicable=NOT_APPLICABLE_TO_PROMPTS if units == PROMPTS else {},
-    )
-    if out is not None and team.is_main:
-        write_items(out, ordered)
-        write_atomically(Path(out) / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
-    if out is not None:
-        team.barrier()  # nobody reads the merged files before rank 0 has written them
-    return summary
+        summary = attrs.evolve(
+            summary,
+            perturbation_measure=loaded.adapter.perturbation_measure,
+            not_applicable=NOT_APPLICABLE_TO_PROMPTS if units == PROMPTS else {},
+        )
+        if out is not None and team.is_main:
+            write_items(out, ordered)
+            write_atomically(
+                Path(out) / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n"
+            )
+        if out is not None:
+            team.barrier()  # nobody reads the merged files before rank 0 has written them
+        return summary
 
 
 def _evaluate_item(

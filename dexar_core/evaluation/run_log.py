@@ -7,19 +7,31 @@ Layout of a run folder::
                          flushed to disk before the next item starts
     items.jsonl          all items, merged and in order (written at the end by rank 0)
     summary.json         the summary (written at the end by rank 0)
+    run.lock             while a run is going: the pid, host and start of the process
+                         (rank 0) that holds the folder
 
 A rerun with the same ``run.json`` reads every log, skips the items found there and
 appends the rest, whatever number of processes wrote them. A process killed while
 writing leaves at most one incomplete last line; readers skip it and its writer cuts it
 off before appending again. A rerun that would measure something else (another model,
 method, option...) is refused rather than mixed into the old items.
+
+Two runs into one folder at once would both do all the work and interleave their logs,
+so a run holds ``run.lock`` while it goes and a second one is refused with a message
+naming the first (it does not wait: the first may take hours). A lock left by a killed
+run (its pid is gone on this host) is taken over with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,12 +41,15 @@ from dexar_core.evaluation.distributed import Processes
 __all__ = [
     "CONFIG_FILE",
     "ITEMS_FILE",
+    "LOCK_FILE",
     "LOG_FOLDER",
     "SUMMARY_FILE",
     "append_record",
+    "check_unlocked",
     "finished_records",
     "open_log",
     "prepare_run",
+    "run_lock",
     "write_atomically",
     "write_items",
 ]
@@ -43,6 +58,9 @@ CONFIG_FILE = "run.json"
 LOG_FOLDER = "log"
 ITEMS_FILE = "items.jsonl"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = "run.lock"
+FRESH_LOCK_SECONDS = 10.0
+"""An unreadable lock younger than this is being written by its holder, not stale."""
 
 
 def prepare_run(folder: str | Path, config: Mapping[str, Any], processes: Processes) -> None:
@@ -152,3 +170,112 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     if not isinstance(recorded, dict):
         raise InputError(f"evaluate: {str(path)!r} is not a run record; give a new --out folder.")
     return recorded
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The holder recorded in a lock file; None when it cannot be read."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return holder if isinstance(holder, dict) and "pid" in holder else None
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _stale_reason(path: Path, holder: dict[str, Any] | None) -> str | None:
+    """Why the lock at ``path`` is left over from a dead run, or None when it is held."""
+    if holder is None:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return "it is gone"
+        return f"it is unreadable and {age:.0f} s old" if age > FRESH_LOCK_SECONDS else None
+    if holder.get("host") == socket.gethostname() and not _is_alive(int(holder["pid"])):
+        return f"process {holder['pid']} on this host is gone"
+    return None
+
+
+def _describe_holder(holder: dict[str, Any] | None) -> str:
+    if holder is None:
+        return "a run that is starting"
+    return (
+        f"process {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+        f" ({holder.get('command', '')})"
+    )
+
+
+def check_unlocked(folder: str | Path) -> None:
+    """Refuse a run folder another live process is running in (a stale lock is fine).
+
+    Raises:
+        InputError: naming the holder, with what to do.
+    """
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return
+    holder = _lock_holder(path)
+    if _stale_reason(path, holder) is None:
+        raise InputError(
+            f"evaluate: {str(folder)!r} is in use by {_describe_holder(holder)}. Wait for it "
+            f"to finish (rerunning then resumes), or give another --out; if that process is "
+            f"gone on another machine, delete {str(path)!r}."
+        )
+
+
+@contextmanager
+def run_lock(folder: str | Path, processes: Processes) -> Iterator[None]:
+    """Hold ``folder/run.lock`` while the block runs (rank 0 only; ranks share the run).
+
+    A stale lock (see :func:`check_unlocked`) is taken over with a warning; the lock is
+    removed on exit, also on error or interrupt.
+
+    Raises:
+        InputError: another live process holds the folder.
+    """
+    if not processes.is_main:
+        yield
+        return
+    root = Path(folder)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"evaluate: out={str(root)!r} is a file; give a folder for the results.")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK_FILE
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": " ".join(["dexar", *sys.argv[1:]])[:200],
+    }
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            reason = _stale_reason(path, holder)
+            if reason is None:
+                check_unlocked(root)  # raises, naming the holder
+                continue  # released between the two looks: try again
+            warnings.warn(
+                f"evaluate: taking over the lock of {str(root)!r} left by "
+                f"{_describe_holder(holder)}: {reason}. Its finished items are kept.",
+                stacklevel=3,
+            )
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w", encoding="utf-8") as lock:
+            json.dump(mine, lock)
+        break
+    try:
+        yield
+    finally:
+        if (_lock_holder(path) or {}).get("pid") == mine["pid"]:
+            path.unlink(missing_ok=True)

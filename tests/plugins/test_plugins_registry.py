@@ -11,7 +11,9 @@ from dexar_core.values import AdapterSpec, EmbeddedModelSpec, MethodSpec
 from dexar_plugins import (
     Catalog,
     LoadedPlugin,
+    PluginWarning,
     Registration,
+    adapter_overlaps,
     get_adapter,
     get_embedded_model,
     get_method,
@@ -113,8 +115,10 @@ def test_highest_priority_wins_then_the_smallest_name():
     catalog = catalog_of(generic, LLAVA, tuned_b, tuned_a)
     config = SimpleNamespace(model_type="llava", architectures=["LlavaForConditionalGeneration"])
 
-    assert resolve_adapter(config, catalog) is tuned_a
-    assert resolve_adapter("llava", catalog_of(generic, LLAVA)) is LLAVA
+    with pytest.warns(PluginWarning, match="priorities tie at 5 and 'tuned-a' sorts before"):
+        assert resolve_adapter(config, catalog) is tuned_a
+    with pytest.warns(PluginWarning, match="its priority 0 is the highest, over adapter 'gen"):
+        assert resolve_adapter("llava", catalog_of(generic, LLAVA)) is LLAVA
 
 
 def test_unsupported_model_message_lists_adapters_and_how_to_get_one():
@@ -162,3 +166,37 @@ def test_inventory_lists_the_plugin_then_what_it_registered():
         ("llava", "adapter", "ok"),
         ("m", "method", "ok"),
     ]
+
+
+def test_overlapping_adapters_are_listed_with_both_distributions_and_the_reason():
+    greedy = adapter("greedy", model_types=("llava", "qwen2_vl"), priority=10)
+    plugins = (
+        LoadedPlugin(name="mine", distribution="dexar-greedy", version="2.0", adapters=(greedy,)),
+        LoadedPlugin(name="core", distribution="dexar", version="0.1", adapters=(LLAVA,)),
+    )
+    catalog = Catalog(
+        plugins=plugins,
+        adapters={
+            spec.name: Registration(
+                spec=spec,
+                plugin=plugin.name,
+                distribution=plugin.distribution,
+                version=plugin.version,
+            )
+            for plugin in plugins
+            for spec in plugin.adapters
+        },
+    )
+
+    rows = {(row.kind, row.name): row for row in plugin_inventory(catalog)}
+    (overlap,) = adapter_overlaps(catalog)
+
+    assert overlap.served == "model type 'llava'"
+    assert [claim.name for claim in overlap.claims] == ["greedy", "llava"]
+    assert "from dexar-greedy 2.0 (priority 10)" in overlap.message
+    assert "from dexar 0.1 (priority 0)" in overlap.message
+    assert "'greedy' is chosen because its priority 10 is the highest" in overlap.message
+    assert rows[("adapter", "greedy")].status == "overlaps"
+    assert rows[("adapter", "llava")].status == "overlaps"
+    with pytest.warns(PluginWarning, match="using adapter 'greedy' from dexar-greedy 2.0"):
+        assert resolve_adapter("llava", catalog) is greedy
