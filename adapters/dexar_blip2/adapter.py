@@ -40,6 +40,7 @@ from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedM
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
+from dexar_core.hf.load_options import config_options
 from dexar_core.hf.loading import resized_image_box, template_positions
 from dexar_core.interfaces import ModelAdapter, VisualTokenLocator
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
@@ -330,12 +331,14 @@ class Blip2Adapter(ModelAdapter):
         key = "opt" if model.config.use_decoder_only_language_model else "t5"
         return self.families[key]
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """Load a BLIP-2 checkpoint; InstructBLIP is refused with a reason."""
         from transformers import AutoConfig
 
         try:
-            model_type = AutoConfig.from_pretrained(path).model_type
+            model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
         except (OSError, ValueError):
             model_type = "blip-2"
         if model_type != "blip-2":
@@ -345,7 +348,9 @@ class Blip2Adapter(ModelAdapter):
                 "the instruction text, which the query-to-patch projection does not model. "
                 "Use a BLIP-2 checkpoint, or an adapter package for InstructBLIP."
             )
-        loaded = self.families["opt"].load(path, device=device, dtype=dtype, device_map=device_map)
+        loaded = self.families["opt"].load(
+            path, device=device, dtype=dtype, device_map=device_map, **options
+        )
         return attrs.evolve(loaded, adapter=self)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:

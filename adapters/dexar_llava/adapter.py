@@ -16,6 +16,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.load_options import config_options
 from dexar_core.hf.loading import resized_image_box
 from dexar_core.records import LoadedModel, PreparedPrompt
 from dexar_core.values import Grid
@@ -30,12 +31,14 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
     name = "llava"
     model_class = "LlavaForConditionalGeneration"
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """Load a LLaVA checkpoint; LLaVA-NeXT's tiled images are refused with a reason."""
         from transformers import AutoConfig
 
         try:
-            model_type = AutoConfig.from_pretrained(path).model_type
+            model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
         except (OSError, ValueError):
             model_type = "llava"
         if model_type != "llava":
@@ -45,7 +48,7 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
                 "supported yet: each tile would need its own grid. Use a LLaVA-1.5 "
                 "checkpoint, or an adapter package for LLaVA-NeXT."
             )
-        return super().load(path, device=device, dtype=dtype, device_map=device_map)
+        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def language_model(self, model: Any) -> Any:
         """LLaVA's Llama (or other) decoder stack."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.cli.explain import DEFAULT_MODEL, parse_option
+from dexar_core.cli.loading import load_options
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import TRAINING_FACTS
 
@@ -80,7 +81,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     team = current_processes()
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...", team)
-    loaded = _load_model(model_name, args.device or team.device)
+    loaded = _load_model(
+        model_name, args.device or team.device, {"dtype": args.dtype, **load_options(args)}
+    )
     image_size = args.image_size or _training_image_size(getattr(loaded.model, "name_or_path", ""))
     benchmark = dataset(image_size)
     total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
@@ -184,14 +187,14 @@ def _remaining(folder: Path, total: int, team: Processes) -> int:
     return sum(p not in done for p in mine)
 
 
-def _load_model(name: str, device: str | None) -> Any:
+def _load_model(name: str, device: str | None, options: dict[str, Any]) -> Any:
     """``load()``, with a corrupt weights file reported as the checkpoint's fault."""
     from safetensors import SafetensorError
 
     from dexar_core.api import load
 
     try:
-        return load(name, device=device)
+        return load(name, device=device, **options)
     except SafetensorError as error:
         raise CheckpointError(
             f"the weights of {name!r} are corrupt ({error}); the file is truncated or not "

@@ -46,6 +46,7 @@ def _progress(message: str) -> None:
 def run_explain(args: argparse.Namespace) -> int:
     """Load the model, explain the answer, print it, and write the outputs."""
     from dexar_core.api import explain, load
+    from dexar_core.cli.loading import load_options
     from dexar_core.compare.on_image import is_contrastive
     from dexar_core.images import load_image
     from dexar_core.viz.overlay import overlay, save_png, token_strip
@@ -69,7 +70,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...")
-    loaded = load(model_name, device=args.device, dtype=args.dtype)
+    loaded = load(model_name, device=args.device, dtype=args.dtype, **load_options(args))
     contrastive = is_contrastive(loaded)
     if not contrastive and len(prompts) > 1:
         raise InputError(

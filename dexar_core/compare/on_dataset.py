@@ -167,6 +167,7 @@ def compare_on_dataset(
     out: str | Path | None = None,
     device: str | None = None,
     dtype: Any = None,
+    load_options: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
 ) -> MetricsTable:
     """Evaluate every model with every method on the same items of a dataset.
@@ -193,6 +194,8 @@ def compare_on_dataset(
             again into it resumes every pair (see docs/evaluation.md).
         device: where to load the models.
         dtype: the models' dtype.
+        load_options: further :func:`dexar_core.api.load` options (``device_map``,
+            ``revision``, ``generation``, ...).
         catalog: the plugin catalog; the process-wide one by default.
 
     Raises:
@@ -225,7 +228,7 @@ def compare_on_dataset(
     summaries: dict[str, dict[str, Any]] = {}
     reasons: dict[str, dict[str, str]] = {}
     for model in models:
-        loaded = load(model, device=device, dtype=dtype, catalog=plugins)
+        loaded = load(model, device=device, dtype=dtype, catalog=plugins, **(load_options or {}))
         opened = items(model_image_size(loaded, plugins))
         for method in methods:
             try:

@@ -16,7 +16,7 @@ goes on. Nothing is printed; :mod:`dexar_core.cli.compare` draws and prints.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -214,6 +214,7 @@ def compare(
     layers: Any = None,
     device: str | None = None,
     dtype: Any = None,
+    load_options: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
 ) -> Comparison:
     """Explain one image and prompt with every model and every method.
@@ -232,6 +233,8 @@ def compare(
         layers: passed to every method as its ``layers`` option when given.
         device: where to load named models.
         dtype: the dtype of named models (see :func:`dexar_core.api.load`).
+        load_options: further :func:`dexar_core.api.load` options (``device_map``,
+            ``revision``, ``generation``, ...).
         catalog: the plugin catalog; the process-wide one by default.
 
     Returns:
@@ -276,7 +279,7 @@ def compare(
     rows = []
     for model in models:
         loaded = (
-            load(model, device=device, dtype=dtype, catalog=plugins)
+            load(model, device=device, dtype=dtype, catalog=plugins, **(load_options or {}))
             if isinstance(model, str)
             else model
         )

@@ -112,9 +112,13 @@ class HFDecoderOnlyAdapter(ModelAdapter):
 
     # --- shared behaviour --------------------------------------------------------------
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """See :meth:`ModelAdapter.load`."""
-        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
+        return load_pretrained(
+            self, path, device=device, dtype=dtype, device_map=device_map, **options
+        )
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """See :meth:`ModelAdapter.prepare`."""
@@ -163,10 +167,11 @@ class HFDecoderOnlyAdapter(ModelAdapter):
         with torch.no_grad():
             # An image placeholder in the answer would break the model's own bookkeeping of
             # image features (an untrained model can emit one): it is never generated.
+            # The decoding is the model's generation config: greedy unless the caller
+            # loaded it with generation="checkpoint" (dexar_core.hf.generation).
             sequences = loaded.model.generate(
                 **prepared.inputs,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 suppress_tokens=sorted(prepared.extras["image_token_ids"]),
             )
         stops = self._stop_ids(loaded)

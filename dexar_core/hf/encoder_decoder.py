@@ -118,9 +118,13 @@ class HFEncoderDecoderAdapter(ModelAdapter):
 
     # --- shared behaviour --------------------------------------------------------------
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """See :meth:`ModelAdapter.load`."""
-        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
+        return load_pretrained(
+            self, path, device=device, dtype=dtype, device_map=device_map, **options
+        )
 
     def _processed(self, loaded: LoadedModel, text: str, images: Sequence[Any]) -> dict[str, Any]:
         try:
@@ -191,9 +195,8 @@ class HFEncoderDecoderAdapter(ModelAdapter):
         if limit is not None:
             max_new_tokens = max(1, min(max_new_tokens, limit - len(prefix)))
         with torch.no_grad():
-            sequences = loaded.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False
-            )
+            # greedy unless loaded with generation="checkpoint" (dexar_core.hf.generation)
+            sequences = loaded.model.generate(**prepared.inputs, max_new_tokens=max_new_tokens)
         tokens = sequences[0].tolist()
         # generate() begins the decoder with the start token, and puts a forced BOS
         # after it where the generation config asks for one: neither is the answer.
