@@ -102,19 +102,25 @@ def target_device(device: str | None, device_map: Any) -> str:
 def cpu_runs_bfloat16_fast() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (else torch emulates it, slowly).
 
-    Read from the CPU's feature flags (``/proc/cpuinfo`` on Linux): ``avx512_bf16`` or
-    ``amx_bf16`` on x86, ``bf16`` on Arm. Where the flags cannot be read, False.
+    Read from the CPU's feature flags in ``/proc/cpuinfo`` (Linux); where they cannot be
+    read, False.
     """
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
+    return has_native_bfloat16(cpuinfo, platform.machine())
+
+
+def has_native_bfloat16(cpuinfo: str, machine: str) -> bool:
+    """Whether ``/proc/cpuinfo`` lists bfloat16 arithmetic: ``avx512_bf16`` or ``amx_bf16``
+    on x86, ``bf16`` on Arm (``machine`` is ``platform.machine()``)."""
     flags: set[str] = set()
-    for line in text.splitlines():
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip().lower() in ("flags", "features"):
             flags.update(value.split())
-    if platform.machine().lower() in ("aarch64", "arm64"):
+    if machine.lower() in ("aarch64", "arm64"):
         return "bf16" in flags
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
