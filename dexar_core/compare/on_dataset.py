@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dexar_core.compare.on_image import check_model_name, file_stem
+from dexar_core.compare.on_image import check_model_name, file_stem, resolution_options
 from dexar_core.errors import InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import TRAINING_FACTS
 
@@ -215,7 +215,7 @@ def compare_on_dataset(
     for method in methods:
         plugins.method(method)
     for model in models:
-        check_model_name(model, plugins)
+        check_model_name(model, plugins, **resolution_options(load_options))
 
     def items(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
         return open_benchmark(

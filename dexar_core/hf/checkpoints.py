@@ -149,8 +149,9 @@ def resolve_checkpoint(
             f"no model named {name!r}. Did you mean the embedded model {suggestion!r}? "
             f"(`dexar models` lists them.) {LOADING_HELP}"
         )
+    embedded = ", ".join(sorted(embedded_names)) or "none installed"
     raise InputError(
-        f"{name!r}{at_revision} is not an embedded model, not a folder, and not a hub id in "
-        f"the local Hugging Face cache ({cache_folder()}); nothing was downloaded. "
-        f"{LOADING_HELP}"
+        f"no model named {name!r}{at_revision}: it is not an embedded model ({embedded}), not "
+        f"a folder, and not a hub id in the local Hugging Face cache ({cache_folder()}); "
+        f"nothing was downloaded. {LOADING_HELP}"
     )
