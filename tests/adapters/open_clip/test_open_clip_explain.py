@@ -74,7 +74,9 @@ def test_explanation_records_prompts_weights_and_similarities(loaded, image):
 def test_explain_dispatches_contrastive_models(loaded, image):
     direct = explain_similarity(loaded, image, PROMPTS[:2], method="legrad")
     via_api = dexar_core.explain(loaded, image, PROMPTS[:2], method="legrad")
-    assert via_api == attrs.evolve(direct, timings=via_api.timings)
+    # explain() adds where and how the model ran to the adapter's metadata
+    assert via_api == attrs.evolve(direct, timings=via_api.timings, metadata=via_api.metadata)
+    assert via_api.metadata == {**direct.metadata, "dtype": "float32", "device": "cpu"}
     with pytest.raises(InputError, match="contrastive"):
         dexar_core.explain(loaded, image, "a red circle", answer="red")
 
