@@ -129,13 +129,9 @@ def load(
         config = _read_config(path, **options)
         adapter_spec = resolve_adapter(config, catalog=plugins)
     where = checks.target_device(device, device_map)
-    config_file = Path(path) / "config.json"
-    if config_file.is_file():
-        config = json.loads(config_file.read_text())
-    elif config is not None:
-        config = config.to_dict()
-    stored = checks.stored_dtype(config) if config is not None else None
-    if dtype is None and config is not None:
+    stored_config = _stored_config(path, config)
+    stored = checks.stored_dtype(stored_config) if stored_config is not None else None
+    if dtype is None and stored_config is not None:
         dtype = checks.default_dtype(where, stored)
     checks.warn_slow_dtype(where, stored if dtype == "auto" else dtype)
     adapter = adapter_spec.factory()
@@ -148,6 +144,14 @@ def load(
     return LoadedModel(
         model=loaded.model, processor=loaded.processor, adapter=adapter, model_id=name
     )
+
+
+def _stored_config(path: str, config: Any) -> Mapping[str, Any] | None:
+    """The checkpoint's ``config.json`` as stored (None for a model without one)."""
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        return dict(json.loads(config_file.read_text()))
+    return None if config is None else dict(config.to_dict())
 
 
 def _check_adapter_options(adapter: Any, options: Mapping[str, Any]) -> None:
