@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,49 +48,132 @@ def load(
     device: str | None = None,
     dtype: Any = None,
     device_map: Any = None,
+    attn_implementation: str | None = None,
+    max_memory: Mapping[Any, Any] | None = None,
+    offload_folder: str | Path | None = None,
+    revision: str | None = None,
+    quantization: Any = None,
+    trust_remote_code: bool = False,
+    download: bool = False,
+    generation: str = "greedy",
     catalog: Catalog | None = None,
 ) -> LoadedModel:
     """Load a model, its processor and the adapter that serves it.
 
+    Nothing is downloaded unless ``download=True``: a hub id is read from the local
+    Hugging Face cache, without any network access (docs/models.md).
+
     Args:
         model: an embedded model name (``dexar models``), a local checkpoint folder or a
-            hub id already in the local cache, or ``<adapter>:<spec>`` to hand ``spec``
+            hub id in the local cache, or ``<adapter>:<spec>`` to hand ``spec``
             to the named adapter (e.g. ``open_clip:ViT-B-32:/path/to/weights.pt``).
-        device: where to put the model (``"cpu"``, ``"cuda"``, ...); None leaves it.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a torch dtype.
+        device: where to put the model (``"cpu"``, ``"cuda"``, ...); None: the CPU.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"auto"`` or a torch dtype;
+            None chooses by device (never float16 on a CPU; see docs/models.md).
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` to shard a model
-            larger than one GPU through accelerate).
+            larger than one GPU through accelerate); excludes ``device``.
+        attn_implementation: the attention kernel (``"sdpa"``, ``"eager"``, ...).
+        max_memory: per-device limits with ``device_map``, e.g. ``{0: "20GiB"}``.
+        offload_folder: where ``device_map`` may offload weights.
+        revision: the hub branch, tag or commit of a hub id.
+        quantization: ``"4bit"``, ``"8bit"`` (bitsandbytes) or a transformers
+            quantization config.
+        trust_remote_code: run the checkpoint's own code (off unless asked; warns).
+        download: fetch a hub id that is not in the cache (refused under
+            ``HF_HUB_OFFLINE=1``).
+        generation: ``"greedy"`` free runs (one beam, no sampling, no penalty) or
+            ``"checkpoint"`` to decode with the checkpoint's generation config.
         catalog: the plugin catalog to use; the process-wide one by default.
 
     Raises:
         UnsupportedModelError: no installed adapter serves the model.
         CheckpointError: the folder is missing or its files cannot be loaded.
+        InputError: an unknown name (with the nearest embedded model), a device that is
+            not there, or options that cannot be honoured here.
     """
+    from dexar_core.hf import load_options as checks
+    from dexar_core.hf.checkpoints import resolve_checkpoint
+    from dexar_core.hf.generation import apply_generation, check_generation
     from dexar_plugins.registry import resolve_adapter
 
     plugins = _catalog(catalog)
     name = str(model)
+    check_generation(generation)
+    options = checks.from_pretrained_options(
+        device=device,
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        max_memory=max_memory,
+        offload_folder=offload_folder,
+        quantization=quantization,
+        trust_remote_code=trust_remote_code,
+    )
+    device_map = options.pop("device_map", None)
+    device = None if device_map is not None else device
     prefix, separator, spec = name.partition(":")
-    if name in plugins.embedded_models:
-        embedded = plugins.embedded_model(name)
-        adapter_spec = plugins.adapter(embedded.adapter)
-        path = str(embedded.path)
-    elif separator and prefix in plugins.adapters:
-        adapter_spec = plugins.adapter(prefix)
-        path = spec
+    config: Any = None
+    if name in plugins.embedded_models or (separator and prefix in plugins.adapters):
+        if revision is not None:
+            raise InputError(f"revision applies to hub ids; {name!r} is not one.")
+        if name in plugins.embedded_models:
+            embedded = plugins.embedded_model(name)
+            adapter_spec = plugins.adapter(embedded.adapter)
+            path = str(embedded.path)
+        else:
+            adapter_spec = plugins.adapter(prefix)
+            path = spec
     else:
-        path = name
-        config = _read_config(path)
+        path = resolve_checkpoint(
+            name, revision=revision, download=download, embedded_names=plugins.embedded_models
+        )
+        if path == name and revision is not None:
+            options["revision"] = revision  # a download: from_pretrained fetches this one
+        config = _read_config(path, **options)
         adapter_spec = resolve_adapter(config, catalog=plugins)
+    where = checks.target_device(device, device_map)
+    stored_config = _stored_config(path, config)
+    stored = checks.stored_dtype(stored_config) if stored_config is not None else None
+    if dtype is None and stored_config is not None:
+        dtype = checks.default_dtype(where, stored)
+    checks.warn_slow_dtype(where, stored if dtype == "auto" else dtype)
     adapter = adapter_spec.factory()
-    loaded = adapter.load(path, device=device, dtype=_torch_dtype(dtype), device_map=device_map)
+    _check_adapter_options(adapter, options)
+    loaded = adapter.load(
+        path, device=device, dtype=_torch_dtype(dtype), device_map=device_map, **options
+    )
+    if hasattr(loaded.model, "modules"):
+        apply_generation(loaded.model, generation)
     return LoadedModel(
         model=loaded.model, processor=loaded.processor, adapter=adapter, model_id=name
     )
 
 
-def _read_config(path: str) -> Any:
+def _stored_config(path: str, config: Any) -> Mapping[str, Any] | None:
+    """The checkpoint's ``config.json`` as stored (None for a model without one)."""
+    config_file = Path(path) / "config.json"
+    if config_file.is_file():
+        return dict(json.loads(config_file.read_text()))
+    return None if config is None else dict(config.to_dict())
+
+
+def _check_adapter_options(adapter: Any, options: Mapping[str, Any]) -> None:
+    """Refuse loading options an adapter's ``load`` does not take, naming them."""
+    parameters = inspect.signature(adapter.load).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return
+    names = {parameter.name for parameter in parameters}
+    refused = sorted(set(options) - names)
+    if refused:
+        raise InputError(
+            f"the {adapter.name} adapter does not take the loading option(s) {refused}; "
+            "load without them, or use an adapter that passes them to its model."
+        )
+
+
+def _read_config(path: str, **options: Any) -> Any:
     from transformers import AutoConfig
+
+    from dexar_core.hf.load_options import config_options
 
     folder = Path(path)
     if folder.exists() and not (folder / "config.json").is_file():
@@ -96,12 +182,18 @@ def _read_config(path: str) -> Any:
             "weights and the processor files (save it with save_pretrained)."
         )
     try:
-        return AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path, **config_options(options))
     except (OSError, ValueError) as error:
+        hint = (
+            " If you trust the checkpoint's code, pass trust_remote_code=True "
+            "(--trust-remote-code)."
+            if "trust_remote_code" in str(error)
+            else ""
+        )
         raise CheckpointError(
-            f"could not read a model config from {path!r}: {error}. Give an embedded model "
-            "name (see `dexar models`), a checkpoint folder, or a hub id already in the "
-            "local cache (no download is attempted when offline)."
+            f"could not read a model config from {path!r}: {error}.{hint} Give an embedded "
+            "model name (see `dexar models`), a checkpoint folder, or a hub id in the local "
+            "cache (docs/models.md)."
         ) from error
 
 
@@ -141,6 +233,8 @@ def explain(
     Returns:
         The frozen :class:`Explanation`; ``Explanation.units`` names its units.
     """
+    from dexar_core.hf.generation import decoding_facts
+    from dexar_core.hf.load_options import runtime_facts
     from dexar_core.validation import check_method_options
 
     check_method_options(method, options, _catalog(catalog))  # before any model work
@@ -180,7 +274,9 @@ def explain(
     timings["explain"] = time.perf_counter() - start
 
     maps_layout = record.layout
-    metadata = {**adapter.describe(), **placement(loaded.model), **record.metadata}
+    metadata = {**adapter.describe(), **runtime_facts(loaded.model), **record.metadata}
+    if units.generated:
+        metadata["decoding"] = decoding_facts(loaded.model)
     if maps_layout.projection is not None:
         # V is not on the image (BLIP-2's query tokens): draw the maps over the units
         # the adapter's projection reaches, from the projected raw relevance.
@@ -228,12 +324,3 @@ def _pictures_of(images: list[Any], sizes: Any) -> list[Image.Image]:
     ]:
         return images
     return []
-
-
-def placement(model: Any) -> dict[str, str]:
-    """The dtype and device of the model's first parameter, for the explanation's record."""
-    parameters = getattr(model, "parameters", None)
-    first = next(iter(parameters()), None) if callable(parameters) else None
-    if first is None:
-        return {}
-    return {"dtype": str(first.dtype).removeprefix("torch."), "device": str(first.device)}

@@ -169,7 +169,13 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
-        """Load model and processor from a local folder or hub id (``from_pretrained``)."""
+        """Load model and processor from a local folder or hub id (``from_pretrained``).
+
+        An adapter that also takes ``**options`` receives the further ``from_pretrained``
+        arguments the user asked for (``attn_implementation``, ``max_memory``,
+        ``revision``, ...; see docs/models.md); ``dexar_core.load`` refuses them by name
+        for an adapter whose ``load`` has no ``**options``.
+        """
 
     @abstractmethod
     def prepare(

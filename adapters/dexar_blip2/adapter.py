@@ -284,7 +284,9 @@ class Blip2Adapter(GenerativeAdapter):
         key = "opt" if model.config.use_decoder_only_language_model else "t5"
         return self.families[key]
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """Load a BLIP-2 checkpoint; InstructBLIP is refused with a reason."""
         model_type = saved_model_type(path)
         if model_type not in (None, "blip-2"):
@@ -294,7 +296,9 @@ class Blip2Adapter(GenerativeAdapter):
                 "the instruction text, which the query-to-patch projection does not model. "
                 "Use a BLIP-2 checkpoint, or an adapter package for InstructBLIP."
             )
-        loaded = self.families["opt"].load(path, device=device, dtype=dtype, device_map=device_map)
+        loaded = self.families["opt"].load(
+            path, device=device, dtype=dtype, device_map=device_map, **options
+        )
         return attrs.evolve(loaded, adapter=self)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:

@@ -35,7 +35,9 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
     model_class = "LlavaForConditionalGeneration"
     image_tokens = ImageTokenConvention(leading_tokens=cls_feature)
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """Load a LLaVA checkpoint; LLaVA-NeXT's tiled images are refused with a reason."""
         model_type = saved_model_type(path)
         if model_type not in (None, "llava"):
@@ -45,7 +47,7 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
                 "supported yet: each tile would need its own grid. Use a LLaVA-1.5 "
                 "checkpoint, or an adapter package for LLaVA-NeXT."
             )
-        return super().load(path, device=device, dtype=dtype, device_map=device_map)
+        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA-1.5 form; a prompt with ``<image>`` is kept."""

@@ -28,6 +28,7 @@ import torch
 from dexar_core.errors import CheckpointError, InputError, LayoutError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.generative import chat_template_prompt
+from dexar_core.hf.load_options import config_options
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_qwen_vl.resolution import resize_settings, resized_size
@@ -142,12 +143,14 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
     accepts_video = True
     image_tokens = QwenVisualTokens()
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """Load a Qwen2-VL or Qwen2.5-VL checkpoint with the matching model class."""
         from transformers import AutoConfig
 
         try:
-            model_type = AutoConfig.from_pretrained(path).model_type
+            model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
         except (OSError, ValueError) as error:
             raise CheckpointError(
                 f"the qwen_vl adapter could not read the config of {path!r}: {error}. Give a "
@@ -159,7 +162,7 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
                 f"{model_type!r}. Use the adapter for that architecture (`dexar plugins`)."
             )
         self.model_class = MODEL_CLASSES[model_type]
-        return super().load(path, device=device, dtype=dtype, device_map=device_map)
+        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     # --- prompt -------------------------------------------------------------------------
 

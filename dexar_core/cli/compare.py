@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dexar_core.cli.explain import parse_option
+from dexar_core.cli.loading import load_options
 from dexar_core.compare.on_image import Comparison, ModelRow, file_stem, split_names
 from dexar_core.errors import InputError
 
@@ -67,6 +68,7 @@ def _run_on_image(
             layers=layers,
             device=args.device,
             dtype=args.dtype,
+            load_options=load_options(args),
         )
     print(format_comparison(comparison))
     out = Path(args.out)
@@ -155,6 +157,7 @@ def _run_on_dataset(
         out=out,
         device=args.device,
         dtype=args.dtype,
+        load_options=load_options(args),
     )
     markdown = table.to_markdown()
     print(markdown)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.cli.explain import default_model, parse_option
+from dexar_core.cli.loading import load_options
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import DEFAULT_IMAGE_SIZE, training_image_size
 
@@ -94,7 +95,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     team = current_processes()
     start = time.perf_counter()
     _progress(f"dexar: loading {model_name} ...", team)
-    loaded = _load_model(model_name, args.device or team.device)
+    loaded = _load_model(
+        model_name, args.device or team.device, {"dtype": args.dtype, **load_options(args)}
+    )
     check_finite_weights(loaded.model, model_name)
     image_size = args.image_size or training_image_size(loaded)
     benchmark = dataset(image_size)
@@ -235,14 +238,14 @@ def _remaining(folder: Path, total: int, team: Processes) -> int:
     return sum(p not in done for p in mine)
 
 
-def _load_model(name: str, device: str | None) -> Any:
+def _load_model(name: str, device: str | None, options: dict[str, Any]) -> Any:
     """``load()``, with a corrupt weights file reported as the checkpoint's fault."""
     from safetensors import SafetensorError
 
     from dexar_core.api import load
 
     try:
-        return load(name, device=device)
+        return load(name, device=device, **options)
     except SafetensorError as error:
         raise CheckpointError(
             f"the weights of {name!r} are corrupt ({error}); the file is truncated or not "

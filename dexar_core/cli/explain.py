@@ -79,6 +79,7 @@ def _silent(message: str) -> None:
 def run_explain(args: argparse.Namespace) -> int:
     """Load the model, explain the answer, print it, and write the outputs."""
     from dexar_core.api import explain, load
+    from dexar_core.cli.loading import load_options
     from dexar_core.cli.progress import quiet_third_party, stage
     from dexar_core.compare.on_image import example_inputs, is_contrastive
     from dexar_core.images import load_image
@@ -129,7 +130,7 @@ def run_explain(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     say(f"dexar: loading {model_name} ...")
     with stage(f"dexar: loading {model_name}", quiet=args.quiet):
-        loaded = load(model_name, device=args.device, dtype=args.dtype)
+        loaded = load(model_name, device=args.device, dtype=args.dtype, **load_options(args))
     contrastive = is_contrastive(loaded)
     if not contrastive and len(prompts) > 1:
         raise InputError(

@@ -209,6 +209,50 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+DTYPE_FLAG = argument(
+    "--dtype",
+    choices=("float32", "bfloat16", "float16", "auto"),
+    help="weights' dtype (default: by device; never float16 on a CPU, see docs/models.md)",
+)
+
+LOADING_ARGUMENTS = (
+    argument("--device", help="cpu, cuda, cuda:1, mps ... (default: cpu)"),
+    argument(
+        "--device-map",
+        help="let accelerate place the model: auto, balanced, sequential or a device "
+        "(instead of --device)",
+    ),
+    argument("--attn-implementation", help="attention kernel: sdpa, eager, flash_attention_2 ..."),
+    argument(
+        "--max-memory",
+        metavar="DEVICE=AMOUNT,...",
+        help="with --device-map: per-device limits, e.g. 0=20GiB,cpu=60GiB",
+    ),
+    argument("--offload-folder", help="with --device-map: where weights may be offloaded"),
+    argument("--revision", help="hub branch, tag or commit of a hub id"),
+    argument(
+        "--quantization", choices=("4bit", "8bit"), help="load quantized (bitsandbytes, CUDA)"
+    ),
+    argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the checkpoint's own Python code (off by default)",
+    ),
+    argument(
+        "--download",
+        action="store_true",
+        help="download a hub id that is not in the local cache (default: never download)",
+    ),
+    argument(
+        "--generation",
+        choices=("greedy", "checkpoint"),
+        default="greedy",
+        help="free-run decoding: greedy (default) or the checkpoint's generation config",
+    ),
+)
+"""The flags of every subcommand that loads a model (see docs/models.md)."""
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "explain": Subcommand(
         run=run_explain,
@@ -253,8 +297,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 help="a method option, e.g. head_agg=mean or text_set=prompt_only",
             ),
             argument("--chunk-size", type=int, help="answer tokens per backward pass"),
-            argument("--device", help="cpu, cuda, cuda:1 ..."),
-            argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+            DTYPE_FLAG,
+            *LOADING_ARGUMENTS,
             HTML_FLAG,
             *DRAWING_FLAGS,
             argument(
@@ -308,8 +352,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
             ),
             argument("--max-new-tokens", type=int, default=32, help="longest generated answer"),
             argument("--layers", help="every method's layers: 'all', k (last k) or indices 0,3"),
-            argument("--device", help="cpu, cuda, cuda:1 ..."),
-            argument("--dtype", choices=("float32", "bfloat16", "float16", "auto")),
+            DTYPE_FLAG,
+            *LOADING_ARGUMENTS,
             argument(
                 "--html",
                 action=argparse.BooleanOptionalAction,
@@ -398,7 +442,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                 default=1000,
                 help="bootstrap resamples of the 95%% intervals (default: 1000)",
             ),
-            argument("--device", help="cpu, cuda, cuda:1 ..."),
+            DTYPE_FLAG,
+            *LOADING_ARGUMENTS,
             JSON_FLAG,
             VERBOSE_FLAG,
         ),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dexar_core.compare.on_image import check_model_name, file_stem
+from dexar_core.compare.on_image import check_model_name, file_stem, resolution_options
 from dexar_core.errors import InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import DEFAULT_IMAGE_SIZE, training_image_size
 
@@ -164,6 +164,7 @@ def compare_on_dataset(
     out: str | Path | None = None,
     device: str | None = None,
     dtype: Any = None,
+    load_options: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
 ) -> MetricsTable:
     """Evaluate every model with every method on the same items of a dataset.
@@ -190,6 +191,8 @@ def compare_on_dataset(
             again into it resumes every pair (see docs/evaluation.md).
         device: where to load the models.
         dtype: the models' dtype.
+        load_options: further :func:`dexar_core.api.load` options (``device_map``,
+            ``revision``, ``generation``, ...).
         catalog: the plugin catalog; the process-wide one by default.
 
     Raises:
@@ -209,7 +212,7 @@ def compare_on_dataset(
     for method in methods:
         plugins.method(method)
     for model in models:
-        check_model_name(model, plugins)
+        check_model_name(model, plugins, **resolution_options(load_options))
 
     def items(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
         return open_benchmark(
@@ -222,7 +225,7 @@ def compare_on_dataset(
     summaries: dict[str, dict[str, Any]] = {}
     reasons: dict[str, dict[str, str]] = {}
     for model in models:
-        loaded = load(model, device=device, dtype=dtype, catalog=plugins)
+        loaded = load(model, device=device, dtype=dtype, catalog=plugins, **(load_options or {}))
         opened = items(training_image_size(loaded, plugins))
         for method in methods:
             try:

@@ -16,7 +16,7 @@ goes on. Nothing is printed; :mod:`dexar_core.cli.compare` draws and prints.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ __all__ = [
     "file_stem",
     "generate_answer",
     "is_contrastive",
+    "resolution_options",
     "split_names",
 ]
 
@@ -183,27 +184,31 @@ def _drawing(alpha: float | None, cmap: str | None) -> dict[str, Any]:
     return {name: value for name, value in (("alpha", alpha), ("cmap", cmap)) if value is not None}
 
 
-def check_model_name(name: str, catalog: Catalog | None = None) -> None:
+def check_model_name(
+    name: str,
+    catalog: Catalog | None = None,
+    *,
+    revision: str | None = None,
+    download: bool = False,
+) -> None:
     """Refuse, before any model loads, a model name that cannot name a model.
 
     A name is accepted when it is an embedded model, ``<adapter>:<spec>`` for an installed
-    adapter, an existing path, or a hub id whose ``config.json`` is in the local cache.
+    adapter, an existing folder, or a hub id in the local cache (or any hub id when
+    ``download`` is allowed); see :func:`dexar_core.hf.checkpoints.resolve_checkpoint`.
 
     Raises:
-        InputError: naming the model and listing what is accepted.
+        InputError: naming the model, the nearest embedded name, and what is accepted.
+        CheckpointError: a path-like name that names no folder.
     """
+    from dexar_core.hf.checkpoints import resolve_checkpoint
+
     plugins = _catalog(catalog)
     prefix, separator, _ = name.partition(":")
     if name in plugins.embedded_models or (separator and prefix in plugins.adapters):
         return
-    if Path(name).exists() or _hub_id_in_cache(name):
-        return
-    raise InputError(
-        f"no model named {name!r}: it is not an embedded model "
-        f"({', '.join(sorted(plugins.embedded_models)) or 'none installed'}), not "
-        f"<adapter>:<spec> for an installed adapter ({', '.join(sorted(plugins.adapters))}), "
-        "not an existing checkpoint folder and not a hub id in the local cache. Check the "
-        "spelling; `dexar models` lists the embedded models."
+    resolve_checkpoint(
+        name, revision=revision, download=download, embedded_names=plugins.embedded_models
     )
 
 
@@ -244,6 +249,7 @@ def compare(
     layers: Any = None,
     device: str | None = None,
     dtype: Any = None,
+    load_options: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
 ) -> Comparison:
     """Explain one image and prompt with every model and every method.
@@ -262,6 +268,8 @@ def compare(
         layers: passed to every method as its ``layers`` option when given.
         device: where to load named models.
         dtype: the dtype of named models (see :func:`dexar_core.api.load`).
+        load_options: further :func:`dexar_core.api.load` options (``device_map``,
+            ``revision``, ``generation``, ...).
         catalog: the plugin catalog; the process-wide one by default.
 
     Returns:
@@ -289,7 +297,7 @@ def compare(
         plugins.method(method)  # an unknown name fails here, naming the installed methods
     for model in models:
         if isinstance(model, str):
-            check_model_name(model, plugins)
+            check_model_name(model, plugins, **resolution_options(load_options))
     _check_max_new_tokens(max_new_tokens)
     first = model_ids[0]
     if image is None or prompt is None:
@@ -306,7 +314,7 @@ def compare(
     rows = []
     for model in models:
         loaded = (
-            load(model, device=device, dtype=dtype, catalog=plugins)
+            load(model, device=device, dtype=dtype, catalog=plugins, **(load_options or {}))
             if isinstance(model, str)
             else model
         )
@@ -430,14 +438,10 @@ def _prompt_list(prompt: str | Sequence[str]) -> tuple[str, ...]:
     return prompts
 
 
-def _hub_id_in_cache(name: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    except (HFValidationError, ValueError):  # not even a well-formed hub id
-        return False
+def resolution_options(load_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Of the loading options, those that decide whether a model name resolves."""
+    options = load_options or {}
+    return {key: options[key] for key in ("revision", "download") if key in options}
 
 
 def _catalog(catalog: Catalog | None) -> Catalog:

@@ -67,9 +67,13 @@ class HFGenerativeAdapter(GenerativeAdapter):
         """The generation config whose stop tokens (and decoder start) generation uses."""
         return model.generation_config
 
-    def load(self, path: str, *, device: str | None, dtype: Any, device_map: Any) -> LoadedModel:
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
         """See :meth:`ModelAdapter.load`."""
-        return load_pretrained(self, path, device=device, dtype=dtype, device_map=device_map)
+        return load_pretrained(
+            self, path, device=device, dtype=dtype, device_map=device_map, **options
+        )
 
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
@@ -117,10 +121,14 @@ class HFGenerativeAdapter(GenerativeAdapter):
     def greedy_sequence(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int, **options: Any
     ) -> list[int]:
-        """generate's greedy sequence (no grad), with ``options`` passed to it."""
+        """generate's sequence (no grad), with ``options`` passed to it.
+
+        The decoding is the model's generation config: greedy unless the caller loaded it
+        with ``generation="checkpoint"`` (:mod:`dexar_core.hf.generation`).
+        """
         with torch.no_grad():
             sequences = loaded.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=False, **options
+                **prepared.inputs, max_new_tokens=max_new_tokens, **options
             )
         return [int(token) for token in sequences[0].tolist()]
 

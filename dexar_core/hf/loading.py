@@ -8,31 +8,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexar_core.errors import CheckpointError
+from dexar_core.errors import CheckpointError, InputError
 from dexar_core.records import LoadedModel
 
 
 def load_pretrained(
-    adapter: Any, path: str, *, device: str | None, dtype: Any, device_map: Any
+    adapter: Any, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
 ) -> LoadedModel:
     """``adapter.model_class.from_pretrained(path)`` and its ``AutoProcessor``, in eval mode.
+
+    ``options`` are further ``from_pretrained`` arguments, already checked by
+    :func:`dexar_core.hf.load_options.from_pretrained_options` (``attn_implementation``,
+    ``max_memory``, ``revision``, ``quantization_config``, ...).
 
     Raises:
         CheckpointError: the folder or hub id cannot be loaded (missing files, corrupt
             weights); the message says what the folder must hold.
+        InputError: an option needs a package that is not installed.
     """
     import transformers
     from safetensors import SafetensorError
 
+    from dexar_core.hf.load_options import config_options
+
     model_cls = getattr(transformers, adapter.model_class)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options)
     if dtype is not None:
         kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
         model = model_cls.from_pretrained(path, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(path)
+        processor = transformers.AutoProcessor.from_pretrained(path, **config_options(options))
+    except ImportError as error:
+        raise InputError(
+            f"{adapter.name} adapter: loading {path!r} with {sorted(kwargs)} needs a package "
+            f"that is not installed: {error}. Install it, or load without that option."
+        ) from error
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise CheckpointError(
             f"{adapter.name} adapter could not load {path!r} with "
