@@ -87,12 +87,15 @@ def load(
 def _read_config(path: str) -> Any:
     from transformers import AutoConfig
 
+    from dexar_core.hf.published_layouts import refuse_unreadable_format
+
     folder = Path(path)
     if folder.exists() and not (folder / "config.json").is_file():
         raise CheckpointError(
             f"{path!r} has no config.json; a checkpoint folder holds config.json, the "
             "weights and the processor files (save it with save_pretrained)."
         )
+    refuse_unreadable_format(path)
     try:
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from dexar_core.errors import CheckpointError
+from dexar_core.hf import published_layouts
 from dexar_core.records import LoadedModel
 
 
@@ -16,6 +17,9 @@ def load_pretrained(
     adapter: Any, path: str, *, device: str | None, dtype: Any, device_map: Any
 ) -> LoadedModel:
     """``adapter.model_class.from_pretrained(path)`` and its ``AutoProcessor``, in eval mode.
+
+    Published layouts transformers 5 misreads are mended, and formats it cannot read
+    refused, by :mod:`dexar_core.hf.published_layouts`.
 
     Raises:
         CheckpointError: the folder or hub id cannot be loaded (missing files, corrupt
@@ -30,9 +34,11 @@ def load_pretrained(
         kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
+    published_layouts.refuse_unreadable_format(path)
     try:
         model = model_cls.from_pretrained(path, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(path)
+        with published_layouts.processor_folder(path) as processor_path:
+            processor = transformers.AutoProcessor.from_pretrained(processor_path)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise CheckpointError(
             f"{adapter.name} adapter could not load {path!r} with "
@@ -40,6 +46,7 @@ def load_pretrained(
             "config.json, intact weights and the processor files, or that the hub id is "
             "in your local cache."
         ) from error
+    published_layouts.mend_loaded(path, model, processor)
     if device is not None and device_map is None:
         model = model.to(device)
     model.eval()
