@@ -56,23 +56,33 @@ FLORENCE2_CONVERTED = (
 
 
 def published_file(path: str, filename: str) -> dict[str, Any] | None:
-    """One JSON file of a checkpoint folder or a cached hub id, as written; None if absent."""
+    """One JSON file of a checkpoint folder or a cached hub id, as written.
+
+    None when it is absent or no JSON object: transformers' own loading then reports
+    the broken file.
+    """
     folder = Path(path)
     if folder.is_dir():
-        candidate = folder / filename
-        return json.loads(candidate.read_text()) if candidate.is_file() else None
-    from transformers.utils import cached_file
+        resolved: str | None = str(folder / filename) if (folder / filename).is_file() else None
+    else:
+        from transformers.utils import cached_file
 
-    try:
-        resolved = cached_file(
-            path,
-            filename,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    except OSError:
+        try:
+            resolved = cached_file(
+                path,
+                filename,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except OSError:
+            return None
+    if resolved is None:
         return None
-    return json.loads(Path(resolved).read_text()) if resolved else None
+    try:
+        content = json.loads(Path(resolved).read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def refuse_unreadable_format(path: str) -> None:

@@ -60,6 +60,12 @@ def test_complete_layouts_and_other_models_are_left_alone(tmp_path):
     refuse_unreadable_format(str(tmp_path))
 
 
+def test_a_broken_file_is_left_to_transformers_to_report(tmp_path):
+    (tmp_path / "config.json").write_text("{ not json")
+    assert published_file(str(tmp_path), "config.json") is None
+    refuse_unreadable_format(str(tmp_path))
+
+
 def test_native_florence2_is_not_refused(tmp_path):
     native = {"model_type": "florence2", "vision_config": {"model_type": "florence_vision"}}
     (tmp_path / "config.json").write_text(json.dumps(native))
