@@ -174,6 +174,7 @@ def _read_config(path: str, **options: Any) -> Any:
     from transformers import AutoConfig
 
     from dexar_core.hf.load_options import config_options
+    from dexar_core.hf.published_layouts import refuse_unreadable_format
 
     folder = Path(path)
     if folder.exists() and not (folder / "config.json").is_file():
@@ -181,6 +182,7 @@ def _read_config(path: str, **options: Any) -> Any:
             f"{path!r} has no config.json; a checkpoint folder holds config.json, the "
             "weights and the processor files (save it with save_pretrained)."
         )
+    refuse_unreadable_format(path)
     try:
         return AutoConfig.from_pretrained(path, **config_options(options))
     except (OSError, ValueError) as error:

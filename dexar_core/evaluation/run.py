@@ -7,7 +7,8 @@ for ``caption`` items), explains that answer, and scores it with the chosen metr
 families:
 
 - **segmentation** (datasets with masks): the sequence map against the union of all
-  objects' masks (``soft_iou``, ``best_iou``, ``epg``, ``snr``) over the valid pixels,
+  objects' masks (``soft_iou``, ``best_iou``, ``epg``, ``snr``) over the valid pixels
+  the model saw (a processor's crop is in no denominator: :mod:`dexar_core.seen`),
   with the uniform and the random smooth chance lines of
   :func:`dexar_core.metrics.chance_scores` computed on the same mask.
 - **grounding** (datasets whose words name objects): every answer token that names an
@@ -92,6 +93,7 @@ from dexar_core.metrics import (
     uniform_pointing_chance,
 )
 from dexar_core.metrics.bootstrap import RESAMPLES
+from dexar_core.seen import scored_pixels
 from dexar_core.validation import check_method_options
 
 if TYPE_CHECKING:
@@ -455,7 +457,7 @@ def score_item(
     if item.mask is None or not {"segmentation", "grounding"} & set(metrics):
         return result
     token_maps, sequence_map = explanation.upsample(0)
-    valid = item.valid
+    valid = scored_pixels(item.valid, explanation, item.mask.shape)
     if "segmentation" in metrics:
         result = attrs.evolve(
             result,
@@ -475,6 +477,10 @@ def score_item(
             continue
         objects = item.object_words[word]
         mask = item.union_of(objects)
+        if not (mask & valid).any():
+            # the object lies wholly where the processor cropped: the model never saw
+            # it, so there is nothing its map could point at
+            continue
         grounding.append(
             TokenGrounding(
                 position=position,

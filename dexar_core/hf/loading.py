@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from dexar_core.errors import CheckpointError, InputError
+from dexar_core.hf import published_layouts
 from dexar_core.records import LoadedModel
 
 
@@ -20,6 +21,8 @@ def load_pretrained(
     ``options`` are further ``from_pretrained`` arguments, already checked by
     :func:`dexar_core.hf.load_options.from_pretrained_options` (``attn_implementation``,
     ``max_memory``, ``revision``, ``quantization_config``, ...).
+    Published layouts transformers 5 misreads are mended, and formats it cannot read
+    refused, by :mod:`dexar_core.hf.published_layouts`.
 
     Raises:
         CheckpointError: the folder or hub id cannot be loaded (missing files, corrupt
@@ -37,9 +40,13 @@ def load_pretrained(
         kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
+    published_layouts.refuse_unreadable_format(path)
     try:
         model = model_cls.from_pretrained(path, **kwargs)
-        processor = transformers.AutoProcessor.from_pretrained(path, **config_options(options))
+        with published_layouts.processor_folder(path) as processor_path:
+            processor = transformers.AutoProcessor.from_pretrained(
+                processor_path, **config_options(options)
+            )
     except ImportError as error:
         raise InputError(
             f"{adapter.name} adapter: loading {path!r} with {sorted(kwargs)} needs a package "
@@ -52,6 +59,7 @@ def load_pretrained(
             "config.json, intact weights and the processor files, or that the hub id is "
             "in your local cache."
         ) from error
+    published_layouts.mend_loaded(path, model, processor)
     if device is not None and device_map is None:
         model = model.to(device)
     model.eval()

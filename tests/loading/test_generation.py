@@ -42,7 +42,7 @@ def test_the_default_free_run_is_the_argmax_chain(beam_checkpoint):
     inputs = {key: value for key, value in forced.inputs.items() if key != "logits_to_keep"}
     with torch.no_grad():
         logits = loaded.model(**inputs).logits[0]
-    image_tokens = sorted(prepared.extras["image_token_ids"])
+    image_tokens = sorted(prepared.facts.image_token_ids)
     for row, token in zip(forced.query_rows, answer):
         scores = logits[row].clone()
         scores[image_tokens] = -torch.inf  # never generated (see HFDecoderOnlyAdapter)

@@ -1,0 +1,39 @@
+"""Session fixtures of the published-checkpoint mirrors: each is built and loaded once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mirrors import build_mirror
+
+from dexar_core.records import LoadedModel
+
+
+@pytest.fixture(scope="session")
+def mirror_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``mirror_folder(name)``: the folder of the mirror, built on first use."""
+    built: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name not in built:
+            built[name] = build_mirror(name, tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def loaded_mirror(mirror_folder: Callable[[str], Path]) -> Callable[[str], LoadedModel]:
+    """``loaded_mirror(name)``: the mirror as ``dexar_core.api.load`` returns it (float32)."""
+    from dexar_core.api import load
+
+    loaded: dict[str, LoadedModel] = {}
+
+    def get(name: str) -> LoadedModel:
+        if name not in loaded:
+            loaded[name] = load(str(mirror_folder(name)), dtype="float32")
+        return loaded[name]
+
+    return get

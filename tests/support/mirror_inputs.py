@@ -1,0 +1,84 @@
+"""What reaches the model from each visual token, for tests that move a spot in an image.
+
+``visual_unit_inputs`` returns one feature vector per cell of the grids dexar reports:
+the input of the first explained decoder layer at each visual position (LLaVA, Qwen-VL),
+or, where the visual tokens are learned queries and the maps are drawn over patches
+(BLIP-2's projection), the vision tower's output at each patch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dexar_core.records import PreparedPrompt
+from dexar_core.values import Grid
+from dexar_plugins.testing.subject import ConformanceSubject
+
+
+def _first_layer_inputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """``[L, D]``: the hidden states entering the first decoder layer of the prompt."""
+    layer = loaded.adapter.decoder_parts(loaded.model).layers[0]
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(
+            (args[0] if args else kwargs["hidden_states"]).detach().float()[0]
+        ),
+        with_kwargs=True,
+    )
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _patch_outputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """``[P, D]``: the vision tower's output at each patch, its CLS feature dropped."""
+    with torch.no_grad():
+        output = loaded.model.vision_model(pixel_values=inputs["pixel_values"])
+    return output.last_hidden_state.detach().float()[0, 1:]
+
+
+def visual_unit_inputs(loaded: Any, image: Any, prompt: str) -> tuple[np.ndarray, tuple[Grid, ...]]:
+    """``([U, D], grids)``: one input vector per grid cell (in ``positions`` order), the grids.
+
+    The grids are the ones the maps are drawn on (the projection's for BLIP-2).
+    """
+    adapter = loaded.adapter
+    prepared: PreparedPrompt = adapter.prepare(loaded, [image], prompt)
+    layout = adapter.locator.locate(prepared)
+    if layout.projection is not None:
+        features = _patch_outputs(loaded, prepared.inputs)
+        grids = layout.projection.grids
+    else:
+        features = _first_layer_inputs(loaded, prepared.inputs)
+        grids = layout.grids
+    positions = np.concatenate([grid.positions for grid in grids])
+    return features[torch.as_tensor(positions)].numpy(), grids
+
+
+def t5_encoder_image_positions(subject: ConformanceSubject) -> np.ndarray:
+    """T5 encoder positions whose input changes with the pixels: BLIP-2's query tokens."""
+    model, prepared = subject.loaded.model, subject.prepared
+    block = model.language_model.encoder.block[0]
+    seen: list[torch.Tensor] = []
+    handle = block.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(
+            (args[0] if args else kwargs["hidden_states"]).detach()[0]
+        ),
+        with_kwargs=True,
+    )
+    pixels = prepared.inputs["pixel_values"]
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model(**subject.forced.inputs)
+            model(**{**subject.forced.inputs, "pixel_values": pixels + noise})
+    finally:
+        handle.remove()
+    change = (seen[0] - seen[-1]).abs().amax(dim=-1)
+    return np.flatnonzero((change > 1e-6 * float(seen[0].abs().max())).numpy())
