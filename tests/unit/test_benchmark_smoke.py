@@ -43,6 +43,8 @@ SUMMARY_KEYS = {
     "naive_cpu_s",
     "explain_over_generate_cpu",
     "naive_over_explain_cpu",
+    "free_run_over_generate",
+    "free_run_over_generate_cpu",
     "memory_explain_over_generate",
     "naive_relative_error",
     "engine_s",
