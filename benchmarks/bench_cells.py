@@ -200,21 +200,41 @@ class Cell:
         rng = np.random.default_rng(self.job["seed"] + length)
         return [int(i) for i in rng.integers(12, vocab, size=length)]
 
-    def generate(self, length: int) -> list[int]:
+    def generate(self, length: int) -> tuple[list[int], Any]:
+        """Exactly ``length`` greedy tokens, and the cache generation filled (made without
+        a config, as the adapters' ``free_run`` makes it)."""
         import torch
+        from transformers import DynamicCache
 
+        cache = DynamicCache()
         with torch.no_grad():
             sequences = self.loaded.model.generate(
                 **self.prepared.inputs,
                 max_new_tokens=length,
                 min_new_tokens=length,
                 do_sample=False,
+                cache=cache,
             )
         if sequences.shape[1] != self.prompt_length + length:
             raise RuntimeError(f"generate gave {sequences.shape[1] - self.prompt_length} tokens")
-        return sequences[0, self.prompt_length :].tolist()
+        return sequences[0, self.prompt_length :].tolist(), cache
 
-    def explain(self, answer_ids: list[int], chunk_size: int | None, method: Any = None):
+    def free_run(self, length: int, chunk_size: int | None) -> Any:
+        """Generate, then explain the answer from generation's prefill, as ``explain`` does."""
+        from dexar_core.engine.prompt_cache import kept_prefill
+
+        answer_ids, cache = self.generate(length)
+        return self.explain(
+            answer_ids, chunk_size, prefill=kept_prefill(cache, self.prepared.inputs)
+        )
+
+    def explain(
+        self,
+        answer_ids: list[int],
+        chunk_size: int | None,
+        method: Any = None,
+        prefill: Any = None,
+    ):
         from dexar_core.engine import attention_gradients
         from dexar_core.methods.dexar import DexarMethod
 
@@ -233,6 +253,7 @@ class Cell:
             layout.with_length(forced.key_length),
             self.layers,
             chunk_size=chunk_size,
+            prefill=prefill,
             **needs,
         )
         self.sync()
@@ -258,7 +279,7 @@ class Cell:
             ids = self.answer_ids(length)
             return lambda: self.explain(ids, chunk)
         if kind == "free_run":
-            return lambda: self.explain(self.generate(length), chunk)
+            return lambda: self.free_run(length, chunk)
         if kind == "naive":
             from dexar_plugins.testing.reference import naive_attention_gradients
 

@@ -75,6 +75,11 @@ if torch.cuda.is_available():
 import dexar_core.engine.one_pass, dexar_llava.adapter  # noqa: E401,F401  the tree itself imports
 EOF
 
+# correctness first: engine vs reference, capture drift, bf16 maps vs float32 (gpu_checks.py)
+echo "gpu_7b.sh: $PY benchmarks/gpu_checks.py ${DRY[*]+${DRY[*]}}"
+"$PY" benchmarks/gpu_checks.py ${DRY[@]+"${DRY[@]}"} | tee "$OUT/gpu_checks.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || echo "gpu_7b.sh: a correctness check failed (see $OUT/gpu_checks.txt)"
+
 step() {
     local limit="$1"
     shift

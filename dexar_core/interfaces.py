@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ExplainedUnits,
         LoadedModel,
         PreparedPrompt,
+        PromptPrefill,
         TeacherForcedPass,
     )
     from dexar_core.values import VisualLayout
@@ -243,6 +244,19 @@ class GenerativeAdapter(ModelAdapter):
     ) -> list[int]:
         """Greedy free-run answer ids (fast path: KV cache, no grad), without EOS."""
 
+    def free_run(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
+    ) -> tuple[list[int], PromptPrefill | None]:
+        """:meth:`generate`'s answer ids, and the prompt's keys and values its prefill
+        computed where the explanation can continue from them (else None).
+
+        The default keeps none; an adapter whose :meth:`teacher_forced` gives
+        ``prompt_inputs`` overrides it to keep its prefill
+        (:func:`dexar_core.engine.prompt_cache.kept_prefill`), so that a free run runs the
+        prompt and the vision tower once.
+        """
+        return self.generate(loaded, prepared, max_new_tokens), None
+
     @abstractmethod
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
@@ -278,7 +292,7 @@ class GenerativeAdapter(ModelAdapter):
                 raise InputError(
                     f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}."
                 )
-            answer_ids = self.generate(loaded, prepared, max_new_tokens)
+            answer_ids, prefill = self.free_run(loaded, prepared, max_new_tokens)
             if not answer_ids:
                 raise InputError(
                     "the model's answer is empty (it stopped at once); give the text to "
@@ -290,12 +304,14 @@ class GenerativeAdapter(ModelAdapter):
             answer_ids = self.encode_answer(loaded, prepared, answer)
             if not answer_ids:
                 raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")
+            prefill = None
         return ExplainedUnits(
             kind=ANSWER_TOKENS,
             ids=answer_ids,
             labels=self.token_strings(loaded, answer_ids),
             answer=loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True),
             generated=answer is None,
+            prefill=prefill,
         )
 
     def unit_scores(

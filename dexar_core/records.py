@@ -161,6 +161,36 @@ class PreparedPrompt:
 
 
 @attrs.frozen(kw_only=True)
+class PromptPrefill:
+    """The keys and values generation's prefill computed for the whole prompt, without grad.
+
+    A free run keeps them so that the explanation continues from them instead of running
+    the prompt (and the vision tower) a second time (:mod:`dexar_core.engine.prompt_cache`):
+    they are the numbers the explanation's own no-grad prompt forward would compute.
+
+    Attributes:
+        keys_values: per decoder layer, its ``(keys, values)`` over the prompt's positions,
+            ``[B, heads, prompt length, head dim]`` each.
+        inputs: the very prompt inputs the prefill ran on (``PreparedPrompt.inputs``); the
+            engine reuses the prefill only for a pass over these same tensors.
+    """
+
+    keys_values: tuple[tuple[Any, Any], ...]
+    inputs: Mapping[str, Any] = attrs.field(repr=False)
+
+    @property
+    def length(self) -> int:
+        """How many prompt positions the keys and values cover."""
+        return int(self.keys_values[0][0].shape[-2])
+
+    def computed_from(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether ``inputs`` are the tensors this prefill ran on (the same objects)."""
+        return set(inputs) == set(self.inputs) and all(
+            inputs[name] is self.inputs[name] for name in inputs
+        )
+
+
+@attrs.frozen(kw_only=True)
 class ExplainedUnits:
     """What one explanation explains: a generative model's answer tokens or a
     contrastive model's prompts (``ModelAdapter.explained_units``).
@@ -171,6 +201,9 @@ class ExplainedUnits:
         labels: ``[T]`` per unit, its text (the token's, or the prompt).
         answer: the explained answer text; "" for prompts.
         generated: True for a free-run answer; False for a given one, and for prompts.
+        prefill: the prompt's keys and values from the free run's generation, for the
+            explanation to reuse; None where generation kept none (a given answer, an
+            adapter without the prompt cache). Not part of equality.
     """
 
     kind: str
@@ -178,6 +211,7 @@ class ExplainedUnits:
     labels: tuple[str, ...] = attrs.field(converter=lambda labels: tuple(str(t) for t in labels))
     answer: str = ""
     generated: bool = False
+    prefill: PromptPrefill | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)

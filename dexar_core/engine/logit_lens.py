@@ -57,6 +57,7 @@ class LogitLensGradients(GradientExtractor):
             layers,
             chunk_size=chunk_size,
             needs=needs,
+            prefill=units.prefill,
         )
 
     def logit_lens_targets(

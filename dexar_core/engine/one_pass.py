@@ -29,6 +29,7 @@ from dexar_core.errors import DexarError, MethodError
 from dexar_core.records import (
     AttentionGradients,
     LoadedModel,
+    PromptPrefill,
     TeacherForcedPass,
 )
 from dexar_core.values import VisualLayout
@@ -60,6 +61,7 @@ def attention_gradients(
     *,
     chunk_size: int | None = None,
     needs: Collection[str] = (),
+    prefill: PromptPrefill | None = None,
 ) -> AttentionGradients:
     """Run the explanation pass and return the per-token, per-layer attention gradients.
 
@@ -72,6 +74,9 @@ def attention_gradients(
             fewer leaves bound the memory of long answers); None explains all at once.
         needs: extra records the method needs, from :data:`NEEDS`; none (the default)
             runs exactly the one forward and one backward of docs/method.md §7.
+        prefill: the prompt's keys and values from the free run's generation
+            (``ExplainedUnits.prefill``); the prompt cache starts from them instead of
+            running the prompt again, where they were computed from ``forced.prompt_inputs``.
 
     Returns:
         The gradients, realised attentions and targets for every answer token.
@@ -92,7 +97,7 @@ def attention_gradients(
     if size < 1:
         raise MethodError(f"chunk_size must be a positive int or None, got {chunk_size!r}.")
     arrays = AnswerArrays(total, len(layers), forced.key_length, raw="raw_gradients" in needs)
-    prompt = PromptCache.start(loaded, forced)
+    prompt = PromptCache.start(loaded, forced, prefill)
     for start in range(0, total, size):
         tokens = list(range(start, min(start + size, total)))
         if prompt is None:

@@ -13,17 +13,23 @@ The prompt runs whole, its last position included, and the cache is then cut bac
 that one position, which the answer pass runs again as its first query row: in a
 prefix-LM (PaliGemma) the prompt attends to itself in both directions, so the prompt's
 keys and values are only right once the whole prompt has run.
+
+A free run has already run that forward: ``generate``'s prefill is the same no-grad
+forward of the same prompt inputs. :func:`kept_prefill` keeps its keys and values
+(:class:`~dexar_core.records.PromptPrefill`, on ``ExplainedUnits.prefill``) and
+:meth:`PromptCache.start` continues from them, so a free run pays for the prompt, and
+the vision tower whose features it consumes, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from dexar_core.errors import DexarError
-from dexar_core.records import LoadedModel, TeacherForcedPass
+from dexar_core.records import LoadedModel, PromptPrefill, TeacherForcedPass
 
 _PLACEHOLDER_IDS = ("image_token_id", "image_token_index", "video_token_id")
 """Config attributes naming tokens a forward fills with visual features."""
@@ -44,12 +50,16 @@ class PromptCache:
         self._next = 0
 
     @classmethod
-    def start(cls, loaded: LoadedModel, forced: TeacherForcedPass) -> PromptCache | None:
+    def start(
+        cls, loaded: LoadedModel, forced: TeacherForcedPass, prefill: PromptPrefill | None = None
+    ) -> PromptCache | None:
         """Run the prompt without grad into a fresh cache; None where the full pass must run.
 
         The full pass runs where the adapter gives no ``prompt_inputs``, where the query
         rows are not consecutive, and where a query row holds a token the forward fills
-        with visual features (the continuation gets token ids only).
+        with visual features (the continuation gets token ids only). A ``prefill`` that
+        generation computed from these very ``prompt_inputs`` fills the cache instead
+        of the prompt forward.
 
         Raises:
             DexarError: the prompt forward filled the cache with another length than the
@@ -67,13 +77,18 @@ class PromptCache:
             or _holds_placeholders(loaded.model.config, ids[:, rows[0] : rows[-1] + 1])
         ):
             return None
-        # No config: every layer a plain DynamicLayer that keeps all keys exactly (the
-        # sliding-window layers of a config-built cache drop keys the leaves must span).
-        cache = DynamicCache()
-        inputs = dict(forced.prompt_inputs)
-        inputs.update(cache=cache, use_cache=True, logits_to_keep=1)
-        with torch.no_grad():
-            loaded.model(**inputs)
+        if prefill is not None and prefill.computed_from(forced.prompt_inputs):
+            # A cache of its own over the prefill's tensors: the answer rows append to it,
+            # and the prefill stays whole for another explanation of the same units.
+            cache = DynamicCache(ddp_cache_data=prefill.keys_values)
+        else:
+            # No config: every layer a plain DynamicLayer that keeps all keys exactly (the
+            # sliding-window layers of a config-built cache drop keys the leaves must span).
+            cache = DynamicCache()
+            inputs = dict(forced.prompt_inputs)
+            inputs.update(cache=cache, use_cache=True, logits_to_keep=1)
+            with torch.no_grad():
+                loaded.model(**inputs)
         if cache.get_seq_length() != rows[0] + 1:
             raise DexarError(
                 f"the adapter {loaded.adapter.name!r} gave prompt_inputs of "
@@ -113,3 +128,29 @@ class PromptCache:
 def _holds_placeholders(config: Any, ids: torch.Tensor) -> bool:
     placeholders = [getattr(config, name, None) for name in _PLACEHOLDER_IDS]
     return any(bool((ids == value).any()) for value in placeholders if isinstance(value, int))
+
+
+def kept_prefill(cache: Any, prompt_inputs: Mapping[str, Any]) -> PromptPrefill | None:
+    """The prompt's part of the cache ``generate`` filled from ``prompt_inputs``.
+
+    Args:
+        cache: the ``DynamicCache`` (made without a config) generation ran with.
+        prompt_inputs: the inputs it generated from, holding the prompt's ``input_ids``.
+
+    Returns:
+        Each layer's keys and values over the prompt's positions (views, no copy); None
+        where a layer is not a plain ``DynamicLayer`` holding every prompt position.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    length = int(prompt_inputs["input_ids"].shape[-1])
+    layers = list(getattr(cache, "layers", ()))
+    if not layers or any(
+        type(layer) is not DynamicLayer or layer.keys is None or layer.keys.shape[-2] < length
+        for layer in layers
+    ):
+        return None
+    keys_values = tuple(
+        (layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in layers
+    )
+    return PromptPrefill(keys_values=keys_values, inputs=prompt_inputs)

@@ -15,10 +15,17 @@ from typing import Any
 
 import torch
 
+from dexar_core.engine.prompt_cache import kept_prefill
 from dexar_core.errors import InputError
 from dexar_core.hf.generative import HFGenerativeAdapter
 from dexar_core.images import Video
-from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
+from dexar_core.records import (
+    DecoderParts,
+    LoadedModel,
+    PreparedPrompt,
+    PromptPrefill,
+    TeacherForcedPass,
+)
 
 
 class HFDecoderOnlyAdapter(HFGenerativeAdapter):
@@ -82,7 +89,19 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:
-        """See :meth:`ModelAdapter.generate`."""
+        """See :meth:`GenerativeAdapter.generate`."""
+        return self.free_run(loaded, prepared, max_new_tokens)[0]
+
+    def free_run(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
+    ) -> tuple[list[int], PromptPrefill | None]:
+        """See :meth:`GenerativeAdapter.free_run`: the prefill is kept where
+        :attr:`prompt_cache` lets the explanation continue from it."""
+        from transformers import DynamicCache
+
+        # Made without a config, like the engine's own prompt cache: every layer keeps
+        # all its keys (a config-built cache's sliding-window layers drop old ones).
+        cache = DynamicCache()
         # An image placeholder in the answer would break the model's own bookkeeping of
         # image features (an untrained model can emit one): it is never generated.
         tokens = self.greedy_sequence(
@@ -90,8 +109,11 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
             prepared,
             max_new_tokens,
             suppress_tokens=sorted(prepared.facts.image_token_ids),
+            cache=cache,
         )
-        return self.until_stop(loaded, tokens[prepared.inputs["input_ids"].shape[1] :])
+        answer = self.until_stop(loaded, tokens[prepared.inputs["input_ids"].shape[1] :])
+        prefill = kept_prefill(cache, prepared.inputs) if self.prompt_cache else None
+        return answer, prefill
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]

@@ -7,11 +7,13 @@ rotting as the engine and the adapters change (docs/performance.md).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_explain.py"
+GPU_CHECKS = SCRIPT.with_name("gpu_checks.py")
 REPORT_KEYS = {
     "machine",
     "command",
@@ -43,6 +45,8 @@ SUMMARY_KEYS = {
     "naive_cpu_s",
     "explain_over_generate_cpu",
     "naive_over_explain_cpu",
+    "free_run_over_generate",
+    "free_run_over_generate_cpu",
     "memory_explain_over_generate",
     "naive_relative_error",
     "engine_s",
@@ -85,3 +89,18 @@ def test_smoke_run_exits_cleanly_and_writes_the_report(tmp_path):
     assert set(report["targets"]) == {"cell", "prompt-cache"}
     assert "explain_over_generate_at_most_1" in report["targets"]["prompt-cache"]
     assert "not implemented yet" in report["baselines"]["note"] or report["baselines"]["registered"]
+
+
+def test_gpu_checks_dry_run_passes_on_the_cpu():
+    """gpu_checks.py --dry-run: the GPU's checks on the CPU, bf16 maps against float32."""
+    done = subprocess.run(
+        [sys.executable, str(GPU_CHECKS), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SCRIPT.parents[1] / "adapters")])},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 5 and all(line.startswith("PASS") for line in lines), done.stdout
+    assert "bf16 vs float32: relative difference" in lines[-1]
