@@ -94,7 +94,10 @@ def load(
     from dexar_core.hf import load_options as checks
     from dexar_core.hf.checkpoints import resolve_checkpoint
     from dexar_core.hf.generation import apply_generation, check_generation
+    from dexar_core.validation import check_device, check_finite_weights
     from dexar_plugins.registry import resolve_adapter
+
+    check_device(device)
 
     plugins = _catalog(catalog)
     name = str(model)
@@ -141,6 +144,7 @@ def load(
     loaded = adapter.load(
         path, device=device, dtype=_torch_dtype(dtype), device_map=device_map, **options
     )
+    check_finite_weights(loaded.model, name)  # NaN weights: no answer, no map, means anything
     if hasattr(loaded.model, "modules"):
         apply_generation(loaded.model, generation)
     return LoadedModel(
@@ -177,6 +181,11 @@ def _read_config(path: str, **options: Any) -> Any:
     from dexar_core.hf.published_layouts import refuse_unreadable_format
 
     folder = Path(path)
+    if (folder / "open_clip_config.json").is_file() and not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{path!r} is an open_clip checkpoint folder (it holds open_clip_config.json); "
+            f"give it as open_clip:{path} so the open_clip adapter loads it."
+        )
     if folder.exists() and not (folder / "config.json").is_file():
         raise CheckpointError(
             f"{path!r} has no config.json; a checkpoint folder holds config.json, the "
@@ -235,11 +244,21 @@ def explain(
     Returns:
         The frozen :class:`Explanation`; ``Explanation.units`` names its units.
     """
+    from dexar_core import validation
     from dexar_core.hf.generation import decoding_facts
     from dexar_core.hf.load_options import runtime_facts
-    from dexar_core.validation import check_method_options
 
-    check_method_options(method, options, _catalog(catalog))  # before any model work
+    # Every mistake the CLI refuses is refused here too, before any model work.
+    adapter = loaded.adapter
+    validation.check_prompt_text(prompt, contrastive=adapter.units != ANSWER_TOKENS)
+    validation.check_answer_text(answer)
+    if answer is None and adapter.units == ANSWER_TOKENS:
+        validation.check_max_new_tokens(max_new_tokens)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise InputError(f"chunk_size must be a whole number of at least 1, got {chunk_size!r}.")
+    validation.check_method_options(method, options, _catalog(catalog))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     images = [
@@ -247,9 +266,6 @@ def explain(
     ]
     if not images:
         raise InputError("no image given; explain() needs at least one image.")
-    adapter = loaded.adapter
-    if adapter.units == ANSWER_TOKENS and not isinstance(prompt, str):
-        raise InputError(f"prompt must be a string, got {type(prompt).__name__}.")
     method_spec = _catalog(catalog).method(method)
     try:
         explainer = method_spec.factory(**options)
@@ -259,6 +275,10 @@ def explain(
             "docs/method.md lists each method's options."
         ) from error
     prepared = adapter.prepare(loaded, images, prompt)
+    validation.check_context(loaded, prepared, answer)  # before generating or explaining
+    validation.warn_unknown_tokens(
+        loaded, {"prompt": prompt if isinstance(prompt, str) else None, "answer": answer}
+    )
     layout = adapter.locator.locate(prepared)
     timings["prepare"] = time.perf_counter() - start
 
@@ -273,6 +293,7 @@ def explain(
         loaded, prepared, layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
     result = explainer.explain(record)
+    validation.check_finite_result(loaded, record, result)
     timings["explain"] = time.perf_counter() - start
 
     maps_layout = record.layout

@@ -45,3 +45,10 @@ class CheckpointError(DexarError):
 
 class DatasetError(InputError):
     """A dataset name, split or file is unknown or malformed."""
+
+
+class DexarWarning(UserWarning):
+    """Something the caller should know that does not stop the run (mostly unknown tokens).
+
+    The CLI prints it as ``dexar: warning: <message>``.
+    """

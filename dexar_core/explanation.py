@@ -288,10 +288,24 @@ class Explanation:
 
         Returns:
             The JSON sidecar's path.
+
+        Raises:
+            InputError: the files cannot be written there (a file in the way of a folder,
+                a folder in the way of a file, no permission, a full disk).
         """
         base = Path(path)
         if base.suffix in (".npz", ".json"):
             base = base.with_suffix("")
+        try:
+            return self._write(base)
+        except OSError as error:
+            raise InputError(
+                f"Explanation.save: could not write {base}.npz and {base}.json "
+                f"({error.strerror or error}); give a path in a folder you can write to."
+            ) from error
+
+    def _write(self, base: Path) -> Path:
+        """Write ``base.npz`` and ``base.json`` (see :meth:`save`); OSError on failure."""
         base.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "token_weights": self.token_weights,

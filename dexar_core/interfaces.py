@@ -300,7 +300,9 @@ class GenerativeAdapter(ModelAdapter):
                 )
         else:
             if not answer.strip():
-                raise InputError("answer is empty; give the text to explain, or None to generate.")
+                raise InputError(
+                    "answer is blank; give the text to explain, or leave it out to generate one."
+                )
             answer_ids = self.encode_answer(loaded, prepared, answer)
             if not answer_ids:
                 raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")

@@ -221,3 +221,178 @@ def check_finite_weights(model: Any, model_id: str) -> None:
                     "the checkpoint is corrupt or diverged in training. Retrain it or load "
                     "another checkpoint."
                 )
+
+
+def check_prompt_text(
+    prompt: Any, *, contrastive: bool | None = None, flag: str = "prompt"
+) -> None:
+    """A prompt that is text and not blank (a blank one used to be answered anyway).
+
+    Args:
+        prompt: one text, or for a contrastive model a list of them.
+        contrastive: whether the model takes several prompts; None when not known yet.
+        flag: how the caller names the prompt (``prompt`` from Python, ``--prompt``).
+
+    Raises:
+        InputError: not text, an empty list, or a blank text.
+    """
+    several = isinstance(prompt, (list, tuple))
+    if several and contrastive is False:
+        raise InputError(
+            f"{flag} must be one text for a generative model, got a list of {len(prompt)}; "
+            "several prompts (one map each) apply to contrastive models."
+        )
+    items = list(prompt) if several else [prompt]
+    if not items:
+        raise InputError(f"{flag} is an empty list; give at least one text.")
+    for item in items:
+        if not isinstance(item, str):
+            raise InputError(f"{flag} must be text, got {type(item).__name__} ({item!r:.60}).")
+        if not item.strip():
+            raise InputError(
+                f"{flag} {item!r} is blank; give a question or instruction, e.g. "
+                "'What is in the image?'."
+            )
+
+
+def check_answer_text(answer: Any, *, flag: str = "answer") -> None:
+    """An answer to explain: None (generate one) or text that is not blank.
+
+    Raises:
+        InputError: not text, or blank; the message says to leave it out to generate.
+    """
+    if answer is None:
+        return
+    if not isinstance(answer, str):
+        raise InputError(f"{flag} must be text, got {type(answer).__name__} ({answer!r:.60}).")
+    if not answer.strip():
+        leave_out = "leave out --answer" if flag.startswith("--") else "leave answer out"
+        raise InputError(
+            f"{flag} {answer!r} is blank; give the text to explain, or {leave_out} to have "
+            "the model generate the answer."
+        )
+
+
+def context_limit(loaded: Any) -> int | None:
+    """The most positions the model's language model takes, or None when it states none.
+
+    Read from the text config's ``max_position_embeddings``, else the tokenizer's
+    ``model_max_length`` when it is a real limit (tokenizers without one hold 1e30).
+    """
+    config = getattr(loaded.model, "config", None)
+    text_config = getattr(config, "get_text_config", lambda: config)() if config else None
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0:
+        return limit
+    limit = getattr(loaded.tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def _encoded(loaded: Any, text: str) -> list[int]:
+    """``text``'s token ids without special tokens, or none when there is no HF tokenizer."""
+    tokenizer = loaded.tokenizer
+    if not callable(tokenizer) or not hasattr(tokenizer, "unk_token_id"):
+        return []
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_context(loaded: Any, prepared: Any, answer: str | None) -> None:
+    """Refuse a prompt (and given answer) longer than the model's context, naming the limit.
+
+    Checked on the prepared prompt, before any generation or gradient pass: the positions
+    are the prompt's tokens, image tokens included. A decoder-only model reads the answer
+    after the prompt; an encoder-decoder model's decoder reads it alone.
+
+    Raises:
+        InputError: the prompt leaves no position for the answer, or the given answer
+            does not fit after it.
+    """
+    ids = prepared.inputs.get("input_ids")
+    limit = context_limit(loaded)
+    if ids is None or limit is None or getattr(ids, "ndim", 0) != 2:
+        return
+    length = int(ids.shape[1])
+    config = getattr(loaded.model, "config", None)
+    text_config = getattr(config, "get_text_config", lambda: config)() if config else None
+    encoder_decoder = bool(getattr(text_config, "is_encoder_decoder", False))
+    name = getattr(loaded, "model_id", "the model")
+    if not encoder_decoder and length >= limit:
+        raise InputError(
+            f"the prompt takes {length} positions (image tokens included) but {name!r} reads "
+            f"at most {limit} positions, and the answer needs at least one; "
+            "shorten the prompt."
+        )
+    if answer is None:
+        return
+    answer_length = len(_encoded(loaded, answer))
+    total = answer_length if encoder_decoder else length + answer_length
+    if total > limit:
+        where = "its decoder" if encoder_decoder else f"after the {length}-position prompt"
+        raise InputError(
+            f"the answer is {answer_length} tokens; {where} that makes {total} positions but "
+            f"{name!r} reads at most {limit} positions; explain a shorter "
+            "answer or prompt."
+        )
+
+
+UNKNOWN_SHARE = 0.5
+"""Warn when more than this share of a text's tokens is the tokenizer's unknown token."""
+
+
+def warn_unknown_tokens(loaded: Any, texts: Mapping[str, str | None]) -> None:
+    """Warn (:class:`~dexar_core.errors.DexarWarning`) about texts mostly of ``<unk>``.
+
+    The model sees such a text as a run of one placeholder token: its answer, and the
+    maps, say nothing about the words given.
+
+    Args:
+        loaded: the model, whose tokenizer decides what is unknown.
+        texts: what each text is called (``prompt``, ``answer``) and the text (None: skip).
+    """
+    import warnings
+
+    from dexar_core.errors import DexarWarning
+
+    unknown = getattr(loaded.tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return
+    for what, text in texts.items():
+        if not text:
+            continue
+        ids = _encoded(loaded, text)
+        share = sum(token == unknown for token in ids) / len(ids) if ids else 0.0
+        if share > UNKNOWN_SHARE:
+            warnings.warn(
+                f"{share:.0%} of the {what}'s {len(ids)} tokens are unknown to the tokenizer "
+                f"of {getattr(loaded, 'model_id', 'the model')!r} "
+                f"({loaded.tokenizer.unk_token!s}); the model reads them as one placeholder, "
+                f"so the explanation says little about the {what}. Use words the model knows.",
+                DexarWarning,
+                stacklevel=3,
+            )
+
+
+def check_finite_result(loaded: Any, record: Any, result: Any) -> None:
+    """Refuse an explanation computed from NaN or infinite logits, gradients or relevance.
+
+    Finite weights can still overflow (float16 activations); the maps would be blank
+    or noise, so the cause is named instead of drawing them.
+
+    Raises:
+        MethodError: naming which values hold NaN or infinity and what to do.
+    """
+    import numpy as np
+
+    name = getattr(loaded, "model_id", "the model")
+    for what, values in (
+        ("targets (the explained logits or similarities)", record.targets),
+        ("attention gradients", record.gradients),
+        ("relevance maps", result.token_relevance),
+    ):
+        array = np.asarray(values)
+        if array.size and array.dtype.kind == "f" and not bool(np.isfinite(array).all()):
+            raise MethodError(
+                f"the {what} of {name!r} hold NaN or infinity while explaining; in "
+                "float16 or bfloat16 this is an overflow, so load the model with dtype "
+                "float32 (--dtype float32); otherwise its checkpoint is broken."
+            )

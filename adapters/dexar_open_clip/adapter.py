@@ -22,6 +22,7 @@ Model specifications accepted by :meth:`OpenClipAdapter.load` (after ``open_clip
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,7 @@ class OpenClipAdapter(ModelAdapter):
         processor: OpenClipProcessor = loaded.processor
         visual = vision_tower(loaded.model)
         parameter = next(loaded.model.parameters())
+        check_prompt_lengths(processor.tokenizer, prompts)
         pixels = processor.transform(image).unsqueeze(0).to(parameter.device, parameter.dtype)
         tokens = processor.tokenizer(list(prompts)).to(parameter.device)
         grid = tuple(int(side) for side in visual.grid_size)
@@ -331,6 +333,38 @@ def normalize_prompts(prompts: str | Sequence[str]) -> tuple[str, ...]:
                 f"every prompt must be a non-empty string, got {item!r}; drop it or give text."
             )
     return tuple(item.strip() for item in items)
+
+
+def prompt_length(tokenizer: Any, prompt: str) -> int | None:
+    """``prompt``'s token count before open_clip's tokenizer cuts it to its context.
+
+    An HF tokenizer (``hf_tokenizer_name``) counts its own special tokens; open_clip's
+    BPE adds a start and an end token. None for a tokenizer that shows neither.
+    """
+    inner = getattr(tokenizer, "tokenizer", None)
+    if callable(inner):
+        return len(inner(prompt)["input_ids"])
+    encode = getattr(tokenizer, "encode", None)
+    return len(encode(prompt)) + 2 if callable(encode) else None
+
+
+def check_prompt_lengths(tokenizer: Any, prompts: Sequence[str]) -> None:
+    """Refuse a prompt longer than the text tower's context: open_clip would cut it silently.
+
+    Raises:
+        InputError: naming the prompt's length and the context length.
+    """
+    limit = getattr(tokenizer, "context_length", None)
+    if not isinstance(limit, int):
+        return
+    for prompt in prompts:
+        length = prompt_length(tokenizer, prompt)
+        if length is not None and length > limit:
+            raise InputError(
+                f"the prompt {textwrap.shorten(prompt, 40, placeholder=' ...')!r} is {length} "
+                f"tokens but the text tower reads at most {limit} (its context length); "
+                "open_clip would cut it and explain only the start. Shorten the prompt."
+            )
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:

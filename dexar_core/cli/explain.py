@@ -84,10 +84,12 @@ def run_explain(args: argparse.Namespace) -> int:
     from dexar_core.compare.on_image import example_inputs, is_contrastive
     from dexar_core.images import load_image
     from dexar_core.validation import (
+        check_answer_text,
         check_device,
         check_max_new_tokens,
         check_method_options,
         check_output_folder,
+        check_prompt_text,
     )
     from dexar_core.viz.comparison import save_figure
     from dexar_core.viz.figures import sequence_figure, tokens_figure
@@ -113,6 +115,9 @@ def run_explain(args: argparse.Namespace) -> int:
                 "give the layers once."
             )
         options["layers"] = parse_option(f"layers={args.layers}")[1]
+    for prompt in prompts:
+        check_prompt_text(prompt, flag="--prompt")
+    check_answer_text(args.answer, flag="--answer")
     if args.answer is None:  # a given answer is not generated: no length limit applies
         check_max_new_tokens(args.max_new_tokens)
     if args.chunk_size is not None and args.chunk_size < 1:

@@ -61,6 +61,30 @@ def argument(*flags: str, **options: Any) -> Argument:
     return Argument(flags, options)
 
 
+class StoreOnce(argparse.Action):
+    """A flag that takes one value: giving it twice is a usage error (exit 2).
+
+    argparse keeps the last of ``--image a --image b`` silently, so one image would be
+    explained while the user expects both.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = getattr(parser, "dexar_given", set())
+        if self.dest in given:
+            parser.error(
+                f"{option_string} is given twice ({getattr(namespace, self.dest)!r} and "
+                f"{values!r}); give it once."
+            )
+        parser.dexar_given = given | {self.dest}  # type: ignore[attr-defined]
+        setattr(namespace, self.dest, values)
+
+
 @attrs.frozen(kw_only=True)
 class Subcommand:
     """A subcommand: what runs, its one-line help, and its arguments."""
@@ -477,7 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, subcommand in SUBCOMMANDS.items():
         subparser = commands.add_parser(name, help=subcommand.help, description=subcommand.help)
         for arg in subcommand.arguments:
-            subparser.add_argument(*arg.flags, **arg.options)
+            options = (
+                arg.options if "action" in arg.options else {**arg.options, "action": StoreOnce}
+            )
+            subparser.add_argument(*arg.flags, **options)
         # Also after the subcommand, where users put it; SUPPRESS keeps a leading one.
         subparser.add_argument(
             "--traceback", action="store_true", default=argparse.SUPPRESS, help=TRACEBACK_HELP

@@ -88,7 +88,8 @@ def title_of(explanation: Explanation) -> str:
     )
     head = f"{explanation.model_id}, method {explanation.method}"
     lines = [head, f"prompt: {explanation.prompt!r}", said]
-    return "\n".join(textwrap.shorten(line, 110, placeholder=" ...") for line in lines)
+    # Cut before shortening: textwrap on a 3000-word prompt is slow, and a title is one line.
+    return "\n".join(textwrap.shorten(line[:400], 110, placeholder=" ...") for line in lines)
 
 
 def sequence_figure(
@@ -314,6 +315,12 @@ def _span(values: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
+LABEL_CHARACTERS = 40
+"""A unit's label in a figure is cut to this many characters (a prompt unit can be long)."""
+
+
 def _shown(token: str) -> str:
+    if len(token) > LABEL_CHARACTERS:  # drawing a 3000-word label took minutes
+        token = token[: LABEL_CHARACTERS - 1] + "…"
     shown = token.replace("\n", "\\n").replace("\t", "\\t")
     return repr(token) if not shown.strip() else shown

@@ -147,11 +147,15 @@ def shapes_llava():
 @given(
     prompt=st.one_of(
         TEXT.filter(lambda text: len(text) < 80),
-        st.lists(
-            st.sampled_from(["circle", "red", "what", "ñandú", "猫", "🙂", "the"]), max_size=60
-        ).map(" ".join),
+        st.lists(st.sampled_from(WORDS), max_size=60).map(" ".join),
+        # past shapes-llava's 256 positions: refused with the limit, before generating
+        st.tuples(st.sampled_from(WORDS), st.integers(200, 3000)).map(
+            lambda pair: " ".join([pair[0]] * pair[1])
+        ),
     ),
-    answer=st.none() | TEXT.filter(lambda text: len(text) < 30),
+    answer=st.none()
+    | TEXT.filter(lambda text: len(text) < 30)
+    | st.integers(150, 400).map(lambda count: " ".join(["red"] * count)),
 )
 def test_prompts_and_answers_on_the_embedded_model(
     tmp_path_factory, capsys, monkeypatch, prompt, answer

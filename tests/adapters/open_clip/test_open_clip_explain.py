@@ -161,8 +161,8 @@ def test_a_file_saved_before_units_were_recorded_loads_with_its_units(loaded, im
     ("prompts", "error", "match"),
     [
         ([], DexarError, "at least one text"),
-        (["a red circle", "  "], InputError, "non-empty string"),
-        ([3], InputError, "non-empty string"),
+        (["a red circle", "  "], InputError, "is blank"),
+        ([3], InputError, "must be text, got int"),
     ],
 )
 def test_bad_prompts_are_refused(loaded, image, prompts, error, match):
