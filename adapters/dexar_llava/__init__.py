@@ -39,17 +39,60 @@ def conformance_case() -> Any:
     )
 
 
+def _next_adapter() -> object:
+    from dexar_llava.next import LlavaNextAdapter
+
+    return LlavaNextAdapter()
+
+
+def next_conformance_case() -> Any:
+    """A random tiny LLaVA-NeXT, a wide noise image (2x1 tiles, unpadded) and a prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_llava.next import LlavaNextAdapter
+    from dexar_llava.tiny_next import build_tiny_llava_next
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_llava_next(seed=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model,
+            processor=processor,
+            adapter=LlavaNextAdapter(),
+            model_id="tiny-llava-next",
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
 @hookimpl
 def dexar_adapters() -> Iterable[AdapterSpec]:
-    """The LLaVA-1.5 adapter (LLaVA-NeXT is claimed so its refusal can say why)."""
+    """The LLaVA-1.5 and LLaVA-NeXT adapters (LLaVA-NeXT-Video is claimed so its
+    refusal can say why)."""
     return (
         AdapterSpec(
             name="llava",
-            model_types=("llava", "llava_next"),
-            architectures=("LlavaForConditionalGeneration", "LlavaNextForConditionalGeneration"),
+            model_types=("llava",),
+            architectures=("LlavaForConditionalGeneration",),
             factory=_adapter,
             description="LLaVA-1.5 (LlavaForConditionalGeneration), decoder-only",
             conformance=conformance_case,
+        ),
+        AdapterSpec(
+            name="llava_next",
+            model_types=("llava_next", "llava_next_video"),
+            architectures=(
+                "LlavaNextForConditionalGeneration",
+                "LlavaNextVideoForConditionalGeneration",
+            ),
+            factory=_next_adapter,
+            description="LLaVA-NeXT / LLaVA-1.6 (LlavaNextForConditionalGeneration), any-res tiles",
+            conformance=next_conformance_case,
         ),
     )
 

@@ -38,14 +38,13 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
     def load(
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
-        """Load a LLaVA checkpoint; LLaVA-NeXT's tiled images are refused with a reason."""
+        """Load a LLaVA-1.5 checkpoint; other model types are sent to their adapter."""
         model_type = saved_model_type(path)
         if model_type not in (None, "llava"):
             raise UnsupportedModelError(
                 f"the llava adapter serves LLaVA-1.5-style models (model_type 'llava'); "
-                f"{path!r} is {model_type!r}. LLaVA-NeXT's any-resolution tiles are not "
-                "supported yet: each tile would need its own grid. Use a LLaVA-1.5 "
-                "checkpoint, or an adapter package for LLaVA-NeXT."
+                f"{path!r} is {model_type!r}. For LLaVA-NeXT (model_type 'llava_next') use "
+                "the llava_next adapter (`--adapter llava_next`, or let dexar choose)."
             )
         return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 

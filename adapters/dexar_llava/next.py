@@ -1,0 +1,202 @@
+"""The LLaVA-NeXT adapter: ``LlavaNextForConditionalGeneration`` (any-resolution tiles).
+
+LLaVA-NeXT shows the vision tower each image twice: once resized whole to one tile (the
+*base* image), and once at a higher resolution chosen from ``image_grid_pinpoints``,
+resized to keep its aspect ratio, padded to that resolution and cut into tiles. The
+model lays the tiles' patch features side by side into one grid, removes the rows (or
+columns) that fall on the padding, and appends the learned ``image_newline`` embedding at
+the end of each remaining row. Each ``<image>`` placeholder therefore expands to
+
+* the base image's ``(tile / patch) ** 2`` features, row-major, covering the whole image;
+* the unpadded high-resolution grid, row by row, each row followed by one newline token.
+
+dexar reports two grids per image: the base grid and the high-resolution grid, the tiles
+assembled into one map over the original image. The newline tokens lie on no patch and
+carry no text: they are in neither V nor the text set (docs/method.md §8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.generative import chat_template_prompt
+from dexar_core.hf.loading import saved_model_type
+from dexar_core.records import ImageFacts, LoadedModel
+from dexar_llava.adapter import FALLBACK_TEMPLATE
+
+
+@attrs.frozen(kw_only=True)
+class HighResolutionGrid:
+    """Where one image's unpadded high-resolution grid lies.
+
+    Attributes:
+        rows: patch rows after unpadding.
+        cols: patch columns after unpadding.
+        pixel_box: ``(left, top, right, bottom)`` of the original image those patches cover.
+    """
+
+    rows: int
+    cols: int
+    pixel_box: tuple[float, float, float, float]
+
+
+def high_resolution_grid(config: Any, height: int, width: int) -> HighResolutionGrid:
+    """The unpadded tile grid of an ``height x width`` image, as the model builds it.
+
+    The tile grid and the padding removed are computed with transformers' own functions
+    on an index grid, so the surviving patches are exactly the model's.
+    """
+    import torch
+    from transformers.image_processing_utils import select_best_resolution
+    from transformers.models.llava_next.modeling_llava_next import unpad_image
+
+    patch = int(config.vision_config.patch_size)
+    best_height, best_width = select_best_resolution((height, width), config.image_grid_pinpoints)
+    patch_rows, patch_cols = best_height // patch, best_width // patch
+    index = torch.arange(patch_rows * patch_cols).view(1, patch_rows, patch_cols)
+    kept = unpad_image(index, (height, width))[0]
+    rows, cols = kept.shape
+    top_row, left_col = divmod(int(kept[0, 0]), patch_cols)
+    # The processor resizes the image to fit the best resolution (aspect kept, the longer
+    # fitting side rounded up) and pads it centred: undo both to reach original pixels.
+    scale = min(best_width / width, best_height / height)
+    if best_width / width < best_height / height:
+        fitted_height, fitted_width = min(int(np.ceil(height * scale)), best_height), best_width
+    else:
+        fitted_height, fitted_width = best_height, min(int(np.ceil(width * scale)), best_width)
+    pad_top, pad_left = (best_height - fitted_height) // 2, (best_width - fitted_width) // 2
+    x_scale, y_scale = width / fitted_width, height / fitted_height
+    return HighResolutionGrid(
+        rows=int(rows),
+        cols=int(cols),
+        pixel_box=(
+            (left_col * patch - pad_left) * x_scale,
+            (top_row * patch - pad_top) * y_scale,
+            ((left_col + cols) * patch - pad_left) * x_scale,
+            ((top_row + rows) * patch - pad_top) * y_scale,
+        ),
+    )
+
+
+def check_supported(config: Any) -> None:
+    """Refuse the LLaVA-NeXT variants whose image tokens dexar cannot place on a grid.
+
+    Raises:
+        UnsupportedModelError: the variant, why, and what to use instead.
+    """
+    strategy = config.vision_feature_select_strategy
+    if strategy != "default":
+        raise UnsupportedModelError(
+            f"the llava_next adapter needs vision_feature_select_strategy 'default' (the CLS "
+            f"feature dropped, as every published LLaVA-NeXT); this model has {strategy!r}. "
+            "With the CLS feature kept, transformers cannot lay the tiles' features into one "
+            "grid. Use a checkpoint with the 'default' strategy."
+        )
+    if not getattr(config, "image_grid_pinpoints", None):
+        raise UnsupportedModelError(
+            "the llava_next adapter needs image_grid_pinpoints in the model's config (the "
+            "any-resolution sizes); this config has none. Save the config with them."
+        )
+
+
+@attrs.frozen
+class AnyResolutionImageTokens:
+    """LLaVA-NeXT's image tokens: per image, a base grid then the unpadded tile grid.
+
+    An :class:`~dexar_core.hf.facts.ImageTokenRule` giving two records per image; the
+    newline token ending each row of the tile grid belongs to neither.
+    """
+
+    def image_token_ids(self, config: Any) -> frozenset[int]:
+        """See :meth:`ImageTokenRule.image_token_ids`."""
+        return frozenset({int(config.image_token_id)})
+
+    def image_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
+    ) -> tuple[ImageFacts, ...]:
+        """See :meth:`ImageTokenRule.image_facts`; each image's block in prompt order."""
+        config = loaded.model.config
+        check_supported(config)
+        side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
+        ids = inputs["input_ids"][0].cpu().numpy()
+        positions = np.flatnonzero(ids == int(config.image_token_id))
+        sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
+        grids = [high_resolution_grid(config, height, width) for height, width in sizes]
+        counts = [side * side + grid.rows * (grid.cols + 1) for grid in grids]
+        if len(sizes) != len(images) or positions.size != sum(counts):
+            raise InputError(
+                f"the prompt holds {positions.size} image tokens but {len(images)} image(s) "
+                f"of {counts} tokens were given; put exactly one image placeholder per image "
+                "in the prompt (or none, to let dexar apply the template), with the processor "
+                "saved with the model."
+            )
+        facts: list[ImageFacts] = []
+        start = 0
+        for index, (image, grid) in enumerate(zip(images, grids)):
+            block = positions[start : start + counts[index]]
+            start += counts[index]
+            tiles = block[side * side :].reshape(grid.rows, grid.cols + 1)
+            facts.append(
+                ImageFacts(
+                    name=f"image {index}, base",
+                    image_index=index,
+                    positions=block[: side * side],
+                    rows=side,
+                    cols=side,
+                    pixel_box=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
+                )
+            )
+            facts.append(
+                ImageFacts(
+                    name=f"image {index}, tiles",
+                    image_index=index,
+                    # The last column is the newline token ending each row.
+                    positions=tiles[:, :-1].ravel(),
+                    rows=grid.rows,
+                    cols=grid.cols,
+                    pixel_box=grid.pixel_box,
+                )
+            )
+        return tuple(facts)
+
+
+class LlavaNextAdapter(HFDecoderOnlyAdapter):
+    """Adapter for ``LlavaNextForConditionalGeneration`` (LLaVA-1.6 / LLaVA-NeXT)."""
+
+    name = "llava_next"
+    model_class = "LlavaNextForConditionalGeneration"
+    image_tokens = AnyResolutionImageTokens()
+    pixel_keys = ("pixel_values",)
+
+    def load(
+        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
+    ) -> LoadedModel:
+        """Load a LLaVA-NeXT checkpoint; its video and unsupported variants are refused."""
+        model_type = saved_model_type(path)
+        if model_type not in (None, "llava_next"):
+            raise UnsupportedModelError(
+                f"the llava_next adapter serves LLaVA-NeXT image models (model_type "
+                f"'llava_next'); {path!r} is {model_type!r}. LLaVA-NeXT-Video pools each "
+                "frame's features to a smaller grid and is not supported; explain its frames "
+                "as images with an image LLaVA-NeXT checkpoint."
+            )
+        loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
+        check_supported(loaded.model.config)
+        return loaded
+
+    def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
+        """Apply the chat template, or the LLaVA form; a prompt with ``<image>`` is kept."""
+        image_token = loaded.processor.image_token
+        if image_token in prompt:
+            return prompt
+        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
+        if templated is not None:
+            return templated
+        images = "".join([image_token] * num_images)
+        return FALLBACK_TEMPLATE.format(image=images, prompt=prompt)

@@ -1,0 +1,180 @@
+"""Offline builder of tiny LLaVA-NeXT models, mirroring ``llava-hf/llava-v1.6-mistral-7b-hf``.
+
+A tiny LLaVA-NeXT is a :class:`transformers.LlavaNextForConditionalGeneration` (CLIP
+vision tower, GELU projector, the learned ``image_newline`` row end, a Mistral language
+model) with a real :class:`transformers.LlavaNextProcessor`. What the published
+checkpoint states about its image tokens is kept: patch 14, the second-to-last vision
+layer, the ``"default"`` feature selection (CLS dropped), one CLS feature counted by the
+processor, the ``[INST] ... [/INST]`` prompt, and the any-resolution pinpoints in units of
+the tile side (1x2, 2x1, 2x2, 3x1 and 1x3 tiles). Only depth, width and the tile side
+(336 pixels there, ``tile_size`` here) are scaled down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
+from dexar_core.errors import InputError
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
+
+PATCH_SIZE = 14
+"""The published vision tower's patch side."""
+
+TILE_PINPOINTS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
+"""The published ``image_grid_pinpoints`` (336x672, ... 336x1008) in tiles of 336 pixels."""
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' }}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '<image>\\n' }}{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{{ ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{% for item in message['content'] if item['type'] == 'text' %}"
+    "{{ ' ' + item['text'] }}{% endfor %}{{ '</s>' }}"
+    "{% endif %}{% endfor %}"
+)
+"""The published Mistral-instruct form: ``[INST] <image>\\n{prompt} [/INST]``."""
+
+PROMPT_WORDS: tuple[str, ...] = ("inst",)
+"""Words of the prompt format (``[INST]`` splits into ``[``, ``inst``, ``]``)."""
+
+
+def build_tiny_llava_next(
+    *,
+    seed: int = 0,
+    vocabulary: Iterable[str] | None = None,
+    tile_size: int = 56,
+    text_layers: int = 2,
+    vision_layers: int = 2,
+    hidden_size: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_feature_select_strategy: str = "default",
+) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
+    """Build a randomly initialised tiny LLaVA-NeXT and its processor, offline.
+
+    Args:
+        seed: Seed of the weight initialisation; the same seed gives the same weights.
+        vocabulary: Words the tokenizer knows; defaults to the shapes benchmark's.
+        tile_size: Side of one any-resolution tile and of the base image, in pixels; a
+            multiple of the patch side 14 (the published model uses 336).
+        text_layers: Number of Mistral decoder layers.
+        vision_layers: Number of CLIP encoder layers (at least 2: the published
+            ``vision_feature_layer`` is -2).
+        hidden_size: Width of both the vision tower and the language model.
+        heads: Attention heads per layer.
+        kv_heads: Key/value heads of the language model (the published ratio is 4).
+        vision_feature_select_strategy: the config's and processor's strategy; only
+            ``"default"`` is what the published model and dexar use (others exist to test
+            the refusal).
+
+    Returns:
+        ``(model, processor)``: a ``LlavaNextForConditionalGeneration`` in eval mode and
+        its ``LlavaNextProcessor``.
+
+    Raises:
+        InputError: If ``tile_size`` is not a positive multiple of 14, fewer than two
+            vision layers are asked for, or the heads do not divide the width.
+    """
+    if tile_size < PATCH_SIZE or tile_size % PATCH_SIZE:
+        raise InputError(
+            f"build_tiny_llava_next: expected tile_size a positive multiple of {PATCH_SIZE}, "
+            f"found {tile_size!r}; choose e.g. 56."
+        )
+    if vision_layers < 2:
+        raise InputError(
+            f"build_tiny_llava_next: expected at least 2 vision layers (the features come "
+            f"from the second-to-last), found {vision_layers}."
+        )
+    if hidden_size % heads or heads % kv_heads:
+        raise InputError(
+            f"build_tiny_llava_next: expected heads to divide hidden_size and kv_heads to "
+            f"divide heads, found {hidden_size}, {heads} and {kv_heads}."
+        )
+
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
+    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
+    pinpoints = [[rows * tile_size, cols * tile_size] for rows, cols in TILE_PINPOINTS]
+    side = tile_size // PATCH_SIZE
+    # The longest prompt: the base image, a 3x1 or 1x3 tile grid with its row ends, text.
+    longest_image = side * side + 3 * side * (side + 1)
+
+    vision_config = CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        image_size=tile_size,
+        patch_size=PATCH_SIZE,
+        projection_dim=hidden_size,
+    )
+    text_config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=text_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2 * longest_image + 192,
+        rms_norm_eps=1e-5,
+        rope_theta=1000000.0,
+        sliding_window=None,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.image_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+        use_image_newline_parameter=True,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.eval()
+
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": tile_size},
+        crop_size={"height": tile_size, "width": tile_size},
+        image_grid_pinpoints=pinpoints,
+        do_center_crop=True,
+        do_pad=True,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+    return model, processor
