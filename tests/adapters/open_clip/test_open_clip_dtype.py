@@ -40,9 +40,8 @@ def test_bfloat16_maps_correlate_with_the_float32_ones(explanations):
 
 
 def test_dexar_explain_runs_shapes_clip_in_bfloat16(tmp_path, capsys):
-    code = main(
-        ["explain", "--model", "shapes-clip", "--example", "--dtype", "bfloat16"]
-        + ["--out", str(tmp_path / "out")]
-    )
+    out = tmp_path / "out"
+    command = ["explain", "--model", "shapes-clip", "--example", "--dtype", "bfloat16"]
+    code = main([*command, "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    assert list((tmp_path / "out").glob("*.npz"))
+    assert list(out.glob("*.npz"))
