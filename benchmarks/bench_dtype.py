@@ -12,8 +12,7 @@ the maps of the same tokens are compared:
     max |d|   largest absolute difference of the sequence maps (maps lie in [0, 1])
     time      median explanation time against float32 in the same run (free run included)
 
-Contrastive models have no answer: their caption's map is compared (shapes-clip is not in
-the default list: the open_clip adapter does not run in bfloat16 yet).
+Contrastive models (shapes-clip) have no answer: their caption's map is compared.
 
     python benchmarks/bench_dtype.py                   # 16 items, 2 threads, bf16 and fp16
     python benchmarks/bench_dtype.py --items 4 --models shapes-llava
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-MODELS = ("shapes-llava", "shapes-qwen2vl", "shapes-florence2", "shapes-blip2")
+MODELS = ("shapes-llava", "shapes-qwen2vl", "shapes-florence2", "shapes-blip2", "shapes-clip")
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,11 +103,10 @@ def measure(model: str, dtype: str, items: list[Any]) -> dict[str, Any]:
 def items_for(model: str, count: int) -> list[Any]:
     """The first ``count`` shapes test items at the size ``model`` was trained at."""
     import dexar_core
-    from dexar_core.compare.on_dataset import model_image_size
     from dexar_core.datasets.benchmark import open_benchmark
-    from dexar_plugins import default_catalog
+    from dexar_core.zoo import training_image_size
 
-    size = model_image_size(dexar_core.load(model, dtype="float32"), default_catalog())
+    size = training_image_size(dexar_core.load(model, dtype="float32"))
     benchmark = open_benchmark("shapes", "test", image_size=size)
     return [benchmark[index] for index in range(min(count, len(benchmark)))]
 

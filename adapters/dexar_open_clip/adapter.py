@@ -89,6 +89,17 @@ class OpenClipProcessor:
         )
 
 
+def pixel_dtype(model: Any) -> tuple[Any, Any]:
+    """``(device, dtype)`` the pixels must have: those of the vision tower's first conv.
+
+    open_clip's ``precision="bf16"`` (and ``"fp16"``) keeps some parameters in float32
+    (the logit scale, norms); the model's first parameter may be one of them, while the
+    patch embedding that reads the pixels is in the reduced dtype.
+    """
+    weight = vision_tower(model).conv1.weight
+    return weight.device, weight.dtype
+
+
 def vision_tower(model: Any) -> Any:
     """The model's open_clip ``VisionTransformer``, or an error naming the supported towers.
 
@@ -218,10 +229,10 @@ class OpenClipAdapter(ModelAdapter):
         image = images[0]
         processor: OpenClipProcessor = loaded.processor
         visual = vision_tower(loaded.model)
-        parameter = next(loaded.model.parameters())
         check_prompt_lengths(processor.tokenizer, prompts)
-        pixels = processor.transform(image).unsqueeze(0).to(parameter.device, parameter.dtype)
-        tokens = processor.tokenizer(list(prompts)).to(parameter.device)
+        device, dtype = pixel_dtype(loaded.model)
+        pixels = processor.transform(image).unsqueeze(0).to(device, dtype)
+        tokens = processor.tokenizer(list(prompts)).to(device)
         grid = tuple(int(side) for side in visual.grid_size)
         length = int(visual.positional_embedding.shape[0])
         return PreparedPrompt(
@@ -297,15 +308,15 @@ class OpenClipAdapter(ModelAdapter):
 
         text = normalize_prompts(prompt)
         processor: OpenClipProcessor = loaded.processor
-        parameter = next(loaded.model.parameters())
+        device, dtype = pixel_dtype(loaded.model)
         scores = []
         with torch.no_grad():
-            encoded = loaded.model.encode_text(processor.tokenizer(list(text)).to(parameter.device))
+            encoded = loaded.model.encode_text(processor.tokenizer(list(text)).to(device))
             unit_text = F.normalize(encoded.float(), dim=-1)
             for start in range(0, len(images), batch_size):
                 pixels = torch.stack(
                     [processor.transform(image) for image in images[start : start + batch_size]]
-                ).to(parameter.device, parameter.dtype)
+                ).to(device, dtype)
                 unit_image = F.normalize(loaded.model.encode_image(pixels).float(), dim=-1)
                 scores.append((unit_image @ unit_text.T)[:, 0].cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)

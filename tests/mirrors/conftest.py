@@ -6,9 +6,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mirrors import build_mirror
+from mirrors import build_mirror, load_fixture
 
 from dexar_core.records import LoadedModel
+
+EXAMPLE_ADAPTERS = {"paligemma": "docs/examples/dexar-paligemma"}
+"""Adapters of the example plugins, not of dexar itself, with the folder to install."""
+
+
+def require_adapter(name: str) -> None:
+    """Skip a mirror whose adapter is an example plugin this environment lacks."""
+    from dexar_plugins import default_catalog
+
+    adapter = load_fixture(name)["adapter"]
+    if adapter in EXAMPLE_ADAPTERS and adapter not in default_catalog().adapters:
+        pytest.skip(
+            f"the {name} mirror needs the example plugin {EXAMPLE_ADAPTERS[adapter]}, not "
+            f"installed: pip install -e {EXAMPLE_ADAPTERS[adapter]}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +32,7 @@ def mirror_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
     built: dict[str, Path] = {}
 
     def folder(name: str) -> Path:
+        require_adapter(name)
         if name not in built:
             built[name] = build_mirror(name, tmp_path_factory.mktemp(name))
         return built[name]

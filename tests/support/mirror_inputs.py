@@ -3,7 +3,8 @@
 ``visual_unit_inputs`` returns one feature vector per cell of the grids dexar reports:
 the input of the first explained decoder layer at each visual position (LLaVA, Qwen-VL),
 or, where the visual tokens are learned queries and the maps are drawn over patches
-(BLIP-2's projection), the vision tower's output at each patch.
+(BLIP-2's projection), the vision tower's output at each patch. For Florence-2, an
+encoder-decoder, the input of the first encoder layer.
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from dexar_plugins.testing.subject import ConformanceSubject
 
 
 def _first_layer_inputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
-    """``[L, D]``: the hidden states entering the first decoder layer of the prompt."""
-    layer = loaded.adapter.decoder_parts(loaded.model).layers[0]
+    """``[L, D]``: the hidden states entering the first layer that reads the prompt.
+
+    That is the first decoder layer, or for an encoder-decoder (Florence-2) whose keys are
+    the encoder's positions, the first encoder layer.
+    """
+    if loaded.model.config.is_encoder_decoder:
+        layer = loaded.model.get_encoder().layers[0]
+    else:
+        layer = loaded.adapter.decoder_parts(loaded.model).layers[0]
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(
@@ -63,8 +71,25 @@ def visual_unit_inputs(loaded: Any, image: Any, prompt: str) -> tuple[np.ndarray
 
 def t5_encoder_image_positions(subject: ConformanceSubject) -> np.ndarray:
     """T5 encoder positions whose input changes with the pixels: BLIP-2's query tokens."""
+    return _encoder_image_positions(subject, subject.loaded.model.language_model.encoder.block[0])
+
+
+def florence2_grid_positions(subject: ConformanceSubject) -> np.ndarray:
+    """Florence-2's encoder positions the pixels reach, less the global pooled token.
+
+    The first image token is the mean over the grid: it lies on no grid cell, so it is
+    in no grid and not among the visual positions.
+    """
+    model = subject.loaded.model
+    dependent = _encoder_image_positions(subject, model.get_encoder().layers[0])
+    input_ids = subject.prepared.inputs["input_ids"][0].numpy()
+    image_tokens = np.flatnonzero(input_ids == model.config.image_token_id)
+    return np.setdiff1d(dependent, image_tokens[:1])
+
+
+def _encoder_image_positions(subject: ConformanceSubject, block: torch.nn.Module) -> np.ndarray:
+    """Positions whose input to the encoder ``block`` changes when noise is added to the pixels."""
     model, prepared = subject.loaded.model, subject.prepared
-    block = model.language_model.encoder.block[0]
     seen: list[torch.Tensor] = []
     handle = block.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(

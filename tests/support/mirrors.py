@@ -125,7 +125,8 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
     if unk not in specials:
         # the published BPE needs no unknown token; a word-level stand-in does
         specials[unk] = 0
-    taken = set(specials.values())
+    ranged = ranged_tokens(settings)
+    taken = set(specials.values()) | set(ranged.values())
     words = list(dict.fromkeys(PROMPT_WORDS.split() + list("?.,:!'-")))
     free = (index for index in range(100, settings["base_vocab_size"]) if index not in taken)
     vocabulary = {word: next(free) for word in words}
@@ -133,6 +134,7 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
     for index in range(settings["base_vocab_size"]):
         if index not in taken:
             vocabulary[f"<filler_{index}>"] = index
+    vocabulary.update(ranged)
     vocabulary.update(specials)
 
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=unk))
@@ -144,6 +146,9 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
     backend.add_special_tokens(
         [AddedToken(token, special=True, normalized=False) for token in specials]
     )
+    # ordinary tokens of the published vocabulary (PaliGemma's <loc0000>, ...): matched
+    # whole, at their ids, and kept when decoding
+    backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in ranged])
     bos, eos = settings["bos_token"], settings["eos_token"]
     if settings.get("add_bos"):
         backend.post_processor = processors.TemplateProcessing(
@@ -164,6 +169,18 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
         model_max_length=settings["model_max_length"],
         clean_up_tokenization_spaces=False,
     )
+
+
+def ranged_tokens(settings: dict[str, Any]) -> dict[str, int]:
+    """The tokenizer fixture's ``token_ranges``: ``{pattern: [first id, count]}`` expanded.
+
+    ``"<loc{:04d}>": [256000, 1024]`` gives ``<loc0000>`` at 256000 to ``<loc1023>``.
+    """
+    return {
+        pattern.format(index): first + index
+        for pattern, (first, count) in settings.get("token_ranges", {}).items()
+        for index in range(count)
+    }
 
 
 def published_key(key: str, prefixes: dict[str, str]) -> str:
