@@ -323,13 +323,26 @@ class GenerativeAdapter(ModelAdapter):
         prompt: str,
         units: ExplainedUnits,
     ) -> list[float]:
-        """The answer's teacher-forced perplexity on each set of images (4 sets a forward).
+        """The answer's teacher-forced perplexity on each set of images, in batches.
 
         See :meth:`ModelAdapter.unit_scores`.
         """
         from dexar_core.metrics.perturbation import answer_perplexities
 
         return answer_perplexities(loaded, image_sets, prompt, units.ids)
+
+    def prepare_perturbed(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Image.Image]
+    ) -> PreparedPrompt:
+        """The same prompt prepared on perturbed copies of its images (perturbation).
+
+        The copies have the sizes of the images ``prepared`` was made from, so the prompt's
+        tokens are the same; only the model inputs change. By default the prompt is
+        prepared again; an adapter whose :meth:`prepare` does more than read the images
+        (the template's facts, a projection) reads only the new images' inputs here and
+        keeps ``prepared``'s facts, which a teacher-forced score does not read.
+        """
+        return self.prepare(loaded, images, prepared.prompt)
 
     def layout_for_answer(
         self,

@@ -320,6 +320,12 @@ class Blip2Adapter(GenerativeAdapter):
         )
         return attrs.evolve(prepared, facts=facts)
 
+    def prepare_perturbed(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]
+    ) -> PreparedPrompt:
+        """See :meth:`GenerativeAdapter.prepare_perturbed`; the projection is not recomputed."""
+        return self.family(loaded.model).prepare_perturbed(loaded, prepared, images)
+
     def generate(
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> list[int]:

@@ -21,7 +21,7 @@ not positive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from dexar_core.explanation import Explanation
     from dexar_core.records import LoadedModel
 
-__all__ = ["UnitScoreCurve", "perturbation_scores", "unit_score_curve"]
+__all__ = ["UnitScoreCurve", "perturbation_scores", "unit_score_curve", "unit_score_curves"]
 
 
 def chance_seed(seed: int, index: int) -> int:
@@ -117,38 +117,81 @@ def unit_score_curve(
         fractions: increasing fractions in [0, 1), starting at 0.
         blur_radius: Gaussian radius (pixels) of ``"blur"``.
     """
-    if order not in PERTURBATION_ORDERS:
-        raise InputError(f"order must be one of {PERTURBATION_ORDERS}, got {order!r}.")
-    levels = checked_fractions(fractions)
-    image_sets = level_images(
+    (curve,) = unit_score_curves(
         loaded,
-        [image.convert("RGB")],
-        maps,
+        image,
+        prompt,
+        units,
+        [(maps, order)],
         grids,
-        levels,
-        order=order,
         replacement=replacement,
+        fractions=fractions,
         blur_radius=blur_radius,
     )
-    # r = 0 removes nothing: its set is a copy of the clean image
+    return curve
+
+
+def unit_score_curves(
+    loaded: LoadedModel,
+    image: Image.Image,
+    prompt: str,
+    units: ExplainedUnits,
+    rankings: Sequence[tuple[Sequence[Any], str]],
+    grids: Sequence[Grid],
+    *,
+    replacement: str = "mean",
+    fractions: Sequence[float] = FRACTIONS,
+    blur_radius: float = 8.0,
+) -> list[UnitScoreCurve]:
+    """Several curves of one item, their perturbed images scored in one ``unit_scores`` call.
+
+    Each of ``rankings`` is ``(maps, order)`` as :func:`unit_score_curve` takes them, and
+    gives the curve it would. Every curve starts at r = 0, which removes nothing: the
+    clean image is scored once for all of them, and the adapter batches the rest
+    (perplexity: ``PERPLEXITY_BATCH`` sets a forward; similarity: 16 images).
+    """
+    levels = checked_fractions(fractions)
+    clean = image.convert("RGB")
+    image_sets: list[list[Image.Image]] = [[clean]]
+    for maps, order in rankings:
+        if order not in PERTURBATION_ORDERS:
+            raise InputError(f"order must be one of {PERTURBATION_ORDERS}, got {order!r}.")
+        perturbed = level_images(
+            loaded,
+            [clean],
+            maps,
+            grids,
+            levels[1:],
+            order=order,
+            replacement=replacement,
+            blur_radius=blur_radius,
+        )
+        image_sets.extend(perturbed)
     scores = [
         float(value) for value in loaded.adapter.unit_scores(loaded, image_sets, prompt, units)
     ]
-    clean_score = scores[0]
-    if clean_score > 0:
-        normalised = [value / clean_score for value in scores]
-    else:
-        normalised = [float("nan")] * len(scores)
-    return UnitScoreCurve(
-        measure=loaded.adapter.perturbation_measure,
-        order=order,
-        replacement=replacement,
-        fractions=tuple(levels),
-        scores=tuple(scores),
-        clean_score=clean_score,
-        normalised=tuple(normalised),
-        auc=trapezoid_auc(levels, normalised),
-    )
+    clean_score, perturbed_scores = scores[0], scores[1:]
+    steps = len(levels) - 1
+    curves = []
+    for number, (_, order) in enumerate(rankings):
+        curve_scores = [clean_score, *perturbed_scores[number * steps : (number + 1) * steps]]
+        if clean_score > 0:
+            normalised = [value / clean_score for value in curve_scores]
+        else:
+            normalised = [float("nan")] * len(curve_scores)
+        curves.append(
+            UnitScoreCurve(
+                measure=loaded.adapter.perturbation_measure,
+                order=order,
+                replacement=replacement,
+                fractions=tuple(levels),
+                scores=tuple(curve_scores),
+                clean_score=clean_score,
+                normalised=tuple(normalised),
+                auc=trapezoid_auc(levels, normalised),
+            )
+        )
+    return curves
 
 
 def _chance_maps(item: BenchmarkItem, explanation: Explanation, seed: int) -> list[np.ndarray]:
@@ -156,32 +199,6 @@ def _chance_maps(item: BenchmarkItem, explanation: Explanation, seed: int) -> li
         random_smooth_map(grid.shape, chance_seed(seed, item.index) + number)
         for number, grid in enumerate(explanation.grids)
     ]
-
-
-def _scored_lines(
-    item: BenchmarkItem,
-    explanation: Explanation,
-    seed: int,
-    curve_of: Callable[[list[np.ndarray], str], Any],
-) -> dict[str, Any]:
-    """Both orders' AUCs of the sequence map and of the chance map, one curve each.
-
-    ``curve_of(maps, order)`` returns a curve with ``auc`` and ``normalised``; the
-    method's curves are kept, the chance map's only as AUCs.
-    """
-    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
-    curves: dict[str, tuple[float, ...]] = {}
-    lines = (
-        ("method", list(explanation.sequence_maps)),
-        ("random_smooth", _chance_maps(item, explanation, seed)),
-    )
-    for line, maps in lines:
-        for order in PERTURBATION_ORDERS:
-            curve = curve_of([np.asarray(m) for m in maps], order)
-            aucs[line][order] = curve.auc
-            if line == "method":
-                curves[order] = curve.normalised
-    return {"perturbation": aucs, "perturbation_curves": curves}
 
 
 def perturbation_scores(
@@ -194,25 +211,32 @@ def perturbation_scores(
     """The positive and negative normalised-score AUCs of the sequence map and of chance.
 
     The chance line ranks the patches by a random smooth map on each grid, seeded as the
-    segmentation chance map is (:func:`chance_seed`).
+    segmentation chance map is (:func:`chance_seed`). The four curves' perturbed images
+    are scored together (:func:`unit_score_curves`).
 
     Returns:
         ``{"perturbation": {"method" | "random_smooth": {order: auc}},
         "perturbation_curves": {order: normalised score per fraction}}``, the fields of
         :class:`ItemResult` they fill.
     """
-    units = explained_units(explanation)
-
-    def curve_of(maps: list[np.ndarray], order: str) -> Any:
-        return unit_score_curve(
-            loaded,
-            item.image,
-            explanation.prompt,
-            units,
-            maps,
-            explanation.grids,
-            order=order,
-            replacement=replacement,
-        )
-
-    return _scored_lines(item, explanation, seed, curve_of)
+    lines = (
+        ("method", [np.asarray(m) for m in explanation.sequence_maps]),
+        ("random_smooth", _chance_maps(item, explanation, seed)),
+    )
+    drawn = [(line, maps, order) for line, maps in lines for order in PERTURBATION_ORDERS]
+    curves = unit_score_curves(
+        loaded,
+        item.image,
+        explanation.prompt,
+        explained_units(explanation),
+        [(maps, order) for _, maps, order in drawn],
+        explanation.grids,
+        replacement=replacement,
+    )
+    aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
+    kept: dict[str, tuple[float, ...]] = {}
+    for (line, _, order), curve in zip(drawn, curves, strict=True):
+        aucs[line][order] = curve.auc
+        if line == "method":  # the chance map's curves are kept only as AUCs
+            kept[order] = curve.normalised
+    return {"perturbation": aucs, "perturbation_curves": kept}

@@ -14,6 +14,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import torch
 
 from dexar_core.engine.logit_lens import LogitLensGradients
@@ -116,6 +117,26 @@ class HFGenerativeAdapter(GenerativeAdapter):
             prompt_text=text,
             image_sizes=tuple(image.size for image in images),
             facts=facts,
+        )
+
+    def prepare_perturbed(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]
+    ) -> PreparedPrompt:
+        """The prompt's inputs with the pixels of other still images of the same sizes.
+
+        See :meth:`GenerativeAdapter.prepare_perturbed`. The text is not tokenized again:
+        only the image processor reads the new images, and its outputs (``pixel_values``,
+        a grid such as ``image_grid_thw``) replace the prompt's. An adapter whose
+        :meth:`processor_inputs` gives the image processor options of its own
+        overrides this (tests/evaluation/test_perturbation_batches.py checks each
+        built-in family against a full :meth:`prepare`).
+        """
+        image_processor = loaded.processor.image_processor
+        pixels = dict(image_processor(images=list(images), return_tensors="pt"))
+        return attrs.evolve(
+            prepared,
+            inputs={**prepared.inputs, **to_model(pixels, loaded.model, self.pixel_keys)},
+            image_sizes=tuple(image.size for image in images),
         )
 
     def greedy_sequence(

@@ -33,6 +33,9 @@ first; insertion: start from the replaced image and restore the most relevant fi
 
 REPLACEMENTS = ("mean", "blur")
 
+PERPLEXITY_BATCH = 16
+"""Image sets per teacher-forced forward (benchmarks/bench_perturbation.py measured it)."""
+
 
 @attrs.frozen(kw_only=True)
 class PerturbationCurve:
@@ -181,12 +184,15 @@ def answer_perplexities(
     prompt: str,
     answer_ids: Sequence[int],
     *,
-    batch_size: int = 4,
+    batch_size: int = PERPLEXITY_BATCH,
 ) -> list[float]:
     """Teacher-forced perplexity of the same answer for each set of images.
 
     ``exp`` of the mean negative log-likelihood of the answer tokens. Up to
-    ``batch_size`` image sets run in one forward.
+    ``batch_size`` image sets run in one forward; each set's perplexity equals its
+    own forward's (the rows share the prompt and answer, so nothing is padded). The
+    first set is prepared in full; a set of the same image sizes (a perturbed copy)
+    only has its images read again (``GenerativeAdapter.prepare_perturbed``).
     """
     import torch
 
@@ -195,11 +201,17 @@ def answer_perplexities(
     if not answer_ids:
         raise InputError("perturbation: the answer is empty; there is nothing to score.")
     adapter = loaded.adapter
+    first = adapter.prepare(loaded, list(image_sets[0]), prompt)
     results: list[float] = []
     for start in range(0, len(image_sets), batch_size):
         passes = []
         for images in image_sets[start : start + batch_size]:
-            prepared = adapter.prepare(loaded, list(images), prompt)
+            sizes = tuple(image.size for image in images)
+            prepared = (
+                adapter.prepare_perturbed(loaded, first, list(images))
+                if sizes == first.image_sizes
+                else adapter.prepare(loaded, list(images), prompt)
+            )
             passes.append(adapter.teacher_forced(loaded, prepared, answer_ids))
         device = loaded.model.device
         rows = torch.tensor(passes[0].query_rows, dtype=torch.long, device=device)
@@ -290,7 +302,7 @@ def perturbation_curve(
     order: str = "positive",
     replacement: str = "mean",
     fractions: Sequence[float] = FRACTIONS,
-    batch_size: int = 4,
+    batch_size: int = PERPLEXITY_BATCH,
     blur_radius: float = 8.0,
 ) -> PerturbationCurve:
     """The normalised-perplexity curve of one answer under one patch order.
