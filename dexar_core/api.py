@@ -131,7 +131,7 @@ def load(
         )
         if path == name and revision is not None:
             options["revision"] = revision  # a download: from_pretrained fetches this one
-        config = _read_config(path, **options)
+        config = _read_config(path, plugins, **options)
         adapter_spec = resolve_adapter(config, catalog=plugins)
     where = checks.target_device(device, device_map)
     stored_config = _stored_config(path, config)
@@ -174,17 +174,19 @@ def _check_adapter_options(adapter: Any, options: Mapping[str, Any]) -> None:
         )
 
 
-def _read_config(path: str, **options: Any) -> Any:
+def _read_config(path: str, plugins: Catalog, **options: Any) -> Any:
     from transformers import AutoConfig
 
     from dexar_core.hf.load_options import config_options
     from dexar_core.hf.published_layouts import refuse_unreadable_format
 
     folder = Path(path)
-    if (folder / "open_clip_config.json").is_file() and not (folder / "config.json").is_file():
+    # a folder in an adapter's own format (e.g. ``<adapter>_config.json``): name the prefix
+    owners = [name for name in plugins.adapters if (folder / f"{name}_config.json").is_file()]
+    if owners and not (folder / "config.json").is_file():
         raise CheckpointError(
-            f"{path!r} is an open_clip checkpoint folder (it holds open_clip_config.json); "
-            f"give it as open_clip:{path} so the open_clip adapter loads it."
+            f"{path!r} is a checkpoint folder in the {owners[0]} adapter's format (it holds "
+            f"{owners[0]}_config.json); give it as {owners[0]}:{path} so that adapter loads it."
         )
     if folder.exists() and not (folder / "config.json").is_file():
         raise CheckpointError(

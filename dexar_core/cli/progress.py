@@ -22,13 +22,13 @@ _REFRESH_SECONDS = 0.5
 
 
 def quiet_third_party(verbose: bool) -> None:
-    """Silence transformers' and huggingface_hub's bars, logs and warnings unless verbose."""
+    """Silence third-party bars, logs and warnings (every package but dexar's) unless verbose."""
     if verbose:
         return
-    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub|torch|open_clip)")
+    warnings.filterwarnings("ignore", module=r"(?!dexar)")
     try:
         from transformers.utils import logging as transformers_logging
-    except ImportError:  # the open_clip-only path does not need transformers loaded
+    except ImportError:  # an adapter that is not built on transformers does not load it
         return
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
