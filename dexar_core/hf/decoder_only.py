@@ -101,7 +101,10 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
 
         # Made without a config, like the engine's own prompt cache: every layer keeps
         # all its keys (a config-built cache's sliding-window layers drop old ones).
-        cache = DynamicCache()
+        # A beam search (the checkpoint's own generation config, when asked for) keeps one
+        # cache row per beam: only a single-sequence run's cache is the prompt's prefill.
+        single = int(getattr(loaded.model.generation_config, "num_beams", 1) or 1) == 1
+        cache = DynamicCache() if single and self.prompt_cache else None
         # An image placeholder in the answer would break the model's own bookkeeping of
         # image features (an untrained model can emit one): it is never generated.
         tokens = self.greedy_sequence(
@@ -109,10 +112,10 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
             prepared,
             max_new_tokens,
             suppress_tokens=sorted(prepared.facts.image_token_ids),
-            cache=cache,
+            **({} if cache is None else {"cache": cache}),
         )
         answer = self.until_stop(loaded, tokens[prepared.inputs["input_ids"].shape[1] :])
-        prefill = kept_prefill(cache, prepared.inputs) if self.prompt_cache else None
+        prefill = None if cache is None else kept_prefill(cache, prepared.inputs)
         return answer, prefill
 
     def teacher_forced(

@@ -270,7 +270,9 @@ def command(tiny_dir, out, *arguments):
     return main(
         [
             *("evaluate", "--model", str(tiny_dir), "--out", str(out)),
-            *("--max-new-tokens", "4", "--resamples", "20", *arguments),
+            *("--max-new-tokens", "4"),
+            *(() if "--resamples" in arguments else ("--resamples", "20")),
+            *arguments,
         ]
     )
 

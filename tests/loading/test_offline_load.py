@@ -58,9 +58,13 @@ def test_the_cli_explains_a_cached_hub_id_offline(in_cache, no_network, tmp_path
         ("someone/not-cached", "nothing was downloaded"),
     ],
 )
-def test_user_mistakes_fail_fast_with_exit_2(in_cache, no_network, capsys, model, expected):
+def test_user_mistakes_fail_fast_with_exit_2(
+    in_cache, no_network, capsys, tmp_path, model, expected
+):
+    image = tmp_path / "x.png"
+    noise_image(1).save(image)  # a real image: the image is checked before the model
     start = time.perf_counter()
-    code = main(["explain", "--model", model, "--image", "x.png", "--prompt", "what?"])
+    code = main(["explain", "--model", model, "--image", str(image), "--prompt", "what?"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert expected in err

@@ -161,7 +161,7 @@ def test_explain_end_to_end_gives_maps_over_the_davit_grid(saved):
 @pytest.mark.parametrize("answer", ["", "   "])
 def test_an_empty_caption_target_is_a_clear_input_error(saved, answer):
     loaded = load(str(saved))
-    with pytest.raises(errors.InputError, match="answer is empty"):
+    with pytest.raises(errors.InputError, match="is blank"):
         explain(loaded, noise_image(8), "<CAPTION>", answer=answer)
 
 

@@ -117,7 +117,7 @@ def test_bad_prompts_answers_and_options(loaded):
         explain(loaded, image, "USER: <image><image>\nwhat ASSISTANT:", answer="red")
     with pytest.raises(errors.InputError, match="at least one image"):
         explain(loaded, [], "what", answer="red")
-    with pytest.raises(errors.InputError, match="answer is empty"):
+    with pytest.raises(errors.InputError, match="is blank"):
         explain(loaded, image, "what", answer="  ")
     with pytest.raises(errors.InputError, match="max_new_tokens"):
         explain(loaded, image, "what", max_new_tokens=0)
