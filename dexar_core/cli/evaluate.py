@@ -48,7 +48,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dexar_core.evaluation.run_log import check_unlocked, write_atomically
     from dexar_core.validation import (
         check_device,
-        check_finite_weights,
         check_max_new_tokens,
         check_method_options,
         check_output_folder,
@@ -98,7 +97,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     loaded = _load_model(
         model_name, args.device or team.device, {"dtype": args.dtype, **load_options(args)}
     )
-    check_finite_weights(loaded.model, model_name)
     image_size = args.image_size or training_image_size(loaded)
     benchmark = dataset(image_size)
     total = len(benchmark) if args.limit is None else min(args.limit, len(benchmark))
