@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
+from dexar_core.zoo.tiny_models import check_sizes, instantiate
 from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
 
 if TYPE_CHECKING:
@@ -88,9 +89,23 @@ def build_tiny_blip2(
         InputError: For an unknown language model, sizes that are not positive, a patch
             size that does not divide the image size, or heads that do not divide the width.
     """
-    _check_sizes(language_model, image_size, patch_size, hidden_size, heads, num_query_tokens)
+    if language_model not in LANGUAGE_MODELS:
+        raise InputError(
+            f"build_tiny_blip2: expected language_model to be one of {LANGUAGE_MODELS}, "
+            f"found {language_model!r}."
+        )
+    check_sizes(
+        "build_tiny_blip2",
+        {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "hidden_size": hidden_size,
+            "heads": heads,
+            "num_query_tokens": num_query_tokens,
+        },
+        divides=[("patch_size", "image_size"), ("heads", "hidden_size")],
+    )
 
-    import torch
     from tokenizers import AddedToken
     from transformers import (
         Blip2Config,
@@ -180,20 +195,20 @@ def build_tiny_blip2(
     )
     config._attn_implementation = attn_implementation
 
-    # Weight initialisation draws from the global generator: fork it so building a
-    # model neither depends on nor disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Blip2ForConditionalGeneration(config)
-        with torch.no_grad():
-            model.query_tokens.normal_(mean=0.0, std=qformer_config.initializer_range)
+    # BLIP-2's query tokens start at zero (all queries alike): give them a spread, as
+    # training would.
+    model = instantiate(
+        Blip2ForConditionalGeneration,
+        config,
+        seed=seed,
+        initialise=lambda model: model.query_tokens.normal_(std=qformer_config.initializer_range),
+    )
     for generation_config in (model.generation_config, model.language_model.generation_config):
         generation_config.pad_token_id = tokenizer.pad_token_id
         generation_config.bos_token_id = tokenizer.bos_token_id
         generation_config.eos_token_id = tokenizer.eos_token_id
         if language_model == "t5":
             generation_config.decoder_start_token_id = tokenizer.pad_token_id
-    model.eval()
 
     image_processor = BlipImageProcessor(
         do_resize=True, size={"height": image_size, "width": image_size}
@@ -202,44 +217,6 @@ def build_tiny_blip2(
         image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=num_query_tokens
     )
     return model, processor
-
-
-def _check_sizes(
-    language_model: str,
-    image_size: int,
-    patch_size: int,
-    hidden_size: int,
-    heads: int,
-    num_query_tokens: int,
-) -> None:
-    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
-    if language_model not in LANGUAGE_MODELS:
-        raise InputError(
-            f"build_tiny_blip2: expected language_model to be one of {LANGUAGE_MODELS}, "
-            f"found {language_model!r}."
-        )
-    sizes = {
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "hidden_size": hidden_size,
-        "heads": heads,
-        "num_query_tokens": num_query_tokens,
-    }
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value <= 0:
-            raise InputError(
-                f"build_tiny_blip2: expected {name} to be a positive integer, found {value!r}."
-            )
-    if image_size % patch_size:
-        raise InputError(
-            f"build_tiny_blip2: expected patch_size to divide image_size, found "
-            f"image_size={image_size}, patch_size={patch_size}."
-        )
-    if hidden_size % heads:
-        raise InputError(
-            f"build_tiny_blip2: expected heads to divide hidden_size, found "
-            f"hidden_size={hidden_size}, heads={heads}."
-        )
 
 
 def build_shapes_blip2(

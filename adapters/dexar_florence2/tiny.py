@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
+from dexar_core.zoo.tiny_models import check_sizes, instantiate
 from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
 
 if TYPE_CHECKING:
@@ -83,9 +84,20 @@ def build_tiny_florence2(
         InputError: If a size is not positive, ``image_size`` is not a multiple of 8, or
             ``heads`` does not divide ``hidden_size``.
     """
-    _check_sizes(image_size, hidden_size, heads, text_layers, vision_dims)
+    if len(vision_dims) not in DAVIT_STAGES:
+        raise InputError(
+            f"build_tiny_florence2: expected one or two DaViT stage widths, found {vision_dims!r}."
+        )
+    sizes = {"image_size": image_size, "hidden_size": hidden_size, "heads": heads}
+    sizes.update({"text_layers": text_layers})
+    sizes.update({f"vision_dims[{i}]": dim for i, dim in enumerate(vision_dims)})
+    check_sizes("build_tiny_florence2", sizes, divides=[("heads", "hidden_size")])
+    if image_size % 8:
+        raise InputError(
+            f"build_tiny_florence2: expected image_size to be a multiple of 8 (the DaViT "
+            f"stages stride 4 then 2), found {image_size}; choose e.g. 64."
+        )
 
-    import torch
     from transformers import (
         BartConfig,
         CLIPImageProcessor,
@@ -144,16 +156,8 @@ def build_tiny_florence2(
     )
     config._attn_implementation = attn_implementation
 
-    # Weight initialisation draws from the global generator: fork it so building a
-    # model neither depends on nor disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Florence2ForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = instantiate(Florence2ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
     model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
-    model.eval()
 
     image_processor = CLIPImageProcessor(
         do_resize=True,
@@ -164,42 +168,6 @@ def build_tiny_florence2(
     )
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
     return model, processor
-
-
-def _check_sizes(
-    image_size: int,
-    hidden_size: int,
-    heads: int,
-    text_layers: int,
-    vision_dims: tuple[int, ...],
-) -> None:
-    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
-    sizes = {
-        "image_size": image_size,
-        "hidden_size": hidden_size,
-        "heads": heads,
-        "text_layers": text_layers,
-    }
-    sizes.update({f"vision_dims[{i}]": dim for i, dim in enumerate(vision_dims)})
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value <= 0:
-            raise InputError(
-                f"build_tiny_florence2: expected {name} to be a positive integer, found {value!r}."
-            )
-    if len(vision_dims) not in DAVIT_STAGES:
-        raise InputError(
-            f"build_tiny_florence2: expected one or two DaViT stage widths, found {vision_dims!r}."
-        )
-    if image_size % 8:
-        raise InputError(
-            f"build_tiny_florence2: expected image_size to be a multiple of 8 (the DaViT "
-            f"stages stride 4 then 2), found {image_size}; choose e.g. 64."
-        )
-    if hidden_size % heads:
-        raise InputError(
-            f"build_tiny_florence2: expected heads to divide hidden_size, found "
-            f"hidden_size={hidden_size}, heads={heads}."
-        )
 
 
 def build_shapes_florence2(

@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.errors import InputError
+from dexar_core.zoo.tiny_models import check_sizes, instantiate
 from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
 
 if TYPE_CHECKING:
-    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import CLIPVisionConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
 """The prompt every tiny and embedded LLaVA is trained and queried with."""
@@ -102,12 +102,21 @@ def build_tiny_llava(
         InputError: If the sizes are not positive, ``patch_size`` does not divide
             ``image_size``, or ``heads`` / ``kv_heads`` do not divide the widths.
     """
-    _check_sizes(image_size, patch_size, hidden_size, heads, kv_heads)
+    kv = heads if kv_heads is None else kv_heads
+    check_sizes(
+        "build_tiny_llava",
+        {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "hidden_size": hidden_size,
+            "heads": heads,
+            "kv_heads": kv,
+        },
+        divides=[("patch_size", "image_size"), ("heads", "hidden_size"), ("kv_heads", "heads")],
+    )
 
-    import torch
     from transformers import (
         CLIPImageProcessor,
-        CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
@@ -119,14 +128,12 @@ def build_tiny_llava(
     grid = image_size // patch_size
     image_tokens = grid * grid
 
-    vision_config = CLIPVisionConfig(
+    vision_config = clip_tower_config(
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=heads,
+        layers=vision_layers,
+        heads=heads,
         image_size=image_size,
         patch_size=patch_size,
-        projection_dim=hidden_size,
     )
     text_config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -134,7 +141,7 @@ def build_tiny_llava(
         intermediate_size=4 * hidden_size,
         num_hidden_layers=text_layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads if kv_heads is None else kv_heads,
+        num_key_value_heads=kv,
         # The prompt is the image tokens plus a short question; the longest answer
         # is a three-object caption.
         max_position_embeddings=image_tokens + 192,
@@ -157,15 +164,7 @@ def build_tiny_llava(
     )
     config._attn_implementation = attn_implementation
 
-    # Weight initialisation draws from the global generator: fork it so building a
-    # model neither depends on nor disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.eval()
+    model = instantiate(LlavaForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
 
     image_processor = CLIPImageProcessor(
         do_resize=True,
@@ -185,36 +184,18 @@ def build_tiny_llava(
     return model, processor
 
 
-def _check_sizes(
-    image_size: int, patch_size: int, hidden_size: int, heads: int, kv_heads: int | None
-) -> None:
-    """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
-    sizes = {
-        "image_size": image_size,
-        "patch_size": patch_size,
-        "hidden_size": hidden_size,
-        "heads": heads,
-    }
-    if kv_heads is not None:
-        sizes["kv_heads"] = kv_heads
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value <= 0:
-            raise InputError(
-                f"build_tiny_llava: expected {name} to be a positive integer, found {value!r}."
-            )
-    if image_size % patch_size:
-        raise InputError(
-            f"build_tiny_llava: expected patch_size to divide image_size, found "
-            f"image_size={image_size}, patch_size={patch_size}; choose e.g. patch_size=8 "
-            f"with image_size=64."
-        )
-    if hidden_size % heads:
-        raise InputError(
-            f"build_tiny_llava: expected heads to divide hidden_size, found "
-            f"hidden_size={hidden_size}, heads={heads}."
-        )
-    if kv_heads is not None and heads % kv_heads:
-        raise InputError(
-            f"build_tiny_llava: expected kv_heads to divide heads, found "
-            f"heads={heads}, kv_heads={kv_heads}."
-        )
+def clip_tower_config(
+    *, hidden_size: int, layers: int, heads: int, image_size: int, patch_size: int
+) -> CLIPVisionConfig:
+    """A CLIP vision tower of the given size, as the LLaVA families use (any tile side)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden_size,
+    )

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
+from dexar_core.zoo.tiny_models import instantiate
 from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+from dexar_llava.tiny import clip_tower_config
 
 if TYPE_CHECKING:
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
@@ -100,9 +102,7 @@ def build_tiny_llava_next(
             f"divide heads, found {hidden_size}, {heads} and {kv_heads}."
         )
 
-    import torch
     from transformers import (
-        CLIPVisionConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessor,
@@ -117,14 +117,12 @@ def build_tiny_llava_next(
     # The longest prompt: the base image, a 3x1 or 1x3 tile grid with its row ends, text.
     longest_image = side * side + 3 * side * (side + 1)
 
-    vision_config = CLIPVisionConfig(
+    vision_config = clip_tower_config(
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=heads,
+        layers=vision_layers,
+        heads=heads,
         image_size=tile_size,
         patch_size=PATCH_SIZE,
-        projection_dim=hidden_size,
     )
     text_config = MistralConfig(
         vocab_size=len(tokenizer),
@@ -153,13 +151,7 @@ def build_tiny_llava_next(
         use_image_newline_parameter=True,
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.eval()
+    model = instantiate(LlavaNextForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
 
     image_processor = LlavaNextImageProcessor(
         size={"shortest_edge": tile_size},

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
+from dexar_core.zoo.tiny_models import check_sizes, instantiate
 from dexar_core.zoo.tokenizer import build_word_tokenizer
 from dexar_qwen_vl.resolution import check_pixel_range
 
@@ -213,7 +214,6 @@ def build_tiny_qwen_vl(
         InputError: If a size is not a positive integer, a width is not divisible by
             ``heads``, or the pixel range cannot be met.
     """
-    import torch
     import transformers
 
     if version not in ("2", "2.5"):
@@ -288,15 +288,10 @@ def build_tiny_qwen_vl(
     )
     config._attn_implementation = attn_implementation
 
-    # Weight initialisation draws from the global generator: fork it so building a
-    # model neither depends on nor disturbs the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = getattr(transformers, model_name)(config)
+    model = instantiate(getattr(transformers, model_name), config, seed=seed)
     model.generation_config.pad_token_id = token_id(END_OF_TEXT)
     model.generation_config.bos_token_id = None
     model.generation_config.eos_token_id = [token_id(IM_END), token_id(END_OF_TEXT)]
-    model.eval()
 
     sizes: dict[str, Any] = {
         "min_pixels": min_pixels,
@@ -353,22 +348,8 @@ def build_shapes_qwen2_vl(
 
 def _check_sizes(**sizes: int) -> None:
     """Reject tiny-model sizes transformers would fail on later with a vaguer error."""
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InputError(
-                f"build_tiny_qwen_vl: expected {name} to be a positive integer, found {value!r}."
-            )
-    for width in ("hidden_size", "vision_hidden_size"):
-        if sizes[width] % sizes["heads"]:
-            raise InputError(
-                f"build_tiny_qwen_vl: expected heads to divide {width}, found "
-                f"{width}={sizes[width]}, heads={sizes['heads']}."
-            )
-    if sizes["heads"] % sizes["kv_heads"]:
-        raise InputError(
-            f"build_tiny_qwen_vl: expected kv_heads to divide heads, found "
-            f"heads={sizes['heads']}, kv_heads={sizes['kv_heads']}."
-        )
+    divides = [("heads", "hidden_size"), ("heads", "vision_hidden_size"), ("kv_heads", "heads")]
+    check_sizes("build_tiny_qwen_vl", sizes, divides=divides)
     head_dim = sizes["hidden_size"] // sizes["heads"]
     if head_dim % 8:
         raise InputError(

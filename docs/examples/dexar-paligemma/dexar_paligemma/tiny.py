@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
+from dexar_core.zoo.tiny_models import instantiate
 from dexar_core.zoo.tokenizer import build_word_tokenizer
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ def build_tiny_paligemma(
         ``(model, processor)``: the model in eval mode and a processor writing
         ``(image_size // patch_size) ** 2`` image tokens per image.
     """
-    import torch
     from transformers import (
         Gemma2Config,
         GemmaConfig,
@@ -118,13 +118,7 @@ def build_tiny_paligemma(
     )
     config._attn_implementation = "eager" if gemma2 else attn_implementation
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PaliGemmaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.eval()
+    model = instantiate(PaliGemmaForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
 
     # PaliGemmaProcessor reads how many image tokens to write from the image processor.
     image_processor = SiglipImageProcessor(

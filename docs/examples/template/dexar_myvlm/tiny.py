@@ -10,8 +10,9 @@ def build_tiny_myvlm(*, seed: int = 0) -> tuple[Any, Any]:
 
     Build the configs with a few layers and a small width, a word-level tokenizer
     (``dexar_core.zoo.tokenizer.build_word_tokenizer``) and the model's own processor
-    class; seed the initialisation with ``torch.random.fork_rng`` and
-    ``torch.manual_seed(seed)``. See ``dexar_paligemma/tiny.py`` for a finished one.
+    class; check the sizes with ``dexar_core.zoo.tiny_models.check_sizes`` and build the
+    model with ``dexar_core.zoo.tiny_models.instantiate`` (seeded weights). See
+    ``dexar_paligemma/tiny.py`` for a finished one.
     """
     raise NotImplementedError("build_tiny_myvlm: build the tiny model of your architecture")
 
