@@ -186,14 +186,21 @@ def clip_tower_config(
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
+        **layer_sizes(hidden_size, layers, heads),
         image_size=image_size,
         patch_size=patch_size,
         projection_dim=hidden_size,
     )
+
+
+def layer_sizes(hidden_size: int, layers: int, heads: int) -> dict[str, int]:
+    """The sizes of a tiny tower or language model: its width, an MLP four times as wide."""
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+    }
 
 
 def language_config(
@@ -220,11 +227,8 @@ def language_config(
         **published: fields the published family sets (Mistral's ``rope_theta``...).
     """
     return config_class(
+        **layer_sizes(hidden_size, layers, heads),
         vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
