@@ -53,13 +53,14 @@ def seen_boxes(source: Any, image_index: int = 0) -> tuple[tuple[int, int, int, 
         One box per grid of that image (a video's frame groups share theirs), rounded as
         the maps are pasted; empty when no grid belongs to the image.
     """
-    boxes = []
-    for grid in _grids_of(source):
-        if grid.image_index != image_index:
-            continue
-        corners = tuple(math.floor(value + 0.5) for value in grid.pixel_box)
-        boxes.append((corners[0], corners[1], corners[2], corners[3]))
+    boxes = [grid_box(grid) for grid in _grids_of(source) if grid.image_index == image_index]
     return tuple(dict.fromkeys(boxes))
+
+
+def grid_box(grid: Grid) -> tuple[int, int, int, int]:
+    """The whole-pixel ``(left, top, right, bottom)`` of what one grid saw, as maps are pasted."""
+    left, top, right, bottom = (math.floor(value + 0.5) for value in grid.pixel_box)
+    return left, top, right, bottom
 
 
 def seen_mask(source: Any, image_size: tuple[int, int], image_index: int = 0) -> np.ndarray:

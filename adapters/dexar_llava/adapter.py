@@ -39,22 +39,54 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
         """Load a LLaVA-1.5 checkpoint; other model types are sent to their adapter."""
-        model_type = saved_model_type(path)
-        if model_type not in (None, "llava"):
-            raise UnsupportedModelError(
-                f"the llava adapter serves LLaVA-1.5-style models (model_type 'llava'); "
-                f"{path!r} is {model_type!r}. For LLaVA-NeXT (model_type 'llava_next') use "
-                "the llava_next adapter (`--adapter llava_next`, or let dexar choose)."
-            )
+        refuse_other_model_type(
+            path,
+            adapter="llava",
+            family="LLaVA-1.5-style models",
+            model_type="llava",
+            instead="For LLaVA-NeXT (model_type 'llava_next') use the llava_next adapter "
+            "(`--adapter llava_next`, or let dexar choose).",
+        )
         return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA-1.5 form; a prompt with ``<image>`` is kept."""
-        image_token = loaded.processor.image_token
-        if image_token in prompt:
-            return prompt
-        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
-        if templated is not None:
-            return templated
-        images = "".join([image_token] * num_images)
-        return FALLBACK_TEMPLATE.format(image=images, prompt=prompt)
+        return llava_prompt(loaded, prompt, num_images)
+
+
+def refuse_other_model_type(
+    path: str, *, adapter: str, family: str, model_type: str, instead: str
+) -> None:
+    """Refuse a checkpoint whose saved ``model_type`` is not the one ``adapter`` serves.
+
+    Args:
+        path: the checkpoint folder or hub id.
+        adapter: the adapter's name.
+        family: what it serves, in words (``"LLaVA-NeXT image models"``).
+        model_type: the ``model_type`` it serves; a config without one is let through.
+        instead: what to use for the other model type.
+
+    Raises:
+        UnsupportedModelError: naming both model types and what to use.
+    """
+    saved = saved_model_type(path)
+    if saved not in (None, model_type):
+        raise UnsupportedModelError(
+            f"the {adapter} adapter serves {family} (model_type {model_type!r}); {path!r} is "
+            f"{saved!r}. {instead}"
+        )
+
+
+def llava_prompt(loaded: LoadedModel, prompt: str, num_images: int) -> str:
+    """The prompt of a LLaVA-family model: its chat template, else the LLaVA-1.5 form.
+
+    A prompt that already holds the ``<image>`` placeholder is kept as it is.
+    """
+    image_token = loaded.processor.image_token
+    if image_token in prompt:
+        return prompt
+    templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
+    if templated is not None:
+        return templated
+    images = "".join([image_token] * num_images)
+    return FALLBACK_TEMPLATE.format(image=images, prompt=prompt)

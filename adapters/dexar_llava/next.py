@@ -25,10 +25,8 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.generative import chat_template_prompt
-from dexar_core.hf.loading import saved_model_type
 from dexar_core.records import ImageFacts, LoadedModel
-from dexar_llava.adapter import FALLBACK_TEMPLATE
+from dexar_llava.adapter import llava_prompt, refuse_other_model_type
 
 
 @attrs.frozen(kw_only=True)
@@ -178,25 +176,18 @@ class LlavaNextAdapter(HFDecoderOnlyAdapter):
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
         """Load a LLaVA-NeXT checkpoint; its video and unsupported variants are refused."""
-        model_type = saved_model_type(path)
-        if model_type not in (None, "llava_next"):
-            raise UnsupportedModelError(
-                f"the llava_next adapter serves LLaVA-NeXT image models (model_type "
-                f"'llava_next'); {path!r} is {model_type!r}. LLaVA-NeXT-Video pools each "
-                "frame's features to a smaller grid and is not supported; explain its frames "
-                "as images with an image LLaVA-NeXT checkpoint."
-            )
+        refuse_other_model_type(
+            path,
+            adapter="llava_next",
+            family="LLaVA-NeXT image models",
+            model_type="llava_next",
+            instead="LLaVA-NeXT-Video pools each frame's features to a smaller grid and is not "
+            "supported; explain its frames as images with an image LLaVA-NeXT checkpoint.",
+        )
         loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
         check_supported(loaded.model.config)
         return loaded
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA form; a prompt with ``<image>`` is kept."""
-        image_token = loaded.processor.image_token
-        if image_token in prompt:
-            return prompt
-        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
-        if templated is not None:
-            return templated
-        images = "".join([image_token] * num_images)
-        return FALLBACK_TEMPLATE.format(image=images, prompt=prompt)
+        return llava_prompt(loaded, prompt, num_images)

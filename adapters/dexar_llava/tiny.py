@@ -17,7 +17,7 @@ feature-selection strategy).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.zoo.tiny_models import check_sizes, instantiate
@@ -135,20 +135,16 @@ def build_tiny_llava(
         image_size=image_size,
         patch_size=patch_size,
     )
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    text_config = language_config(
+        LlamaConfig,
+        tokenizer,
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=text_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
+        layers=text_layers,
+        heads=heads,
+        kv_heads=kv,
         # The prompt is the image tokens plus a short question; the longest answer
         # is a three-object caption.
-        max_position_embeddings=image_tokens + 192,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        max_positions=image_tokens + 192,
     )
     config = LlavaConfig(
         vision_config=vision_config,
@@ -172,14 +168,13 @@ def build_tiny_llava(
         do_center_crop=False,
         crop_size={"height": image_size, "width": image_size},
     )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    processor = llava_processor(
+        LlavaProcessor,
+        image_processor,
+        tokenizer,
         patch_size=patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
+        strategy="default",
         chat_template=CHAT_TEMPLATE,
-        image_token=IMAGE_TOKEN,
     )
     return model, processor
 
@@ -191,11 +186,84 @@ def clip_tower_config(
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
+        **layer_sizes(hidden_size, layers, heads),
         image_size=image_size,
         patch_size=patch_size,
         projection_dim=hidden_size,
+    )
+
+
+def layer_sizes(hidden_size: int, layers: int, heads: int) -> dict[str, int]:
+    """The sizes of a tiny tower or language model: its width, an MLP four times as wide."""
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": 4 * hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+    }
+
+
+def language_config(
+    config_class: Any,
+    tokenizer: Any,
+    *,
+    hidden_size: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    max_positions: int,
+    **published: Any,
+) -> Any:
+    """The language model of a tiny LLaVA of either family (Llama, Mistral), untied.
+
+    Args:
+        config_class: the text config class, e.g. ``LlamaConfig`` or ``MistralConfig``.
+        tokenizer: the word-level tokenizer, whose size and special ids it takes.
+        hidden_size: width; the MLP is four times as wide.
+        layers: decoder layers.
+        heads: attention heads.
+        kv_heads: key/value heads (grouped-query attention).
+        max_positions: the longest sequence the model must take.
+        **published: fields the published family sets (Mistral's ``rope_theta``...).
+    """
+    return config_class(
+        **layer_sizes(hidden_size, layers, heads),
+        vocab_size=len(tokenizer),
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **published,
+    )
+
+
+def llava_processor(
+    processor_class: Any,
+    image_processor: Any,
+    tokenizer: Any,
+    *,
+    patch_size: int,
+    strategy: str,
+    chat_template: str,
+) -> Any:
+    """A LLaVA-family processor whose ``<image>`` counts one CLS feature per image.
+
+    Args:
+        processor_class: ``LlavaProcessor`` or ``LlavaNextProcessor``.
+        image_processor: its image processor.
+        tokenizer: the word-level tokenizer.
+        patch_size: the vision tower's patch side.
+        strategy: the ``vision_feature_select_strategy`` the model's config has.
+        chat_template: the prompt form the model is queried with.
+    """
+    return processor_class(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1,
+        chat_template=chat_template,
+        image_token=IMAGE_TOKEN,
     )

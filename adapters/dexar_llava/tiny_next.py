@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
-from dexar_core.zoo.tiny_models import instantiate
+from dexar_core.zoo.tiny_models import check_sizes, instantiate
 from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
-from dexar_llava.tiny import clip_tower_config
+from dexar_llava.tiny import clip_tower_config, language_config, llava_processor
 
 if TYPE_CHECKING:
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
@@ -86,20 +86,21 @@ def build_tiny_llava_next(
         InputError: If ``tile_size`` is not a positive multiple of 14, fewer than two
             vision layers are asked for, or the heads do not divide the width.
     """
-    if tile_size < PATCH_SIZE or tile_size % PATCH_SIZE:
-        raise InputError(
-            f"build_tiny_llava_next: expected tile_size a positive multiple of {PATCH_SIZE}, "
-            f"found {tile_size!r}; choose e.g. 56."
-        )
+    check_sizes(
+        "build_tiny_llava_next",
+        {
+            "tile_size": tile_size,
+            "patch_size": PATCH_SIZE,
+            "hidden_size": hidden_size,
+            "heads": heads,
+            "kv_heads": kv_heads,
+        },
+        divides=[("patch_size", "tile_size"), ("heads", "hidden_size"), ("kv_heads", "heads")],
+    )
     if vision_layers < 2:
         raise InputError(
             f"build_tiny_llava_next: expected at least 2 vision layers (the features come "
             f"from the second-to-last), found {vision_layers}."
-        )
-    if hidden_size % heads or heads % kv_heads:
-        raise InputError(
-            f"build_tiny_llava_next: expected heads to divide hidden_size and kv_heads to "
-            f"divide heads, found {hidden_size}, {heads} and {kv_heads}."
         )
 
     from transformers import (
@@ -124,21 +125,17 @@ def build_tiny_llava_next(
         image_size=tile_size,
         patch_size=PATCH_SIZE,
     )
-    text_config = MistralConfig(
-        vocab_size=len(tokenizer),
+    text_config = language_config(
+        MistralConfig,
+        tokenizer,
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=text_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=2 * longest_image + 192,
+        layers=text_layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        max_positions=2 * longest_image + 192,
         rms_norm_eps=1e-5,
         rope_theta=1000000.0,
         sliding_window=None,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
     )
     config = LlavaNextConfig(
         vision_config=vision_config,
@@ -160,13 +157,12 @@ def build_tiny_llava_next(
         do_center_crop=True,
         do_pad=True,
     )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
+    processor = llava_processor(
+        LlavaNextProcessor,
+        image_processor,
+        tokenizer,
         patch_size=PATCH_SIZE,
-        vision_feature_select_strategy=vision_feature_select_strategy,
-        num_additional_image_tokens=1,
+        strategy=vision_feature_select_strategy,
         chat_template=CHAT_TEMPLATE,
-        image_token=IMAGE_TOKEN,
     )
     return model, processor

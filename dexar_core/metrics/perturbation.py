@@ -8,6 +8,13 @@ perturbed image and its perplexity divided by the clean one: ``nPPL_r = PPL_r / 
 The insertion curve starts from the fully replaced image and puts the top-r patches
 back. AUCs are trapezoids over r. One teacher-forced forward per level, several levels
 per batch.
+
+Only what the model saw is perturbed and ranked (:mod:`dexar_core.seen`): a cell's box is
+replaced only where it lies on the part of the image the processor kept, a blur is taken
+of that part alone (so a cropped-off band cannot bleed into it), and a cell holding no
+seen pixel (off the image, or narrower than a pixel) is not ranked, so r counts only
+patches whose removal removes something. Pixels the processor crops away therefore
+change no perturbation score.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from PIL import Image, ImageFilter
 
 from dexar_core.errors import InputError
 from dexar_core.records import LoadedModel
+from dexar_core.seen import grid_box, seen_mask
 from dexar_core.values import Grid
 
 FRACTIONS: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(10))
@@ -147,35 +155,85 @@ def perturbed_images(
     color: tuple[int, int, int] = (0, 0, 0),
     blur_radius: float = 8.0,
 ) -> list[Image.Image]:
-    """Copies of ``images`` with the pixel boxes of ``cells`` replaced.
+    """Copies of ``images`` with the seen pixels of the boxes of ``cells`` replaced.
+
+    A pixel the model did not see (:func:`dexar_core.seen.seen_mask`) is never changed,
+    and never reaches a replacement: the blur of a grid's cells is a blur of the part of
+    the image that grid covers, cropped off from the rest.
 
     Args:
         images: the original images (``grid.image_index`` indexes them).
         grids: the layout's grids.
         cells: ``(grid index, cell index)`` pairs to replace.
         replacement: ``"mean"`` (fill with ``color``) or ``"blur"`` (a Gaussian-blurred
-            copy of the image, radius ``blur_radius`` pixels).
+            copy of what the grid saw, radius ``blur_radius`` pixels).
         color: the fill of ``"mean"``.
         blur_radius: the blur of ``"blur"``.
     """
     if replacement not in REPLACEMENTS:
         raise InputError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}.")
-    out = [image.convert("RGB").copy() for image in images]
-    blurred = (
-        [image.filter(ImageFilter.GaussianBlur(blur_radius)) for image in out]
-        if replacement == "blur"
-        else []
-    )
+    clean = [image.convert("RGB") for image in images]
+    out = [image.copy() for image in clean]
     boxes = [patch_boxes(grid) for grid in grids]
+    seen: dict[int, np.ndarray] = {}
+    blurred: dict[int, Image.Image] = {}
     for grid_index, cell in cells:
         image_index = grids[grid_index].image_index
-        left, top, right, bottom = (int(v) for v in boxes[grid_index][cell])
+        box = _on_image(boxes[grid_index][cell], clean[image_index].size)
+        if box is None:
+            continue
+        if image_index not in seen:
+            seen[image_index] = seen_mask(grids, clean[image_index].size, image_index)
+        left, top, right, bottom = box
+        where = Image.fromarray(seen[image_index][top:bottom, left:right])
         if replacement == "mean":
-            out[image_index].paste(color, (left, top, right, bottom))
+            out[image_index].paste(color, box, where)
         else:
-            patch = blurred[image_index].crop((left, top, right, bottom))
-            out[image_index].paste(patch, (left, top))
+            if grid_index not in blurred:
+                blurred[grid_index] = _blurred_within(
+                    clean[image_index], grids[grid_index], blur_radius
+                )
+            out[image_index].paste(blurred[grid_index].crop(box), (left, top), where)
     return out
+
+
+def _on_image(box: Any, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """A cell box clipped to an image of ``size`` (width, height); None when nothing is left."""
+    left, top = max(int(box[0]), 0), max(int(box[1]), 0)
+    right, bottom = min(int(box[2]), size[0]), min(int(box[3]), size[1])
+    return (left, top, right, bottom) if right > left and bottom > top else None
+
+
+def _blurred_within(image: Image.Image, grid: Grid, radius: float) -> Image.Image:
+    """``image`` with the part ``grid`` covers blurred on its own (its edges extended)."""
+    box = _on_image(grid_box(grid), image.size)
+    canvas = image.copy()
+    if box is not None:
+        canvas.paste(image.crop(box).filter(ImageFilter.GaussianBlur(radius)), box[:2])
+    return canvas
+
+
+def seen_cell_pixels(images: Sequence[Image.Image], grids: Sequence[Grid]) -> list[np.ndarray]:
+    """Per grid, ``int[h*w]``: how many pixels of each cell's box the model saw.
+
+    Zero for a cell off its image or narrower than a pixel: replacing it changes nothing
+    the model sees, so it is not ranked.
+    """
+    counts = []
+    masks: dict[int, np.ndarray] = {}
+    for grid in grids:
+        image = images[grid.image_index]
+        if grid.image_index not in masks:
+            masks[grid.image_index] = seen_mask(grids, image.size, grid.image_index)
+        seen = masks[grid.image_index]
+        cells = np.zeros(grid.height * grid.width, dtype=np.int64)
+        for cell, box in enumerate(patch_boxes(grid)):
+            clipped = _on_image(box, image.size)
+            if clipped is not None:
+                left, top, right, bottom = clipped
+                cells[cell] = int(seen[top:bottom, left:right].sum())
+        counts.append(cells)
+    return counts
 
 
 def answer_perplexities(
@@ -271,11 +329,13 @@ def level_images(
 ) -> list[list[Image.Image]]:
     """The perturbed copies of ``clean`` at each fraction r of ``levels``, in order.
 
-    The maps rank the patches (:func:`patch_ranking`). ``"positive"`` removes the top r of
-    them, ``"negative"`` the bottom r, ``"insertion"`` all but the top r; removing means
-    filling with the processor's mean colour (``replacement="mean"``) or a blur.
+    The maps rank the patches the model saw a pixel of (:func:`patch_ranking`,
+    :func:`seen_cell_pixels`). ``"positive"`` removes the top r of them, ``"negative"``
+    the bottom r, ``"insertion"`` all but the top r; removing means filling their seen
+    pixels with the processor's mean colour (``replacement="mean"``) or a blur.
     """
-    ranking = patch_ranking(maps, grids)
+    seen = seen_cell_pixels(clean, grids)
+    ranking = [(grid, cell) for grid, cell in patch_ranking(maps, grids) if seen[grid][cell]]
     if order == "negative":
         ranking = ranking[::-1]
     color = replacement_color(loaded.processor) if replacement == "mean" else (0, 0, 0)

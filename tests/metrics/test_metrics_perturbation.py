@@ -17,6 +17,7 @@ from dexar_core.metrics.perturbation import (
     perturbation_curve,
     perturbed_images,
     replacement_color,
+    seen_cell_pixels,
     trapezoid_auc,
 )
 from dexar_core.values import Grid
@@ -53,6 +54,45 @@ def test_blur_replacement_changes_only_the_chosen_cells():
     np.testing.assert_array_equal(after[10:], before[10:])
     with pytest.raises(InputError, match="replacement"):
         perturbed_images([image], [GRID], [], replacement="noise")
+
+
+CROPPED = Grid(name="image 0", height=2, width=2, positions=range(4), pixel_box=(10, 0, 30, 20))
+"""A centre crop: the model saw x in [10, 30) of a 40 x 20 image, not the side bands."""
+
+
+def with_bands(image: Image.Image, seed: int) -> Image.Image:
+    """``image`` with its side bands (outside :data:`CROPPED`) replaced by other noise."""
+    pixels = np.asarray(image).copy()
+    other = np.asarray(noise_image(seed, size=image.size))
+    pixels[:, :10], pixels[:, 30:] = other[:, :10], other[:, 30:]
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("replacement", ["mean", "blur"])
+def test_cropped_off_pixels_are_neither_changed_nor_read(replacement):
+    image = noise_image(4, size=(40, 20))
+    cells = [(0, 0), (0, 3)]  # the top-left and bottom-right cells, against the bands
+    (out,) = perturbed_images([image], [CROPPED], cells, replacement=replacement, blur_radius=6)
+    before, after = np.asarray(image), np.asarray(out)
+    np.testing.assert_array_equal(after[:, :10], before[:, :10])
+    np.testing.assert_array_equal(after[:, 30:], before[:, 30:])
+    assert not np.array_equal(after[:10, 10:20], before[:10, 10:20])
+    # other bands give the same seen pixels: a blur takes nothing from outside the crop
+    (other,) = perturbed_images(
+        [with_bands(image, 9)], [CROPPED], cells, replacement=replacement, blur_radius=6
+    )
+    np.testing.assert_array_equal(np.asarray(other)[:, 10:30], after[:, 10:30])
+
+
+def test_cells_without_a_seen_pixel_are_not_counted():
+    # 8 columns over 5 pixels: three cells round to no width; off the image, none is seen
+    narrow = Grid(name="image 0", height=1, width=8, positions=range(8), pixel_box=(0, 0, 5, 4))
+    (counts,) = seen_cell_pixels([noise_image(0, size=(5, 4))], [narrow])
+    assert counts.sum() == 5 * 4 and (counts == 0).sum() == 3
+    outside = Grid(name="image 0", height=1, width=2, positions=range(2), pixel_box=(0, 0, 8, 4))
+    np.testing.assert_array_equal(
+        seen_cell_pixels([noise_image(0, size=(4, 4))], [outside])[0], [16, 0]
+    )
 
 
 def test_ranking_is_most_relevant_first_with_stable_ties():

@@ -80,3 +80,38 @@ def test_scored_pixels_keep_the_datasets_void_out_too(wide_explanation):
     counted = scored_pixels(void, wide_explanation, (HEIGHT, WIDTH))
     assert not counted[:, 150:160].any() and not counted[:, :60].any()
     assert counted[:, 100:150].all()
+
+
+@pytest.mark.parametrize("replacement", ["mean", "blur"])
+def test_cropped_off_pixels_do_not_change_the_perturbation_score(
+    replacement, wide_explanation, loaded_mirror
+):
+    from dexar_core.metrics.perturbation import perturbation_curve
+
+    image = Image.fromarray(
+        np.random.default_rng(5).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    )
+    # the bands beyond the reach of the resize filter (a few pixels next to the crop are
+    # blended into its edge when the short side is resized)
+    band = round((WIDTH - HEIGHT) / 2) - 8
+    pixels = np.asarray(image).copy()
+    pixels[:, :band] = 255 - pixels[:, :band]
+    pixels[:, WIDTH - band :] = 0
+    other_bands = Image.fromarray(pixels)
+    explanation = wide_explanation
+    curves = [
+        perturbation_curve(
+            loaded_mirror(LLAVA),
+            frame,
+            explanation.prompt,
+            explanation.token_ids,
+            explanation.sequence_maps,
+            explanation.grids,
+            replacement=replacement,
+            fractions=(0.0, 0.2, 0.5),
+        )
+        for frame in (image, other_bands)
+    ]
+    # the bands never reach the model: every level's perplexity is the same
+    assert curves[0].perplexities == pytest.approx(curves[1].perplexities, rel=1e-5)
+    assert curves[0].auc == pytest.approx(curves[1].auc, rel=1e-5)
