@@ -28,6 +28,12 @@ def _adapter() -> ModelAdapter:
     return Blip2Adapter()
 
 
+def _mend_layout(path: str, model: Any, processor: Any) -> list[str]:
+    from dexar_blip2.published_layouts import mend_blip2_layout
+
+    return mend_blip2_layout(path, model, processor)
+
+
 def conformance_case() -> Any:
     """A random tiny BLIP-2 with an OPT language model, a noise image and a prompt."""
     import numpy as np
@@ -63,6 +69,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             ),
             factory=_adapter,
             conformance=conformance_case,
+            mend_layout=_mend_layout,
             description="BLIP-2 (Blip2ForConditionalGeneration), OPT or Flan-T5; maps "
             "projected from the query tokens onto patches through the Q-Former",
         ),

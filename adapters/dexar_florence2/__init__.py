@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_core.zoo.generative import AnswerRecipe
+from dexar_florence2.published_layouts import refuse_remote_code_florence2
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             architectures=("Florence2ForConditionalGeneration",),
             factory=_adapter,
             conformance=conformance_case,
+            refuse_layout=refuse_remote_code_florence2,
             description="Florence-2 (Florence2ForConditionalGeneration), encoder-decoder: "
             "decoder cross-attention",
         ),

@@ -39,6 +39,12 @@ def conformance_case() -> Any:
     )
 
 
+def _mend_layout(path: str, model: Any, processor: Any) -> list[str]:
+    from dexar_llava.published_layouts import mend_llava_layout
+
+    return mend_llava_layout(path, model, processor)
+
+
 def _next_adapter() -> object:
     from dexar_llava.next import LlavaNextAdapter
 
@@ -82,6 +88,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             factory=_adapter,
             description="LLaVA-1.5 (LlavaForConditionalGeneration), decoder-only",
             conformance=conformance_case,
+            mend_layout=_mend_layout,
         ),
         AdapterSpec(
             name="llava_next",
