@@ -94,6 +94,7 @@ def load(
     from dexar_core.hf import load_options as checks
     from dexar_core.hf.checkpoints import resolve_checkpoint
     from dexar_core.hf.generation import apply_generation, check_generation
+    from dexar_core.hf.published_layouts import mend_published_layout, refuse_unreadable_layout
     from dexar_core.validation import check_device, check_finite_weights
     from dexar_plugins.registry import resolve_adapter
 
@@ -125,6 +126,7 @@ def load(
         else:
             adapter_spec = plugins.adapter(prefix)
             path = spec
+        refuse_unreadable_layout(path, [adapter_spec])
     else:
         path = resolve_checkpoint(
             name, revision=revision, download=download, embedded_names=plugins.embedded_models
@@ -144,6 +146,7 @@ def load(
     loaded = adapter.load(
         path, device=device, dtype=_torch_dtype(dtype), device_map=device_map, **options
     )
+    mend_published_layout(path, adapter_spec, loaded.model, loaded.processor)
     check_finite_weights(loaded.model, name)  # NaN weights: no answer, no map, means anything
     if hasattr(loaded.model, "modules"):
         apply_generation(loaded.model, generation)
@@ -178,7 +181,7 @@ def _read_config(path: str, plugins: Catalog, **options: Any) -> Any:
     from transformers import AutoConfig
 
     from dexar_core.hf.load_options import config_options
-    from dexar_core.hf.published_layouts import refuse_unreadable_format
+    from dexar_core.hf.published_layouts import refuse_unreadable_layout
 
     folder = Path(path)
     # a folder in an adapter's own format (e.g. ``<adapter>_config.json``): name the prefix
@@ -193,7 +196,9 @@ def _read_config(path: str, plugins: Catalog, **options: Any) -> Any:
             f"{path!r} has no config.json; a checkpoint folder holds config.json, the "
             "weights and the processor files (save it with save_pretrained)."
         )
-    refuse_unreadable_format(path)
+    refuse_unreadable_layout(
+        path, (registration.spec for registration in plugins.adapters.values())
+    )
     try:
         return AutoConfig.from_pretrained(path, **config_options(options))
     except (OSError, ValueError) as error:

@@ -325,6 +325,17 @@ class AdapterSpec:
             ``dexar_plugins.testing.conformance.ConformanceCase`` (a tiny model the
             adapter serves, an image and a prompt), which ``dexar plugins --check`` and
             the conformance kit run; None when the adapter ships no tiny model.
+        refuse_layout: ``(path, config) -> str | None``: the reason a checkpoint whose
+            ``config.json`` reads ``config`` (as written) is in a published format dexar
+            cannot read, naming the conversion to use; None when it can be read. Asked
+            of every installed adapter before the config is parsed. None: nothing is
+            refused.
+        mend_layout: ``(path, model, processor) -> Sequence[str]``: fill in, on the
+            loaded ``model.config`` and ``processor``, what a published checkpoint of
+            this adapter's models leaves out and transformers no longer infers, and
+            return one sentence per mend made (``dexar_core.hf.published_layouts``
+            logs them); raise ``CheckpointError`` where a missing field cannot be
+            filled. Called after the adapter's ``load``. None: nothing to mend.
     """
 
     name: str = attrs.field(validator=_nonempty_name)
@@ -334,6 +345,12 @@ class AdapterSpec:
     priority: int = 0
     description: str = ""
     conformance: Callable[[], Any] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_callable)
+    )
+    refuse_layout: Callable[[str, Mapping[str, Any]], str | None] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_callable)
+    )
+    mend_layout: Callable[[str, Any, Any], Sequence[str]] | None = attrs.field(
         default=None, validator=attrs.validators.optional(_callable)
     )
 

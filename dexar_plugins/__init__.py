@@ -6,18 +6,20 @@ build their own :class:`Catalog` with :func:`build_catalog`.
 """
 
 from dexar_plugins.hookspecs import hookimpl, hookspec
-from dexar_plugins.manager import (
-    Catalog,
+from dexar_plugins.loading import (
     LoadedPlugin,
     LoadedPlugins,
-    NameConflict,
     PluginFailure,
     PluginSettings,
     PluginWarning,
+    load_plugins,
+)
+from dexar_plugins.manager import (
+    Catalog,
+    NameConflict,
     Registration,
     build_catalog,
     default_catalog,
-    load_plugins,
     reset_default_catalog,
 )
 from dexar_plugins.registry import (

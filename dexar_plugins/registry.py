@@ -13,14 +13,8 @@ import attrs
 
 from dexar_core.errors import UnsupportedModelError
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec, MethodSpec
-from dexar_plugins.manager import (
-    LOAD_PLUGINS_ENV,
-    Catalog,
-    NameConflict,
-    PluginWarning,
-    Registration,
-    default_catalog,
-)
+from dexar_plugins.loading import LOAD_PLUGINS_ENV, PluginWarning
+from dexar_plugins.manager import Catalog, NameConflict, Registration, default_catalog
 
 ADAPTER_GUIDE = "docs/adapters.md"
 SHOWN_CLASS_NAMES = 4

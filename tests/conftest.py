@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from dexar_plugins.manager import (
-    DISABLE_AUTOLOAD_ENV,
-    LOAD_PLUGINS_ENV,
-    STRICT_ENV,
-    reset_default_catalog,
-)
+from dexar_plugins.loading import DISABLE_AUTOLOAD_ENV, LOAD_PLUGINS_ENV, STRICT_ENV
+from dexar_plugins.manager import reset_default_catalog
 
 settings.register_profile("ci", deadline=None, max_examples=30, derandomize=True)
 settings.register_profile("dev", deadline=None, max_examples=60)

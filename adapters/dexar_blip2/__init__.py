@@ -28,25 +28,21 @@ def _adapter() -> ModelAdapter:
     return Blip2Adapter()
 
 
+def _mend_layout(path: str, model: Any, processor: Any) -> list[str]:
+    from dexar_blip2.published_layouts import mend_blip2_layout
+
+    return mend_blip2_layout(path, model, processor)
+
+
 def conformance_case() -> Any:
     """A random tiny BLIP-2 with an OPT language model, a noise image and a prompt."""
-    import numpy as np
-    from PIL import Image
-
     from dexar_blip2.adapter import Blip2Adapter
     from dexar_blip2.tiny import build_tiny_blip2
-    from dexar_core.records import LoadedModel
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_blip2(seed=0, hidden_size=64, num_query_tokens=8)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Blip2Adapter(), model_id="tiny-blip2-opt"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, Blip2Adapter(), model_id="tiny-blip2-opt", image_size=(48, 80)
     )
 
 
@@ -63,6 +59,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             ),
             factory=_adapter,
             conformance=conformance_case,
+            mend_layout=_mend_layout,
             description="BLIP-2 (Blip2ForConditionalGeneration), OPT or Flan-T5; maps "
             "projected from the query tokens onto patches through the Q-Former",
         ),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec
 from dexar_core.zoo.generative import AnswerRecipe
+from dexar_florence2.published_layouts import refuse_remote_code_florence2
 from dexar_plugins import hookimpl
 
 if TYPE_CHECKING:
@@ -35,21 +36,17 @@ def conformance_case() -> Any:
     input, which for an encoder-decoder never depends on the pixels; the test suite
     (tests/adapters/florence2/test_florence2_conformance.py) probes the encoder's input instead.
     """
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_florence2.adapter import Florence2Adapter
     from dexar_florence2.tiny import build_tiny_florence2
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_florence2(seed=0, hidden_size=64)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Florence2Adapter(), model_id="tiny-florence2"
-        ),
-        images=Image.fromarray(pixels),
+    return ConformanceCase.from_model(
+        model,
+        processor,
+        Florence2Adapter(),
+        model_id="tiny-florence2",
+        image_size=(48, 80),
         prompt="<CAPTION>",
         answer="a red circle at the left",
         expected_failures={
@@ -69,6 +66,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             architectures=("Florence2ForConditionalGeneration",),
             factory=_adapter,
             conformance=conformance_case,
+            refuse_layout=refuse_remote_code_florence2,
             description="Florence-2 (Florence2ForConditionalGeneration), encoder-decoder: "
             "decoder cross-attention",
         ),

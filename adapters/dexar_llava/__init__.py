@@ -19,24 +19,20 @@ def _adapter() -> object:
 
 def conformance_case() -> Any:
     """A random tiny LLaVA, a non-square noise image and a prompt, for the conformance kit."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_llava.adapter import LlavaAdapter
     from dexar_llava.tiny import build_tiny_llava
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_llava(seed=0, image_size=32, hidden_size=64, kv_heads=2)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=LlavaAdapter(), model_id="tiny-llava"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, LlavaAdapter(), model_id="tiny-llava", image_size=(48, 80)
     )
+
+
+def _mend_layout(path: str, model: Any, processor: Any) -> list[str]:
+    from dexar_llava.published_layouts import mend_llava_layout
+
+    return mend_llava_layout(path, model, processor)
 
 
 def _next_adapter() -> object:
@@ -47,26 +43,13 @@ def _next_adapter() -> object:
 
 def next_conformance_case() -> Any:
     """A random tiny LLaVA-NeXT, a wide noise image (2x1 tiles, unpadded) and a prompt."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_llava.next import LlavaNextAdapter
     from dexar_llava.tiny_next import build_tiny_llava_next
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_llava_next(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model,
-            processor=processor,
-            adapter=LlavaNextAdapter(),
-            model_id="tiny-llava-next",
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, LlavaNextAdapter(), model_id="tiny-llava-next", image_size=(40, 90)
     )
 
 
@@ -82,6 +65,7 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             factory=_adapter,
             description="LLaVA-1.5 (LlavaForConditionalGeneration), decoder-only",
             conformance=conformance_case,
+            mend_layout=_mend_layout,
         ),
         AdapterSpec(
             name="llava_next",

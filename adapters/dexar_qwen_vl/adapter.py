@@ -20,6 +20,7 @@ video) in the order of the inputs, as the processor assigns them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,16 @@ class QwenVisualTokens:
         return tuple(facts)
 
 
+DROPPED_IMAGE_PROCESSORS: Mapping[str, str] = MappingProxyType(
+    {
+        "Qwen2_5_VLImageProcessor": "Qwen2VLImageProcessor",
+        "Qwen2_5_VLImageProcessorFast": "Qwen2VLImageProcessor",
+    }
+)
+"""Image processor class names written by transformers 4.x that 5 dropped, and the
+class that replaced each (Qwen2.5-VL always shared Qwen2-VL's image processing)."""
+
+
 class QwenVLAdapter(HFDecoderOnlyAdapter):
     """Adapter for Qwen2-VL and Qwen2.5-VL: dynamic resolution, several images, video.
 
@@ -142,6 +153,7 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
     model_class = MODEL_CLASSES["qwen2_vl"]
     accepts_video = True
     image_tokens = QwenVisualTokens()
+    dropped_image_processors = DROPPED_IMAGE_PROCESSORS
 
     def load(
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -43,11 +44,15 @@ class HFGenerativeAdapter(GenerativeAdapter):
         model_class: the transformers class :meth:`load` calls ``from_pretrained`` on.
         image_tokens: where each image's tokens lie (the common convention by default).
         pixel_keys: the processor outputs cast to the model's dtype.
+        dropped_image_processors: image processor class names that published
+            ``preprocessor_config.json`` files of this family name and transformers 5
+            dropped, each with the class that replaced it (:meth:`load` reads them so).
     """
 
     model_class: str
     image_tokens: ImageTokenRule = ImageTokenConvention()
     pixel_keys: tuple[str, ...] = ("pixel_values",)
+    dropped_image_processors: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self) -> None:
         self.capture = TransformersAttentionCapture(self.decoder_parts)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dexar_core.errors import InputError
+from dexar_core.validation import check_device
 
 ATTENTION_IMPLEMENTATIONS = (
     "eager",
@@ -41,48 +42,6 @@ QUANTIZATIONS = ("4bit", "8bit")
 """``--quantization`` values: bitsandbytes' 4-bit (NF4) and 8-bit loading."""
 
 HALF_DTYPES = ("float16", "bfloat16")
-
-
-def check_device(device: str) -> str:
-    """``device`` when torch can use it here, else an error saying what is available.
-
-    Raises:
-        InputError: an unknown device string, or a device this machine does not have.
-    """
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise InputError(
-            f"unknown device {device!r} ({error}); give cpu, cuda, cuda:N or mps."
-        ) from error
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-        "xpu": hasattr(torch, "xpu") and torch.xpu.is_available(),
-    }
-    if parsed.type not in available:
-        raise InputError(f"dexar runs models on cpu, cuda, mps or xpu, not {device!r}.")
-    if not available[parsed.type]:
-        reason = (
-            "this torch was built without CUDA"
-            if parsed.type == "cuda" and not torch.version.cuda
-            else f"no {parsed.type} device is visible to torch"
-        )
-        raise InputError(
-            f"device {device!r} is not available on this machine: {reason}. Use --device cpu "
-            "(device='cpu'), or run where the accelerator and a matching torch are installed."
-        )
-    if parsed.type == "cuda" and parsed.index is not None:
-        count = torch.cuda.device_count()
-        if parsed.index >= count:
-            raise InputError(
-                f"device {device!r} does not exist: this machine has {count} CUDA device(s), "
-                f"cuda:0 to cuda:{count - 1}."
-            )
-    return device
 
 
 def target_device(device: str | None, device_map: Any) -> str:

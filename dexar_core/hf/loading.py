@@ -21,8 +21,10 @@ def load_pretrained(
     ``options`` are further ``from_pretrained`` arguments, already checked by
     :func:`dexar_core.hf.load_options.from_pretrained_options` (``attn_implementation``,
     ``max_memory``, ``revision``, ``quantization_config``, ...).
-    Published layouts transformers 5 misreads are mended, and formats it cannot read
-    refused, by :mod:`dexar_core.hf.published_layouts`.
+    The processor is read through :func:`dexar_core.hf.published_layouts.processor_folder`,
+    so the image processor classes named in ``adapter.dropped_image_processors`` are read
+    as their successors; the adapter spec's other layout mends are made by
+    :func:`dexar_core.api.load`.
 
     Raises:
         CheckpointError: the folder or hub id cannot be loaded (missing files, corrupt
@@ -40,10 +42,11 @@ def load_pretrained(
         kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
-    published_layouts.refuse_unreadable_format(path)
     try:
         model = model_cls.from_pretrained(path, **kwargs)
-        with published_layouts.processor_folder(path) as processor_path:
+        with published_layouts.processor_folder(
+            path, adapter.dropped_image_processors
+        ) as processor_path:
             processor = transformers.AutoProcessor.from_pretrained(
                 processor_path, **config_options(options)
             )
@@ -59,7 +62,6 @@ def load_pretrained(
             "config.json, intact weights and the processor files, or that the hub id is "
             "in your local cache."
         ) from error
-    published_layouts.mend_loaded(path, model, processor)
     if device is not None and device_map is None:
         model = model.to(device)
     model.eval()

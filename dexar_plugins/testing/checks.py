@@ -26,7 +26,8 @@ from dexar_core.interfaces import (
 )
 from dexar_core.records import TeacherForcedPass
 from dexar_core.values import AdapterSpec
-from dexar_plugins.manager import ENTRY_POINT_GROUP, Catalog, Registration
+from dexar_plugins.loading import ENTRY_POINT_GROUP
+from dexar_plugins.manager import Catalog, Registration
 from dexar_plugins.testing.reference import relative_error
 from dexar_plugins.testing.subject import ConformanceFailure, ConformanceSubject, conformance_check
 from dexar_plugins.testing.tolerance import float32_tolerance

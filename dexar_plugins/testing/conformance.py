@@ -31,7 +31,8 @@ import numpy as np
 
 from dexar_core.errors import DexarError
 from dexar_core.values import AdapterSpec
-from dexar_plugins.manager import Catalog, PluginSettings, build_catalog
+from dexar_plugins.loading import PluginSettings
+from dexar_plugins.manager import Catalog, build_catalog
 from dexar_plugins.testing.checks import OUTPUT_TOLERANCE, ROW_SUM_TOLERANCE
 from dexar_plugins.testing.explanation_checks import (
     GRADIENT_TOLERANCE,

@@ -16,7 +16,8 @@ from dexar_core.errors import DexarError
 from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import AdapterSpec, VisualLayout
-from dexar_plugins.manager import Catalog, PluginSettings, build_catalog
+from dexar_plugins.loading import PluginSettings
+from dexar_plugins.manager import Catalog, build_catalog
 
 
 class ConformanceFailure(AssertionError):
@@ -64,6 +65,49 @@ class ConformanceCase:
     max_new_tokens: int = 3
     layers: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_layers)
     expected_failures: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        processor: Any,
+        adapter: Any,
+        *,
+        model_id: str,
+        image_size: tuple[int, int],
+        prompt: str = "what color is the circle?",
+        answer: str | None = "a red circle",
+        seed: int = 0,
+        **options: Any,
+    ) -> ConformanceCase:
+        """The case of a tiny model and one noise image, as most adapters' cases are.
+
+        Args:
+            model: the tiny model the adapter serves.
+            processor: its processor.
+            adapter: a fresh instance of the adapter under test.
+            model_id: the name the case's ``LoadedModel`` carries.
+            image_size: ``(height, width)`` of the noise image (not square, so that
+                rows and columns cannot be swapped unseen).
+            prompt: the prompt, without template (by default a question about the
+                shapes benchmark's images).
+            answer: the answer explained (by default one such a question may get).
+            seed: the noise image's random seed.
+            **options: the other fields (``expected_failures``, ``layers``, ...).
+        """
+        from PIL import Image
+
+        height, width = image_size
+        pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        return cls(
+            loaded=LoadedModel(
+                model=model, processor=processor, adapter=adapter, model_id=model_id
+            ),
+            images=Image.fromarray(pixels),
+            prompt=prompt,
+            answer=answer,
+            **options,
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -15,11 +15,9 @@ import attrs
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dexar_core.api import explain, load
 from dexar_core.datasets.shapes import ShapesDataset
-from dexar_core.records import LoadedModel
 from dexar_plugins.manager import default_catalog
 from dexar_plugins.testing.conformance import (
     AdapterConformance,
@@ -89,12 +87,13 @@ def blip2_t5_case() -> ConformanceCase:
     model, processor = build_tiny_blip2(
         seed=1, language_model="t5", hidden_size=64, num_query_tokens=8
     )
-    pixels = np.random.default_rng(1).integers(0, 256, (56, 40, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Blip2Adapter(), model_id="tiny-t5"
-        ),
-        images=Image.fromarray(pixels),
+    return ConformanceCase.from_model(
+        model,
+        processor,
+        Blip2Adapter(),
+        model_id="tiny-t5",
+        image_size=(56, 40),
+        seed=1,
         prompt="where is the red shape?",
         answer="top left",
     )

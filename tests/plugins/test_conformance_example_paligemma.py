@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dexar_plugins.manager import DISABLE_AUTOLOAD_ENV, LOAD_PLUGINS_ENV, STRICT_ENV
+from dexar_plugins.loading import DISABLE_AUTOLOAD_ENV, LOAD_PLUGINS_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "dexar-paligemma"

@@ -10,7 +10,7 @@ import pytest
 
 from dexar_core.errors import PluginError
 from dexar_plugins import hookspecs
-from dexar_plugins.manager import (
+from dexar_plugins.loading import (
     BUILTIN_PLUGIN_NAME,
     HOOK_SPEC_TYPES,
     LoadedPlugins,

@@ -18,12 +18,6 @@ CORE = Path(__file__).resolve().parents[2] / "dexar_core"
 ADAPTER_NAMES = re.compile(r"llava|qwen|blip|florence|open_?clip|(?<![a-z_])clip(?![a-z_])", re.I)
 """The built-in adapters' names, as an identifier or a word of a string would spell them."""
 
-KNOWN_EXCEPTIONS = {
-    "hf/published_layouts.py": "mends published checkpoints' configs family by family; "
-    "it is to move into the adapters' packages (each plugin mending its own layouts)",
-}
-"""Modules that still name adapters in code, with why; each is an open item, not a rule."""
-
 NUMPY_CLIP = ("np", "clip")
 """``np.clip``, numpy's function, is not the model."""
 
@@ -105,8 +99,5 @@ def test_the_check_leaves_docstrings_comments_and_numpy_alone(source):
     "module", sorted(CORE.rglob("*.py")), ids=lambda path: str(path.relative_to(CORE))
 )
 def test_core_module_spells_no_adapter_name(module):
-    if str(module.relative_to(CORE)) in KNOWN_EXCEPTIONS:
-        assert adapter_names_in(module.read_text()), "an exception that no longer applies"
-        return
     found = adapter_names_in(module.read_text())
     assert found == [], f"{module.relative_to(CORE.parent)} names adapters at {found}"
