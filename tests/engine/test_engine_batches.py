@@ -10,9 +10,7 @@ and a last batch that is not full.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +18,9 @@ import pytest
 from dexar_core import BatchItem, explain, explain_batch, load
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel
 from dexar_plugins.testing.tolerance import assert_float32_close
 
 ARRAYS = ("token_maps", "sequence_maps", "raw_token_maps", "raw_sequence_maps", "head_weights")
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "dexar-paligemma"
 GIVEN = ("a red circle", "triangle")
 
 
@@ -94,20 +90,8 @@ def test_batch_size_one_and_tuples_give_the_same_explanations():
         assert_same_explanation(other, one)
 
 
-@pytest.fixture
-def paligemma(monkeypatch):
-    """The example adapter package (token_type_ids, a prefix-LM), imported from its folder."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    from dexar_paligemma.adapter import PaliGemmaAdapter
-    from dexar_paligemma.tiny import build_tiny_paligemma
-
-    model, processor = build_tiny_paligemma(seed=2)
-    yield LoadedModel(model=model, processor=processor, adapter=PaliGemmaAdapter(), model_id="t")
-    for module in [module for module in sys.modules if module.startswith("dexar_paligemma")]:
-        del sys.modules[module]
-
-
 def test_prefix_lm_batch_equals_each_item_alone(paligemma):
+    loaded = paligemma()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
     items = [
@@ -116,9 +100,9 @@ def test_prefix_lm_batch_equals_each_item_alone(paligemma):
         BatchItem(image=images[2], prompt="where?"),
     ]
     for item, explanation in zip(
-        items, explain_batch(paligemma, items, batch_size=3, max_new_tokens=6), strict=True
+        items, explain_batch(loaded, items, batch_size=3, max_new_tokens=6), strict=True
     ):
-        alone = explain(paligemma, item.image, item.prompt, item.answer, max_new_tokens=6)
+        alone = explain(loaded, item.image, item.prompt, item.answer, max_new_tokens=6)
         assert_same_explanation(explanation, alone)
 
 
