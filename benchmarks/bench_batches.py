@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -163,22 +165,18 @@ def main() -> None:
     args.sizes = [int(size) for size in args.sizes.split(",")]
     args.modes = args.modes.split(",")
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()
     rows = []
     for name in args.models.split(","):
         rows += run_model(name, args)
     if args.json:
         report = {
-            "command": "python benchmarks/bench_batches.py "
-            + " ".join(
-                f"--{key.replace('_', '-')} {value}"
-                for key, value in vars(args).items()
-                if key != "json"
-            ),
+            "command": "python benchmarks/bench_batches.py " + " ".join(sys.argv[1:]),
             "machine": platform.processor() or platform.machine(),
             "threads": args.threads,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "wall_s": time.perf_counter() - start,
+            "loadavg_start_end": [load_start, os.getloadavg()],
             "results": rows,
         }
         with open(args.json, "w") as handle:
