@@ -31,8 +31,9 @@ def without_seconds(value):
 
 
 def run(processes: int, args: argparse.Namespace, out: Path) -> dict:
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    launch = [launcher, "launch", "--num_processes", str(processes), "--num_machines", "1"]
+    # the launcher as a module of this interpreter: its processes import this tree's dexar
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    launch += ["--num_processes", str(processes), "--num_machines", "1"]
     launch += ["--multi_gpu"] if processes > 1 else ["--cpu"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dexar_core"]
     command = [*launch, "evaluate", "--model", args.model, "--out", str(out)]
