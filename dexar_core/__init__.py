@@ -12,15 +12,27 @@ from dexar_core.errors import DexarError
 
 __version__ = "0.1.0"
 
-__all__ = ["DexarError", "Explanation", "Video", "__version__", "explain", "load"]
+__all__ = [
+    "BatchItem",
+    "DexarError",
+    "Explanation",
+    "Video",
+    "__version__",
+    "explain",
+    "explain_batch",
+    "load",
+]
 
 if TYPE_CHECKING:
-    from dexar_core.api import explain, load
+    from dexar_core.api import explain, explain_batch, load
+    from dexar_core.explaining import BatchItem
     from dexar_core.explanation import Explanation
     from dexar_core.images import Video
 
 _LAZY = {
     "explain": "dexar_core.api",
+    "explain_batch": "dexar_core.api",
+    "BatchItem": "dexar_core.explaining",
     "load": "dexar_core.api",
     "Explanation": "dexar_core.explanation",
     "Video": "dexar_core.images",

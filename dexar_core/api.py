@@ -1,21 +1,17 @@
-"""The public entry points: ``load`` a model, ``explain`` an answer."""
+"""The public entry points: ``load`` a model, ``explain`` an answer, ``explain_batch`` several."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-from PIL import Image
-
-from dexar_core.errors import CheckpointError, InputError, MethodError
+from dexar_core.errors import CheckpointError, InputError
+from dexar_core.explaining import BatchItem, check_item_texts
 from dexar_core.explanation import Explanation
-from dexar_core.images import load_visual
-from dexar_core.interfaces import ANSWER_TOKENS
 from dexar_core.records import LoadedModel
 
 if TYPE_CHECKING:
@@ -235,8 +231,9 @@ def explain(
 
     Args:
         loaded: what :func:`load` returned.
-        image: a path, PIL image or array, or a list of them (one map per image); a
-            :class:`dexar_core.images.Video` (its frames) where the adapter takes videos.
+        image: a path, PIL image or array, or a list of them (several images in one
+            prompt, one map each); a :class:`dexar_core.images.Video` (its frames) where
+            the adapter takes videos. Several items at once: :func:`explain_batch`.
         prompt: the question or instruction, without template (applied by the adapter)
             or with the model's image placeholder(s) to use it verbatim; for a
             contrastive model, one text or a list of them (one map each).
@@ -251,106 +248,84 @@ def explain(
     Returns:
         The frozen :class:`Explanation`; ``Explanation.units`` names its units.
     """
-    from dexar_core import validation
-    from dexar_core.hf.generation import decoding_facts
-    from dexar_core.hf.load_options import runtime_facts
+    from dexar_core import explaining
 
-    # Every mistake the CLI refuses is refused here too, before any model work.
-    adapter = loaded.adapter
-    validation.check_prompt_text(prompt, contrastive=adapter.units != ANSWER_TOKENS)
-    validation.check_answer_text(answer)
-    if answer is None and adapter.units == ANSWER_TOKENS:
-        validation.check_max_new_tokens(max_new_tokens)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise InputError(f"chunk_size must be a whole number of at least 1, got {chunk_size!r}.")
-    validation.check_method_options(method, options, _catalog(catalog))
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    images = [
-        load_visual(item) for item in (image if isinstance(image, (list, tuple)) else [image])
-    ]
-    if not images:
-        raise InputError("no image given; explain() needs at least one image.")
-    method_spec = _catalog(catalog).method(method)
-    try:
-        explainer = method_spec.factory(**options)
-    except TypeError as error:  # an option the method's constructor does not take
-        raise MethodError(
-            f"method {method!r} does not take the options {sorted(options)}: {error}; "
-            "docs/method.md lists each method's options."
-        ) from error
-    prepared = adapter.prepare(loaded, images, prompt)
-    validation.check_context(loaded, prepared, answer)  # before generating or explaining
-    validation.warn_unknown_tokens(
-        loaded, {"prompt": prompt if isinstance(prompt, str) else None, "answer": answer}
+    check_item_texts(loaded, prompt, answer, max_new_tokens)
+    explainer = explaining.checked_method(
+        loaded, method=method, chunk_size=chunk_size, catalog=_catalog(catalog), options=options
     )
-    layout = adapter.locator.locate(prepared)
-    timings["prepare"] = time.perf_counter() - start
-
+    item = explaining.prepared_item(loaded, image, prompt, answer)
     start = time.perf_counter()
-    units = adapter.explained_units(loaded, prepared, answer=answer, max_new_tokens=max_new_tokens)
-    if units.generated:
-        timings["generate"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    layers = explainer.layers(adapter.gradients.num_layers(loaded))
-    record = adapter.gradients.attention_gradients(
-        loaded, prepared, layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
+    units = loaded.adapter.explained_units(
+        loaded, item.prepared, answer=answer, max_new_tokens=max_new_tokens
     )
-    result = explainer.explain(record)
-    validation.check_finite_result(loaded, record, result)
-    timings["explain"] = time.perf_counter() - start
+    return explaining.explanation_of(
+        loaded,
+        explainer,
+        method,
+        item,
+        units,
+        chunk_size,
+        units_seconds=time.perf_counter() - start,
+    )
 
-    maps_layout = record.layout
-    metadata = {**adapter.describe(), **runtime_facts(loaded.model), **record.metadata}
-    if units.generated:
-        metadata["decoding"] = decoding_facts(loaded.model)
-    if maps_layout.projection is not None:
-        # V is not on the image (BLIP-2's query tokens): draw the maps over the units
-        # the adapter's projection reaches, from the projected raw relevance.
-        projection = maps_layout.projection
-        result = attrs.evolve(
-            result,
-            token_relevance=projection.project(result.token_relevance),
-            sequence_relevance=projection.project(result.sequence_relevance),
+
+def explain_batch(
+    loaded: LoadedModel,
+    items: Sequence[BatchItem | tuple[Any, ...]],
+    *,
+    method: str = "dexar",
+    max_new_tokens: int = 32,
+    chunk_size: int | None = None,
+    batch_size: int = 8,
+    catalog: Catalog | None = None,
+    **options: Any,
+) -> list[Explanation]:
+    """Explain several items, each its own images, prompt and answer, in batches.
+
+    Each item is what :func:`explain` takes (a list of images is several images in that
+    item's one prompt). ``batch_size`` items at a time go through the model together
+    where the adapter batches (``ModelAdapter.batches``: the decoder-only adapters run
+    the items' free runs in one ``generate``, and the prompts of given answers in one
+    prefill, padded on the left); elsewhere they run one at a time. Either way each
+    item's explanation equals what :func:`explain` gives it alone (float32: within
+    1e-5; docs/performance.md, "Batched explanations").
+
+    Args:
+        loaded: what :func:`load` returned.
+        items: :class:`BatchItem` s, or tuples ``(image, prompt)`` or
+            ``(image, prompt, answer)``.
+        method: as for :func:`explain`, the same for every item.
+        max_new_tokens: the longest free-run answer.
+        chunk_size: explain at most this many answer tokens per backward pass.
+        batch_size: how many items go through the model together (1: one at a time).
+        catalog: the plugin catalog to use; the process-wide one by default.
+        **options: the method's options, as for :func:`explain`.
+
+    Returns:
+        One :class:`Explanation` per item, in order. In a batch,
+        ``timings["generate"]`` is the item's share of the batch's generation.
+
+    Raises:
+        InputError: a bad ``batch_size``, or an item that cannot be explained (its
+            position is named); nothing is returned then.
+    """
+    from dexar_core.explaining import batch_explanations
+
+    explanations: list[Explanation] = []
+    for position, result in enumerate(
+        batch_explanations(
+            loaded,
+            list(items),
+            method=method,
+            max_new_tokens=max_new_tokens,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            catalog=_catalog(catalog),
+            options=options,
         )
-        maps_layout = projection.unit_layout
-        metadata["projection"] = projection.describe()
-    token_maps, sequence_maps = result.maps(maps_layout)
-    raw_token_maps, raw_sequence_maps = result.raw_maps(maps_layout)
-    return Explanation(
-        method=method,
-        options=explainer.options,
-        model_id=loaded.model_id,
-        adapter=adapter.name,
-        prompt=prepared.prompt,
-        answer=units.answer,
-        units=units.kind,
-        token_ids=units.ids,
-        tokens=units.labels,
-        grids=maps_layout.grids,
-        image_sizes=prepared.image_sizes,
-        token_maps=token_maps,
-        sequence_maps=sequence_maps,
-        raw_token_maps=raw_token_maps,
-        raw_sequence_maps=raw_sequence_maps,
-        token_weights=result.token_weights,
-        head_weights=result.head_weights,
-        layers=layers,
-        sequence_fallback=result.sequence_fallback,
-        generated=units.generated,
-        timings=timings,
-        metadata=metadata,
-        images=_pictures_of(images, prepared.image_sizes),
-    )
-
-
-def _pictures_of(images: list[Any], sizes: Any) -> list[Image.Image]:
-    """The inputs as pictures to draw on, or none when they are not plain images (video)."""
-    if all(isinstance(item, Image.Image) for item in images) and [item.size for item in images] == [
-        tuple(size) for size in sizes
-    ]:
-        return images
-    return []
+    ):
+        if isinstance(result, InputError):
+            raise type(result)(f"batch item {position}: {result}") from result
+        explanations.append(result)
+    return explanations

@@ -223,6 +223,40 @@ class ModelAdapter(ABC):
         the mean image-text cosine similarity of the unit prompts.
         """
 
+    batches: bool = False
+    """Whether :meth:`batched_units` runs several items through the model together
+    (docs/performance.md, "Batched explanations"); False: one at a time."""
+
+    def batched_units(
+        self,
+        loaded: LoadedModel,
+        prepared: Sequence[PreparedPrompt],
+        answers: Sequence[str | None],
+        *,
+        max_new_tokens: int,
+    ) -> list[ExplainedUnits | InputError]:
+        """:meth:`explained_units` of several items, each item's own error in its place.
+
+        The default runs the items one at a time. An adapter that sets :attr:`batches`
+        runs them through the model together, with results equal to these
+        (tests/engine/test_engine_batches.py).
+
+        Args:
+            loaded: model, processor and adapter.
+            prepared: each item's :meth:`prepare` result.
+            answers: each item's text to explain, or None to generate it.
+            max_new_tokens: the longest generated answer.
+        """
+        results: list[ExplainedUnits | InputError] = []
+        for item, answer in zip(prepared, answers, strict=True):
+            try:
+                results.append(
+                    self.explained_units(loaded, item, answer=answer, max_new_tokens=max_new_tokens)
+                )
+            except InputError as error:
+                results.append(error)
+        return results
+
     def describe(self) -> Mapping[str, Any]:
         """Facts about this adapter recorded in each Explanation's metadata."""
         return {"adapter": self.name}
@@ -285,34 +319,56 @@ class GenerativeAdapter(ModelAdapter):
 
         See :meth:`ModelAdapter.explained_units`.
         """
-        from dexar_core.records import ExplainedUnits
-
         if answer is None:
             if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
                 raise InputError(
                     f"max_new_tokens must be an int of at least 1, got {max_new_tokens!r}."
                 )
             answer_ids, prefill = self.free_run(loaded, prepared, max_new_tokens)
-            if not answer_ids:
-                raise InputError(
-                    "the model's answer is empty (it stopped at once); give the text to "
-                    "explain with answer=... (--answer) or change the prompt."
-                )
-        else:
-            if not answer.strip():
-                raise InputError(
-                    "answer is blank; give the text to explain, or leave it out to generate one."
-                )
-            answer_ids = self.encode_answer(loaded, prepared, answer)
-            if not answer_ids:
-                raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")
-            prefill = None
+            return self.answer_units(loaded, answer_ids, generated=True, prefill=prefill)
+        return self.answer_units(
+            loaded, self.given_answer_ids(loaded, prepared, answer), generated=False
+        )
+
+    def given_answer_ids(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
+    ) -> list[int]:
+        """The token ids of a given answer text, refused when it holds none."""
+        if not answer.strip():
+            raise InputError(
+                "answer is blank; give the text to explain, or leave it out to generate one."
+            )
+        answer_ids = self.encode_answer(loaded, prepared, answer)
+        if not answer_ids:
+            raise InputError(f"answer {answer!r} encodes to no token for this tokenizer.")
+        return answer_ids
+
+    def answer_units(
+        self,
+        loaded: LoadedModel,
+        answer_ids: Sequence[int],
+        *,
+        generated: bool,
+        prefill: PromptPrefill | None = None,
+    ) -> ExplainedUnits:
+        """The explained units of these answer ids, with the prompt's prefill if kept.
+
+        Raises:
+            InputError: a generated answer is empty (the model stopped at once).
+        """
+        from dexar_core.records import ExplainedUnits
+
+        if generated and not answer_ids:
+            raise InputError(
+                "the model's answer is empty (it stopped at once); give the text to "
+                "explain with answer=... (--answer) or change the prompt."
+            )
         return ExplainedUnits(
             kind=ANSWER_TOKENS,
             ids=answer_ids,
             labels=self.token_strings(loaded, answer_ids),
             answer=loaded.tokenizer.decode(list(answer_ids), skip_special_tokens=True),
-            generated=answer is None,
+            generated=generated,
             prefill=prefill,
         )
 
@@ -357,6 +413,15 @@ class GenerativeAdapter(ModelAdapter):
         gradient-weighted query-to-patch projection) returns the refined layout here.
         """
         return layout
+
+    def resume_prompt(self, loaded: LoadedModel, prompt_inputs: Mapping[str, Any]) -> None:
+        """Set again what the model keeps from a prompt's prefill for the calls after it.
+
+        Called before the answer rows continue from a kept prefill
+        (``ExplainedUnits.prefill``), which a batch's prefill may have computed along
+        with other prompts. Nothing by default; Qwen2-VL's M-RoPE keeps the prompt's
+        position deltas on the model.
+        """
 
     def continuation_model(self, model: Any) -> Any:
         """The module that runs answer tokens after a cached prompt; by default the model.

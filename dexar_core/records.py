@@ -171,8 +171,10 @@ class PromptPrefill:
     Attributes:
         keys_values: per decoder layer, its ``(keys, values)`` over the prompt's positions,
             ``[B, heads, prompt length, head dim]`` each.
-        inputs: the very prompt inputs the prefill ran on (``PreparedPrompt.inputs``); the
-            engine reuses the prefill only for a pass over these same tensors.
+        inputs: the very prompt inputs the prefill ran on (``PreparedPrompt.inputs``; in
+            a batch, the item's inputs the batch was padded from, its keys and values
+            its row of the batch's cache without the padding); the engine reuses the
+            prefill only for a pass over these same tensors.
     """
 
     keys_values: tuple[tuple[Any, Any], ...]
@@ -201,9 +203,10 @@ class ExplainedUnits:
         labels: ``[T]`` per unit, its text (the token's, or the prompt).
         answer: the explained answer text; "" for prompts.
         generated: True for a free-run answer; False for a given one, and for prompts.
-        prefill: the prompt's keys and values from the free run's generation, for the
-            explanation to reuse; None where generation kept none (a given answer, an
-            adapter without the prompt cache). Not part of equality.
+        prefill: the prompt's keys and values from the free run's generation (or a
+            batch's prefill, :mod:`dexar_core.hf.batched`), for the explanation to
+            reuse; None where none was kept (a given answer explained alone, an adapter
+            without the prompt cache). Not part of equality.
     """
 
     kind: str

@@ -40,6 +40,18 @@ MODEL_CLASSES = {
 }
 """The model class served for each ``config.model_type``."""
 
+ROPE_INDEX_INPUTS = frozenset(
+    (
+        "input_ids",
+        "mm_token_type_ids",
+        "image_grid_thw",
+        "video_grid_thw",
+        "second_per_grid_ts",
+        "attention_mask",
+    )
+)
+"""The prompt inputs the model's ``get_rope_index`` reads (M-RoPE positions)."""
+
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 
@@ -257,6 +269,15 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
         types = prepared.inputs["mm_token_type_ids"]
         answer = torch.zeros((1, answer_length), dtype=types.dtype, device=types.device)
         return {"mm_token_type_ids": torch.cat([types, answer], dim=1)}
+
+    def resume_prompt(self, loaded: LoadedModel, prompt_inputs: Mapping[str, Any]) -> None:
+        """See :meth:`GenerativeAdapter.resume_prompt`: the rows after a cached prompt
+        take their M-RoPE positions from the deltas the model keeps from its last
+        prefill, which may have been a batch's; the prompt's own are set again."""
+        names = ROPE_INDEX_INPUTS & set(prompt_inputs)
+        text_model = loaded.model.model
+        _, deltas = text_model.get_rope_index(**{name: prompt_inputs[name] for name in names})
+        text_model.rope_deltas = deltas
 
     def describe(self) -> dict[str, Any]:
         """The adapter and the model class it loaded."""

@@ -46,6 +46,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dexar_core.evaluation.report import format_report
     from dexar_core.evaluation.run import check_metrics, evaluate
     from dexar_core.evaluation.run_log import check_unlocked, write_atomically
+    from dexar_core.explaining import check_batch_size
     from dexar_core.validation import (
         check_device,
         check_max_new_tokens,
@@ -62,6 +63,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"--limit must be a positive number of items, got {args.limit}; leave it out to "
             "evaluate the whole split."
         )
+    check_batch_size(args.batch_size, flag="--batch-size")
     if args.pictures < 0:
         raise InputError(f"--pictures must be 0 or more, got {args.pictures}.")
     if args.resamples < 0:
@@ -139,6 +141,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 resamples=args.resamples,
                 on_item=on_item,
                 processes=team,
+                batch_size=args.batch_size,
                 **options[method],
             )
         except (MethodError, UnsupportedModelError) as error:  # the architecture, not input

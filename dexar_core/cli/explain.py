@@ -1,4 +1,5 @@
-"""``dexar explain``: explain one answer, print token weights, write pictures and arrays."""
+"""``dexar explain``: explain one answer (or a batch of items), print token weights, write
+pictures and arrays."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from dexar_core.cli.loading import load_options
     from dexar_core.cli.progress import quiet_third_party, stage
     from dexar_core.compare.on_image import example_inputs, is_contrastive
+    from dexar_core.explaining import check_batch_size
     from dexar_core.images import load_image
     from dexar_core.validation import (
         check_answer_text,
@@ -91,19 +93,28 @@ def run_explain(args: argparse.Namespace) -> int:
         check_output_folder,
         check_prompt_text,
     )
-    from dexar_core.viz.comparison import save_figure
-    from dexar_core.viz.figures import sequence_figure, tokens_figure
-    from dexar_core.viz.report import explanation_html, write_html
 
     model_name = args.model or default_model()
     images, prompts = list(args.image or []), list(args.prompt or [])
     if len(images) > 1:
         raise InputError(
             f"dexar explain takes one --image, got {len(images)} ({', '.join(images)}); "
-            "explain several images in one prompt from Python: explain(loaded, [a, b], prompt)."
+            "to explain each image as an item of its own give them to --batch; several "
+            "images in one prompt: explain(loaded, [a, b], prompt) from Python."
         )
+    if args.batch is not None:
+        if images or args.example or args.frame is not None:
+            raise InputError(
+                "--batch gives the items' images; leave out --image, --example and --frame."
+            )
+        check_batch_size(args.batch_size, flag="--batch-size")
     image = images[0] if images else None
-    if args.example or image is None or not prompts:
+    if args.batch is not None:
+        for path in args.batch:
+            load_image(path)  # an unreadable image fails before the model loads
+        if not prompts:
+            prompts = [example_inputs(model_name)[1]]
+    elif args.example or image is None or not prompts:
         example_image, example_prompt = example_inputs(model_name)
         image = image or example_image
         prompts = prompts or [example_prompt]
@@ -137,6 +148,8 @@ def run_explain(args: argparse.Namespace) -> int:
     with stage(f"dexar: loading {model_name}", quiet=args.quiet):
         loaded = load(model_name, device=args.device, dtype=args.dtype, **load_options(args))
     contrastive = is_contrastive(loaded)
+    if args.batch is not None:
+        return _explain_batch(loaded, args, prompts, options, say)
     if not contrastive and len(prompts) > 1:
         raise InputError(
             f"{model_name!r} is a generative model: it answers one prompt, got {len(prompts)} "
@@ -168,31 +181,99 @@ def run_explain(args: argparse.Namespace) -> int:
         "dexar: "
         + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in explanation.timings.items())
     )
-    contrastive = explanation.units == PROMPTS
-    names = ("combined", "prompts") if contrastive else ("sequence", "tokens")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     images = [load_image(item) for item in (image if isinstance(image, list) else [image])]
-    drawing = {"alpha": args.alpha, "cmap": args.cmap}
-    written: list[Path] = []
     with stage("dexar: drawing the figures", quiet=args.quiet):
-        for index, grid in enumerate(explanation.grids):
-            suffix = "" if len(explanation.grids) == 1 else f"_{index}"
-            picture = images[grid.image_index]
-            for name, draw in zip(names, (sequence_figure, tokens_figure)):
-                figure = draw(explanation, picture, grid=index, **drawing)
-                written.append(save_figure(figure, out / f"{name}{suffix}.png"))
-        if args.html:
-            report = explanation_html(explanation, images[0], **drawing)
-            written.append(write_html(report, out / "report.html"))
-    sidecar = explanation.save(out / "explanation")
-    written += [sidecar.with_suffix(".npz"), sidecar]
+        written = write_outputs(explanation, images, Path(args.out), args)
     if args.json:
         print(json.dumps(summary_record(explanation, written), indent=2))
     elif not args.quiet:
-        print(prompt_report(explanation) if contrastive else answer_report(explanation))
+        print(report_of(explanation))
         print("wrote " + ", ".join(str(path) for path in written))
     return 0
+
+
+def _explain_batch(
+    loaded: Any, args: argparse.Namespace, prompts: list[str], options: dict[str, Any], say: Any
+) -> int:
+    """``--batch``: each image an item of its own, ``--batch-size`` of them at a time;
+    each item's files into ``OUT/NNN-<image name>/``."""
+    from dexar_core.api import explain_batch
+    from dexar_core.cli.progress import stage
+    from dexar_core.compare.on_image import is_contrastive
+    from dexar_core.images import load_image
+
+    paths = list(args.batch)
+    contrastive = is_contrastive(loaded)
+    if not contrastive and len(prompts) not in (1, len(paths)):
+        raise InputError(
+            f"--batch has {len(paths)} images but {len(prompts)} --prompt values; give "
+            "one --prompt for every image, or one per image in order."
+        )
+    item_prompts: list[Any] = (
+        [prompts] * len(paths)
+        if contrastive
+        else (prompts * len(paths) if len(prompts) == 1 else prompts)
+    )
+    items = [(path, prompt, args.answer) for path, prompt in zip(paths, item_prompts)]
+    together = "together" if loaded.adapter.batches else "one at a time (no batching)"
+    say(f"dexar: explaining {len(items)} items, {args.batch_size} at a time, {together} ...")
+    with stage(f"dexar: explaining {len(items)} items", quiet=args.quiet):
+        explanations = explain_batch(
+            loaded,
+            items,
+            method=args.method,
+            max_new_tokens=args.max_new_tokens,
+            chunk_size=args.chunk_size,
+            batch_size=args.batch_size,
+            **options,
+        )
+    records = []
+    with stage("dexar: drawing the figures", quiet=args.quiet):
+        for index, (path, explanation) in enumerate(zip(paths, explanations)):
+            folder = Path(args.out) / f"{index:03d}-{Path(path).stem}"
+            written = write_outputs(explanation, [load_image(path)], folder, args)
+            records.append({"image": path, **summary_record(explanation, written)})
+    if args.json:
+        print(json.dumps({"items": records}, indent=2))
+    elif not args.quiet:
+        for path, explanation, record in zip(paths, explanations, records):
+            print(f"image: {path}\n{report_of(explanation)}")
+            print("wrote " + ", ".join(record["files"]))
+    return 0
+
+
+def write_outputs(
+    explanation: Explanation, images: list[Any], out: Path, args: argparse.Namespace
+) -> list[Path]:
+    """Write one explanation's figures, report and arrays into ``out``; the files written."""
+    from dexar_core.viz.comparison import save_figure
+    from dexar_core.viz.figures import sequence_figure, tokens_figure
+    from dexar_core.viz.report import explanation_html, write_html
+
+    contrastive = explanation.units == PROMPTS
+    names = ("combined", "prompts") if contrastive else ("sequence", "tokens")
+    out.mkdir(parents=True, exist_ok=True)
+    drawing = {"alpha": args.alpha, "cmap": args.cmap}
+    written: list[Path] = []
+    for index, grid in enumerate(explanation.grids):
+        suffix = "" if len(explanation.grids) == 1 else f"_{index}"
+        picture = images[grid.image_index]
+        for name, draw in zip(names, (sequence_figure, tokens_figure)):
+            figure = draw(explanation, picture, grid=index, **drawing)
+            written.append(save_figure(figure, out / f"{name}{suffix}.png"))
+    if args.html:
+        report = explanation_html(explanation, images[0], **drawing)
+        written.append(write_html(report, out / "report.html"))
+    sidecar = explanation.save(out / "explanation")
+    written += [sidecar.with_suffix(".npz"), sidecar]
+    return written
+
+
+def report_of(explanation: Explanation) -> str:
+    """The printed summary: the prompts' similarities, or the answer's token weights."""
+    if explanation.units == PROMPTS:
+        return prompt_report(explanation)
+    return answer_report(explanation)
 
 
 def summary_record(explanation: Explanation, written: list[Path]) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class PromptCache:
             # A cache of its own over the prefill's tensors: the answer rows append to it,
             # and the prefill stays whole for another explanation of the same units.
             cache = DynamicCache(ddp_cache_data=prefill.keys_values)
+            loaded.adapter.resume_prompt(loaded, forced.prompt_inputs)
         else:
             # No config: every layer a plain DynamicLayer that keeps all keys exactly (the
             # sliding-window layers of a config-built cache drop keys the leaves must span).
@@ -130,12 +131,17 @@ def _holds_placeholders(config: Any, ids: torch.Tensor) -> bool:
     return any(bool((ids == value).any()) for value in placeholders if isinstance(value, int))
 
 
-def kept_prefill(cache: Any, prompt_inputs: Mapping[str, Any]) -> PromptPrefill | None:
+def kept_prefill(
+    cache: Any, prompt_inputs: Mapping[str, Any], *, row: int | None = None, offset: int = 0
+) -> PromptPrefill | None:
     """The prompt's part of the cache ``generate`` filled from ``prompt_inputs``.
 
     Args:
         cache: the ``DynamicCache`` (made without a config) generation ran with.
-        prompt_inputs: the inputs it generated from, holding the prompt's ``input_ids``.
+        prompt_inputs: the inputs of the prompt, holding its ``input_ids``.
+        row: the prompt's row in a batch's cache (:mod:`dexar_core.hf.batched`); None:
+            the cache holds this prompt alone.
+        offset: the padding positions before the prompt in that row.
 
     Returns:
         Each layer's keys and values over the prompt's positions (views, no copy); None
@@ -146,11 +152,18 @@ def kept_prefill(cache: Any, prompt_inputs: Mapping[str, Any]) -> PromptPrefill 
     length = int(prompt_inputs["input_ids"].shape[-1])
     layers = list(getattr(cache, "layers", ()))
     if not layers or any(
-        type(layer) is not DynamicLayer or layer.keys is None or layer.keys.shape[-2] < length
+        type(layer) is not DynamicLayer
+        or layer.keys is None
+        or layer.keys.shape[-2] < offset + length
         for layer in layers
     ):
         return None
+    rows = slice(None) if row is None else slice(row, row + 1)
     keys_values = tuple(
-        (layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in layers
+        (
+            layer.keys[rows, ..., offset : offset + length, :],
+            layer.values[rows, ..., offset : offset + length, :],
+        )
+        for layer in layers
     )
     return PromptPrefill(keys_values=keys_values, inputs=prompt_inputs)

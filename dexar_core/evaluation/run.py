@@ -44,7 +44,6 @@ every ``world``-th item; rank 0 merges ``items.jsonl`` and writes ``summary.json
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -56,6 +55,7 @@ from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark
 from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
 from dexar_core.errors import DatasetError, DexarError, InputError
 from dexar_core.evaluation.distributed import Processes, current_processes
+from dexar_core.evaluation.items import evaluate_items, explained_prompt, score_item
 from dexar_core.evaluation.perturbation import chance_seed, perturbation_scores
 from dexar_core.evaluation.records import (
     CHANCE_LINES,
@@ -82,18 +82,9 @@ from dexar_core.evaluation.run_log import (
     write_items,
 )
 from dexar_core.evaluation.summary import summarise
+from dexar_core.explaining import check_batch_size
 from dexar_core.interfaces import PROMPTS
-from dexar_core.metrics import (
-    chance_scores,
-    object_iou,
-    pointing_game,
-    random_smooth_map,
-    segmentation_scores,
-    uniform_map,
-    uniform_pointing_chance,
-)
 from dexar_core.metrics.bootstrap import RESAMPLES
-from dexar_core.seen import scored_pixels
 from dexar_core.validation import check_method_options
 
 if TYPE_CHECKING:
@@ -135,28 +126,6 @@ OBJECT_WORDS: frozenset[str] = frozenset((*COLORS, *SHAPES))
 """Words that name an object of the shapes benchmark: its colour or its shape."""
 
 NEEDS = {"segmentation": "has_masks", "grounding": "has_object_words"}
-
-
-def explained_prompt(item: BenchmarkItem, units: str) -> str:
-    """The text a model is explained with on ``item``, by what its units are.
-
-    Answer tokens: the item's question. Prompts (a contrastive model): the item's
-    description (shapes: the caption of all its objects, e.g. "a red circle at the left
-    and a blue square at the right", whatever the question kind), else its first
-    reference answer (ImageNet: the class name).
-
-    Raises:
-        InputError: prompts are explained and the item has neither text (VOC, VQA).
-    """
-    if units != PROMPTS:
-        return item.question
-    text = (item.description or item.answer).strip()
-    if not text:
-        raise InputError(
-            f"item {item.item_id!r} has no caption or reference text to compare the image "
-            "with; evaluate contrastive models on shapes or imagenet:PATH."
-        )
-    return text
 
 
 def open_dataset(
@@ -225,6 +194,7 @@ def evaluate(
     on_item: Callable[[BenchmarkItem, Explanation | None, ItemResult], None] | None = None,
     catalog: Catalog | None = None,
     processes: Processes | None = None,
+    batch_size: int = 1,
     **options: Any,
 ) -> Summary:
     """Explain the model's answer on each item and score the maps.
@@ -248,6 +218,9 @@ def evaluate(
         catalog: the plugin catalog; the process-wide one by default.
         processes: this process's place in a data-parallel run; found from the
             environment (``accelerate launch``) by default.
+        batch_size: how many of this process's items are explained together
+            (:func:`dexar_core.api.explain_batch`); the records are those of a batch of
+            one, but for their ``seconds``.
         **options: the method's options, as for :func:`dexar_core.api.explain`.
 
     Returns:
@@ -255,8 +228,9 @@ def evaluate(
         ``out`` included; also written to ``out/summary.json``.
 
     Raises:
-        InputError: a bad ``limit``, an empty dataset, metrics the dataset cannot score,
-            a several-process run without ``out``, or an ``out`` holding another run.
+        InputError: a bad ``limit`` or ``batch_size``, an empty dataset, metrics the
+            dataset cannot score, a several-process run without ``out``, or an ``out``
+            holding another run.
         MethodError: an unknown method or bad method options (before the first item).
         UnsupportedModelError: a method the model's architecture cannot run.
 
@@ -271,6 +245,7 @@ def evaluate(
             f"evaluate: limit must be a positive number of items, got {limit!r}; leave it "
             "out (no --limit) to evaluate the whole split."
         )
+    check_batch_size(batch_size)
     benchmark = dataset if isinstance(dataset, Benchmark) else _as_benchmark(dataset)
     chosen = check_metrics(metrics, benchmark)
     count = len(benchmark) if limit is None else min(limit, len(benchmark))
@@ -311,13 +286,17 @@ def evaluate(
             team.barrier()  # every process has read the logs before any appends to them
         log = None if out is None else open_log(out, team.rank)
         try:
-            for position in range(count):
-                if position in records or not team.owns(position):
-                    continue
-                item = benchmark[position]
-                explanation, result = _evaluate_item(
+            pending = [
+                position
+                for position in range(count)
+                if position not in records and team.owns(position)
+            ]
+            for first in range(0, len(pending), batch_size):
+                positions = pending[first : first + batch_size]
+                items = [benchmark[position] for position in positions]
+                evaluated = evaluate_items(
                     loaded,
-                    item,
+                    items,
                     units=units,
                     method=method,
                     metrics=chosen,
@@ -327,11 +306,14 @@ def evaluate(
                     catalog=plugins,
                     options=options,
                 )
-                records[position] = result.to_dict()
-                if log is not None:
-                    append_record(log, records[position])
-                if on_item is not None:
-                    on_item(item, explanation, result)
+                for position, item, (explanation, result) in zip(
+                    positions, items, evaluated, strict=True
+                ):
+                    records[position] = result.to_dict()
+                    if log is not None:
+                        append_record(log, records[position])
+                    if on_item is not None:
+                        on_item(item, explanation, result)
         finally:
             if log is not None:
                 log.close()
@@ -369,134 +351,6 @@ def evaluate(
         if out is not None:
             team.barrier()  # nobody reads the merged files before rank 0 has written them
         return summary
-
-
-def _evaluate_item(
-    loaded: LoadedModel,
-    item: BenchmarkItem,
-    *,
-    units: str,
-    method: str,
-    metrics: Sequence[str],
-    seed: int,
-    max_new_tokens: int,
-    replacement: str,
-    catalog: Catalog,
-    options: dict[str, Any],
-) -> tuple[Explanation | None, ItemResult]:
-    """Explain the model on one item and score it; a failed item is recorded.
-
-    ``units`` is the adapter's: a contrastive model's prompt is the item's caption, it
-    has no reference answer and no accuracy.
-    """
-    from dexar_core.api import explain
-
-    start = time.perf_counter()
-    prompts = units == PROMPTS
-    question = item.description if prompts else item.question
-    try:
-        question = explained_prompt(item, units)
-        explanation = explain(
-            loaded,
-            item.image,
-            question,
-            method=method,
-            max_new_tokens=max_new_tokens,
-            catalog=catalog,
-            **options,
-        )
-    except InputError as error:
-        # An item-level failure (typically an empty answer) is recorded, not fatal.
-        return None, ItemResult.failed(
-            item,
-            error,
-            time.perf_counter() - start,
-            question=question,
-            expected="" if prompts else item.answer,
-            correct=False if item.references and not prompts else None,
-        )
-    result = score_item(item, explanation, seed=seed, metrics=metrics)
-    if "perturbation" in metrics:
-        result = attrs.evolve(
-            result, **perturbation_scores(loaded, item, explanation, seed, replacement)
-        )
-    return explanation, attrs.evolve(result, seconds=time.perf_counter() - start)
-
-
-def score_item(
-    item: Any,
-    explanation: Explanation,
-    *,
-    seed: int = 0,
-    metrics: Sequence[str] = ("segmentation", "grounding"),
-) -> ItemResult:
-    """Score one explanation of the model's answer on ``item`` (no model call, no timing).
-
-    Args:
-        item: the item (a :class:`BenchmarkItem` or a reader's item, e.g. a ShapesItem).
-        explanation: the explanation of the model's answer to its question.
-        seed: the run's seed (the random smooth map uses :func:`chance_seed`).
-        metrics: which of ``segmentation`` and ``grounding`` to score (perturbation
-            needs the model: :func:`perturbation_scores`).
-    """
-    item = as_benchmark_item(item)
-    weights = [float(weight) for weight in explanation.token_weights]
-    answered = explanation.units != PROMPTS  # prompts have no reference answer
-    result = ItemResult(
-        index=item.index,
-        item_id=item.item_id,
-        kind=item.kind,
-        question=item.question if answered else explanation.prompt,
-        expected=item.answer if answered else "",
-        answer=explanation.answer,
-        correct=item.is_correct(explanation.answer) if answered else None,
-        tokens=tuple(explanation.tokens),
-        token_weights=tuple(weights),
-        sequence_fallback=explanation.sequence_fallback,
-    )
-    if item.mask is None or not {"segmentation", "grounding"} & set(metrics):
-        return result
-    token_maps, sequence_map = explanation.upsample(0)
-    valid = scored_pixels(item.valid, explanation, item.mask.shape)
-    if "segmentation" in metrics:
-        result = attrs.evolve(
-            result,
-            segmentation=segmentation_scores(sequence_map, item.mask, valid),
-            chance=chance_scores(item.mask, chance_seed(seed, item.index), valid),
-        )
-    if "grounding" not in metrics:
-        return result
-    random_map = random_smooth_map(item.mask.shape, chance_seed(seed, item.index))
-    words = [token_word(token) for token in explanation.tokens]
-    classes = [word_class(word, item) for word in words]
-    grounding = []
-    for position, (token, word, word_kind) in enumerate(
-        zip(explanation.tokens, words, classes, strict=True)
-    ):
-        if word_kind != "object":
-            continue
-        objects = item.object_words[word]
-        mask = item.union_of(objects)
-        if not (mask & valid).any():
-            # the object lies wholly where the processor cropped: the model never saw
-            # it, so there is nothing its map could point at
-            continue
-        grounding.append(
-            TokenGrounding(
-                position=position,
-                token=token,
-                word=word,
-                objects=objects,
-                delta=weights[position],
-                pointing_game=pointing_game(token_maps[position], mask, valid),
-                iou=object_iou(token_maps[position], mask, valid),
-                uniform_pointing_chance=uniform_pointing_chance(mask, valid),
-                uniform_iou=object_iou(uniform_map(mask.shape), mask, valid),
-                random_pointing_game=pointing_game(random_map, mask, valid),
-                random_iou=object_iou(random_map, mask, valid),
-            )
-        )
-    return attrs.evolve(result, word_classes=tuple(classes), token_grounding=tuple(grounding))
 
 
 def _as_benchmark(dataset: Any) -> Benchmark:

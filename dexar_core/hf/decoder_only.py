@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
-from dexar_core.engine.prompt_cache import kept_prefill
 from dexar_core.errors import InputError
+from dexar_core.hf.batched import UnbatchableInputs, batch_units, batched_free_runs, single_beam
 from dexar_core.hf.generative import HFGenerativeAdapter
 from dexar_core.images import Video
 from dexar_core.records import (
     DecoderParts,
+    ExplainedUnits,
     LoadedModel,
     PreparedPrompt,
     PromptPrefill,
@@ -42,6 +43,15 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
     """Where the decoder stack (a module with ``layers`` and ``norm``) sits in the model."""
     accepts_video: bool = False
     pixel_keys = ("pixel_values", "pixel_values_videos")
+    batches = True
+    padded_keys: tuple[str, ...] = (
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "mm_token_type_ids",
+    )
+    """The inputs over the prompt's tokens, padded on the left in a batch (the others,
+    pixels and grids, are concatenated; :mod:`dexar_core.hf.batched`)."""
     prompt_cache: bool = True
     """Whether the explanation may run the prompt once without grad into a KV cache and
     the answer rows after it (``TeacherForcedPass.prompt_inputs``). Exact where the
@@ -96,27 +106,34 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
         self, loaded: LoadedModel, prepared: PreparedPrompt, max_new_tokens: int
     ) -> tuple[list[int], PromptPrefill | None]:
         """See :meth:`GenerativeAdapter.free_run`: the prefill is kept where
-        :attr:`prompt_cache` lets the explanation continue from it."""
-        from transformers import DynamicCache
+        :attr:`prompt_cache` lets the explanation continue from it.
 
-        # Made without a config, like the engine's own prompt cache: every layer keeps
-        # all its keys (a config-built cache's sliding-window layers drop old ones).
-        # A beam search (the checkpoint's own generation config, when asked for) keeps one
-        # cache row per beam: only a single-sequence run's cache is the prompt's prefill.
-        single = int(getattr(loaded.model.generation_config, "num_beams", 1) or 1) == 1
-        cache = DynamicCache() if single and self.prompt_cache else None
-        # An image placeholder in the answer would break the model's own bookkeeping of
-        # image features (an untrained model can emit one): it is never generated.
-        tokens = self.greedy_sequence(
-            loaded,
-            prepared,
-            max_new_tokens,
-            suppress_tokens=sorted(prepared.facts.image_token_ids),
-            **({} if cache is None else {"cache": cache}),
-        )
-        answer = self.until_stop(loaded, tokens[prepared.inputs["input_ids"].shape[1] :])
-        prefill = None if cache is None else kept_prefill(cache, prepared.inputs)
-        return answer, prefill
+        The cache is made without a config, like the engine's own prompt cache: every
+        layer keeps all its keys (a config-built cache's sliding-window layers drop old
+        ones). A beam search (the checkpoint's own generation config, when asked for)
+        keeps one cache row per beam: only a single-sequence run's cache is the prompt's
+        prefill. An image placeholder in the answer would break the model's own
+        bookkeeping of image features (an untrained model can emit one): it is never
+        generated.
+        """
+        keep = self.prompt_cache and single_beam(loaded)
+        return batched_free_runs(self, loaded, [prepared], max_new_tokens, keep_prefill=keep)[0]
+
+    def batched_units(
+        self,
+        loaded: LoadedModel,
+        prepared: Sequence[PreparedPrompt],
+        answers: Sequence[str | None],
+        *,
+        max_new_tokens: int,
+    ) -> list[ExplainedUnits | InputError]:
+        """See :meth:`ModelAdapter.batched_units`: free runs in one ``generate``, given
+        answers' prompts in one prefill (:mod:`dexar_core.hf.batched`); items whose
+        inputs cannot form one batch run one at a time."""
+        try:
+            return batch_units(self, loaded, prepared, answers, max_new_tokens)
+        except UnbatchableInputs:
+            return super().batched_units(loaded, prepared, answers, max_new_tokens=max_new_tokens)
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]

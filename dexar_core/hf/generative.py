@@ -152,11 +152,15 @@ class HFGenerativeAdapter(GenerativeAdapter):
         The decoding is the model's generation config: greedy unless the caller loaded it
         with ``generation="checkpoint"`` (:mod:`dexar_core.hf.generation`).
         """
+        return self.greedy_sequences(loaded, prepared.inputs, max_new_tokens, **options)[0]
+
+    def greedy_sequences(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], max_new_tokens: int, **options: Any
+    ) -> list[list[int]]:
+        """generate's sequences (no grad) for a batch of ``inputs``, one list per row."""
         with torch.no_grad():
-            sequences = loaded.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, **options
-            )
-        return [int(token) for token in sequences[0].tolist()]
+            sequences = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, **options)
+        return [[int(token) for token in row] for row in sequences.tolist()]
 
     def until_stop(self, loaded: LoadedModel, tokens: Sequence[int]) -> list[int]:
         """The answer: ``tokens`` up to the first end-of-sequence or padding token."""

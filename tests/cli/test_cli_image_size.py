@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dexar_core.cli.main import image_size
+from dexar_core.cli.arguments import image_size
 
 
 def test_a_side_or_height_by_width():

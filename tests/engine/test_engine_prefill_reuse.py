@@ -9,9 +9,7 @@ tower once per free run, and run no prompt forward in the explanation.
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import attrs
 import numpy as np
@@ -23,7 +21,6 @@ from dexar_core.records import LoadedModel
 from dexar_plugins.testing.tolerance import assert_float32_close
 
 PROMPT = "what color is the circle?"
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "dexar-paligemma"
 
 
 def _qwen() -> LoadedModel:
@@ -32,19 +29,6 @@ def _qwen() -> LoadedModel:
 
     model, processor = build_tiny_qwen_vl(version="2", seed=1)
     return LoadedModel(model=model, processor=processor, adapter=QwenVLAdapter(), model_id="t")
-
-
-@pytest.fixture
-def paligemma(monkeypatch):
-    """The example adapter package, imported from its folder (no plugin registration)."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    from dexar_paligemma.adapter import PaliGemmaAdapter
-    from dexar_paligemma.tiny import build_tiny_paligemma
-
-    model, processor = build_tiny_paligemma(seed=2)
-    yield LoadedModel(model=model, processor=processor, adapter=PaliGemmaAdapter(), model_id="t")
-    for name in [name for name in sys.modules if name.startswith("dexar_paligemma")]:
-        del sys.modules[name]
 
 
 def _vision_tower(model):
@@ -121,7 +105,7 @@ def test_qwen_free_run_reuses_the_prefill_with_its_rope_deltas():
 
 
 def test_paligemma_free_run_reuses_the_prefix_attending_both_ways(paligemma):
-    _check_reuse(paligemma)
+    _check_reuse(paligemma())
 
 
 def test_a_prefill_serves_only_the_inputs_it_ran_on():

@@ -12,9 +12,6 @@ both directions; Gemma 2's sliding-window layers), at several chunk sizes.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import attrs
 import numpy as np
 import pytest
@@ -30,7 +27,6 @@ from dexar_plugins.testing.reference import naive_attention_gradients, relative_
 
 TOLERANCE = 1e-5
 PROMPT = "what color is the circle?"
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "dexar-paligemma"
 
 
 def _image(seed: int, height: int = 64, width: int = 64) -> Image.Image:
@@ -190,24 +186,6 @@ def test_encoder_decoders_keep_the_full_pass():
     loaded = _blip2("t5", "sdpa")
     _, _, forced = _forced(loaded, [_image(6)], "a red circle")
     assert forced.prompt_inputs is None
-
-
-@pytest.fixture
-def paligemma(monkeypatch):
-    """The example adapter package, imported from its folder (no plugin registration)."""
-    monkeypatch.syspath_prepend(str(EXAMPLE))
-    from dexar_paligemma.adapter import PaliGemmaAdapter
-    from dexar_paligemma.tiny import build_tiny_paligemma
-
-    def build(**options) -> LoadedModel:
-        model, processor = build_tiny_paligemma(seed=2, **options)
-        return LoadedModel(
-            model=model, processor=processor, adapter=PaliGemmaAdapter(), model_id="t"
-        )
-
-    yield build
-    for name in [name for name in sys.modules if name.startswith("dexar_paligemma")]:
-        del sys.modules[name]
 
 
 @pytest.mark.parametrize(

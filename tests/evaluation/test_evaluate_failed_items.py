@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-import dexar_core.api
+import dexar_core.explaining
 from dexar_core.datasets.benchmark import as_benchmark_item
 from dexar_core.datasets.shapes import ShapesDataset
 from dexar_core.errors import InputError
+from dexar_core.evaluation.items import evaluate_items
 from dexar_core.evaluation.records import ItemResult
-from dexar_core.evaluation.run import _evaluate_item
 
 
 @pytest.fixture
 def refused(monkeypatch):
-    def explain(*args, **kwargs):
-        raise InputError("the model's answer is empty; nothing to explain.")
+    def batch_explanations(loaded, items, **kwargs):
+        for _ in items:
+            yield InputError("the model's answer is empty; nothing to explain.")
 
-    monkeypatch.setattr(dexar_core.api, "explain", explain)
+    monkeypatch.setattr(dexar_core.explaining, "batch_explanations", batch_explanations)
 
 
 def _item():
@@ -26,9 +27,9 @@ def _item():
 
 def test_a_generative_item_keeps_its_question_reference_and_error(refused):
     item = _item()
-    explanation, result = _evaluate_item(
+    [(explanation, result)] = evaluate_items(
         None,
-        item,
+        [item],
         units="answer tokens",
         method="dexar",
         metrics=("segmentation", "grounding"),
@@ -49,9 +50,9 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
 
 def test_a_contrastive_item_keeps_its_prompt_and_error(refused):
     item = _item()
-    explanation, result = _evaluate_item(
+    [(explanation, result)] = evaluate_items(
         None,
-        item,
+        [item],
         units="prompts",
         method="dexar",
         metrics=("segmentation",),

@@ -6,8 +6,8 @@ import pytest
 import torch
 from llava_fixtures import saved_tiny_llava
 
-import dexar_core.api
 import dexar_core.evaluation.run
+import dexar_core.explaining
 from dexar_core.cli.main import main
 from dexar_core.errors import InputError
 from dexar_llava.tiny import build_tiny_llava
@@ -35,10 +35,10 @@ def test_nan_weights_are_named_as_such(tmp_path, capsys):
 
 
 def test_a_run_where_no_item_is_explained_is_an_error(tiny_dir, tmp_path, capsys, monkeypatch):
-    def explain(*args, **kwargs):
+    def explanation_of(*args, **kwargs):
         raise InputError("the model's answer is empty (it stopped at once)")
 
-    monkeypatch.setattr(dexar_core.api, "explain", explain)
+    monkeypatch.setattr(dexar_core.explaining, "explanation_of", explanation_of)
 
     code = main(["evaluate", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST])
 

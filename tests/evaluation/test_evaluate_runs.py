@@ -335,8 +335,9 @@ def test_command_runs_several_methods_each_with_its_options(tiny_dir, tmp_path, 
 def test_two_processes_under_accelerate_equal_one_and_resume(tiny_dir, tmp_path, uninterrupted):
     pytest.importorskip("accelerate")
     whole, whole_out = uninterrupted
-    launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    launch = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    # the launcher as a module of this interpreter (a venv may have no accelerate script)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dexar_core"]
     arguments = ["evaluate", "--model", str(tiny_dir), "--out", str(tmp_path), "--limit", "4"]
     arguments += ["--seed", "0", "--max-new-tokens", "4", "--resamples", "50"]

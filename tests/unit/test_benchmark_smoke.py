@@ -7,10 +7,14 @@ rotting as the engine and the adapters change (docs/performance.md).
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_explain.py"
 GPU_CHECKS = SCRIPT.with_name("gpu_checks.py")
@@ -104,3 +108,36 @@ def test_gpu_checks_dry_run_passes_on_the_cpu():
     lines = done.stdout.splitlines()
     assert len(lines) == 5 and all(line.startswith("PASS") for line in lines), done.stdout
     assert "bf16 vs float32: relative difference" in lines[-1]
+
+
+@pytest.mark.slow
+def test_gpu_7b_dry_run_runs_end_to_end_and_prints_its_figures(tmp_path):
+    """``gpu_7b.sh --dry-run``: every step on the CPU with 2-layer shapes, its JSON written."""
+    script = SCRIPT.with_name("gpu_7b.sh")
+    done = subprocess.run(
+        ["bash", str(script), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "step exited with" not in done.stdout, done.stdout[-3000:]
+    assert "a correctness check failed" not in done.stdout, done.stdout[-3000:]
+    checks = (tmp_path / "gpu_checks.txt").read_text().splitlines()
+    assert len(checks) == 5 and all(line.startswith("PASS") for line in checks), checks
+    for tag, size in (("7b", "7b"), ("mid", "mid")):
+        [report_file] = tmp_path.glob(f"*-dry-run-{tag}.json")
+        report = json.loads(report_file.read_text())
+        assert report["complete"] and report["settings"]["dry_run"]
+        rows = report["results"]
+        assert {row["engine"] for row in rows} == {"prompt-cache", "full-pass"}
+        assert {row["size"] for row in rows} == {size}
+        for row in rows:
+            assert not row["errors"], row["errors"]
+            summary = row["summary"]
+            for figure in ("explain_over_generate", "free_run_over_generate"):
+                assert math.isfinite(summary[figure]) and summary[figure] > 0, (figure, summary)
+        # the figures it would record are printed as its table's rows
+        for engine in ("prompt-cache", "full-pass"):
+            assert re.search(rf"^{size}\s+{engine}\s+64\s", done.stdout, re.MULTILINE), engine
