@@ -1,0 +1,52 @@
+"""Built-in Idefics3 / SmolVLM adapter, registered through the ``dexar`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+
+def _adapter() -> object:
+    from dexar_idefics3.adapter import Idefics3Adapter
+
+    return Idefics3Adapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny Idefics3, a wide noise image (3x4 tiles and the global view), a prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_idefics3.adapter import Idefics3Adapter
+    from dexar_idefics3.tiny import build_tiny_idefics3
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_idefics3(seed=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=Idefics3Adapter(), model_id="tiny-idefics3"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The Idefics3 / SmolVLM adapter (tiles plus a global view, several images)."""
+    return (
+        AdapterSpec(
+            name="idefics3",
+            model_types=("idefics3", "smolvlm"),
+            architectures=("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration"),
+            factory=_adapter,
+            description="Idefics3 / SmolVLM, decoder-only, image tiles plus a global view",
+            conformance=conformance_case,
+        ),
+    )
