@@ -119,7 +119,6 @@ def build_tiny_idefics3(
         },
         scale_factor=scale_factor,
         image_token_id=processor.image_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     model = instantiate(Idefics3ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
     return model, processor
