@@ -37,6 +37,7 @@ import numpy as np
 
 from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import assembled_tiles, token_runs
 from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.hf.load_options import config_options
 from dexar_core.images import Video
@@ -55,15 +56,6 @@ TILE_MARKER = re.compile(r"<row_(\d+)_col_(\d+)>$")
 GLOBAL_MARKER = "<global-img>"
 
 
-def view_runs(ids: np.ndarray, image_token: int) -> list[np.ndarray]:
-    """The maximal runs of consecutive ``image_token`` positions, in prompt order."""
-    positions = np.flatnonzero(ids == image_token)
-    if positions.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(positions) > 1) + 1
-    return np.split(positions, breaks)
-
-
 def view_marker(tokenizer: Any, ids: np.ndarray, start: int, fake_token: int) -> str:
     """The text between the ``<fake_token_around_image>`` before ``start`` and ``start``.
 
@@ -75,16 +67,6 @@ def view_marker(tokenizer: Any, ids: np.ndarray, start: int, fake_token: int) ->
         return ""
     pieces = ids[before[-1] + 1 : start].tolist()
     return re.sub(r"\s", "", tokenizer.decode(pieces, skip_special_tokens=False))
-
-
-def tiles_grid(runs: Sequence[np.ndarray], rows: int, cols: int, side: int) -> np.ndarray:
-    """The positions of ``rows x cols`` tile runs of ``side x side`` tokens as one grid.
-
-    Row-major over the assembled ``rows*side x cols*side`` grid: tile ``(r, c)``'s token
-    ``(i, j)`` lands at cell ``(r*side + i, c*side + j)``.
-    """
-    blocks = np.stack([run.reshape(side, side) for run in runs]).reshape(rows, cols, side, side)
-    return blocks.transpose(0, 2, 1, 3).reshape(-1)
 
 
 def _views(
@@ -122,7 +104,7 @@ def _views(
         ImageFacts(
             name=f"image {index}, {rows}x{cols} tiles",
             image_index=index,
-            positions=tiles_grid(runs[:-1], rows, cols, side),
+            positions=assembled_tiles(runs[:-1], rows, cols, side),
             rows=rows * side,
             cols=cols * side,
             pixel_box=whole,
@@ -158,7 +140,7 @@ class TiledImageTokens:
         side //= int(config.scale_factor)
         ids = inputs["input_ids"][0].cpu().numpy()
         fake = int(tokenizer.convert_tokens_to_ids(loaded.processor.fake_image_token))
-        runs = view_runs(ids, int(config.image_token_id))
+        runs = token_runs(ids, int(config.image_token_id))
         markers = [view_marker(tokenizer, ids, int(run[0]), fake) for run in runs]
         wrong = [index for index, run in enumerate(runs) if run.size != side * side]
         if wrong:

@@ -121,6 +121,30 @@ class ImageTokenConvention:
         )
 
 
+def token_runs(ids: np.ndarray, token: int) -> list[np.ndarray]:
+    """The maximal runs of consecutive positions holding ``token``, in prompt order.
+
+    A tiling processor writes one run per image (InternVL) or per view (a tile or a
+    global view, between text markers: Idefics3).
+    """
+    positions = np.flatnonzero(ids == token)
+    if positions.size == 0:
+        return []
+    return np.split(positions, np.flatnonzero(np.diff(positions) > 1) + 1)
+
+
+def assembled_tiles(runs: Sequence[np.ndarray], rows: int, cols: int, side: int) -> np.ndarray:
+    """The positions of ``rows x cols`` tiles of ``side x side`` tokens as one grid.
+
+    ``runs`` are the tiles' token positions in row-major tile order, each row-major within
+    its tile; the result is row-major over the assembled ``rows*side x cols*side`` grid:
+    tile ``(r, c)``'s token ``(i, j)`` lands at cell ``(r*side + i, c*side + j)``, so each
+    tile's map lies where the tile came from on the image.
+    """
+    blocks = np.stack([run.reshape(side, side) for run in runs]).reshape(rows, cols, side, side)
+    return blocks.transpose(0, 2, 1, 3).reshape(-1)
+
+
 class PromptLocator(VisualTokenLocator):
     """V from the prepared prompt's facts: every grid cell of every image.
 

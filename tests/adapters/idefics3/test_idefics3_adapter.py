@@ -15,9 +15,10 @@ from dexar_core.api import explain, load
 from dexar_core.cli.main import main
 from dexar_core.engine import attention_gradients
 from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.hf.facts import assembled_tiles
 from dexar_core.images import Video
 from dexar_core.records import LoadedModel
-from dexar_idefics3.adapter import Idefics3Adapter, tiles_grid
+from dexar_idefics3.adapter import Idefics3Adapter
 from dexar_idefics3.tiny import build_tiny_idefics3
 from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
 
@@ -53,9 +54,9 @@ def tiny_dir(tmp_path_factory):
 def test_tiles_are_assembled_where_they_came_from():
     # two tiles side by side, 2x2 tokens each: tile (1, 2)'s first row follows tile (1, 1)'s
     runs = [np.array([10, 11, 12, 13]), np.array([20, 21, 22, 23])]
-    assert tiles_grid(runs, 1, 2, 2).tolist() == [10, 11, 20, 21, 12, 13, 22, 23]
+    assert assembled_tiles(runs, 1, 2, 2).tolist() == [10, 11, 20, 21, 12, 13, 22, 23]
     stacked = [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])]
-    assert tiles_grid(stacked, 2, 1, 2).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert assembled_tiles(stacked, 2, 1, 2).tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.parametrize(
