@@ -1,0 +1,55 @@
+"""Built-in InternVL adapter, registered through the ``dexar`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
+
+
+def _adapter() -> ModelAdapter:
+    from dexar_internvl.adapter import InternVLAdapter
+
+    return InternVLAdapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny InternVL, a wide noise image (tiles and the thumbnail) and a prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_internvl.adapter import InternVLAdapter
+    from dexar_internvl.tiny import build_tiny_internvl
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_internvl(seed=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=InternVLAdapter(), model_id="tiny-internvl"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The InternVL adapter (dynamic tiles plus a thumbnail, several images)."""
+    return (
+        AdapterSpec(
+            name="internvl",
+            model_types=("internvl",),
+            architectures=("InternVLForConditionalGeneration",),
+            factory=_adapter,
+            description="InternVL (-hf format), decoder-only, dynamic tiles plus a thumbnail",
+            conformance=conformance_case,
+        ),
+    )
