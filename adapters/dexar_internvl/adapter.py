@@ -25,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import assembled_tiles, token_runs
 from dexar_core.hf.generative import chat_template_prompt
+from dexar_core.hf.loading import to_model
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -85,13 +87,16 @@ class InternVLImageTokens:
             width, height = image.size
             rows, cols = tile_arrangement(loaded.processor.image_processor, width, height)
             views = rows * cols + (rows * cols > 1)
-            if block.size != views * side * side:
+            if block.size not in (side * side, views * side * side):
                 raise InputError(
                     f"image {index}'s block holds {block.size} image tokens but its {rows}x{cols} "
                     f"tiles{' and thumbnail' if views > 1 else ''} of {side}x{side} tokens make "
                     f"{views * side * side}; the processor's image_seq_length or tile settings "
                     "do not match the model. Save the processor with the model."
                 )
+            if block.size == side * side:
+                # a processor told not to tile (crop_to_patches off) shows one view
+                rows = cols = views = 1
             runs = np.split(block, views)
             whole = (0.0, 0.0, float(width), float(height))
             if views == 1:
@@ -129,6 +134,24 @@ class InternVLAdapter(HFDecoderOnlyAdapter):
         if any(isinstance(item, Video) for item in images):
             raise UnsupportedModelError(VIDEO_REFUSAL)
         return super().prepare(loaded, images, prompt)
+
+    def prepare_perturbed(
+        self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]
+    ) -> PreparedPrompt:
+        """See :meth:`GenerativeAdapter.prepare_perturbed`: the new pixels tiled as the
+        processor tiles them (its ``crop_to_patches`` default, which the image processor
+        alone does not have)."""
+        pixels = loaded.processor.image_processor(
+            images=list(images), **loaded.processor.images_kwargs, return_tensors="pt"
+        )
+        return attrs.evolve(
+            prepared,
+            inputs={
+                **prepared.inputs,
+                **to_model({"pixel_values": pixels["pixel_values"]}, loaded.model, self.pixel_keys),
+            },
+            image_sizes=tuple(image.size for image in images),
+        )
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the InternVL form; a prompt with the placeholder is kept."""
