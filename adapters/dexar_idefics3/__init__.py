@@ -19,24 +19,14 @@ def _adapter() -> ModelAdapter:
 
 
 def conformance_case() -> Any:
-    """A random tiny Idefics3, a wide noise image (3x4 tiles and the global view), a prompt."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
+    """A random tiny Idefics3 and a wide noise image (3x4 tiles and the global view)."""
     from dexar_idefics3.adapter import Idefics3Adapter
     from dexar_idefics3.tiny import build_tiny_idefics3
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_idefics3(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Idefics3Adapter(), model_id="tiny-idefics3"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_tiny(
+        model, processor, Idefics3Adapter(), "tiny-idefics3", size=(80, 48)
     )
 
 

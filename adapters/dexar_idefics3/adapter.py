@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
+from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import assembled_tiles, token_runs
-from dexar_core.hf.generative import chat_template_prompt
-from dexar_core.hf.load_options import config_options
+from dexar_core.hf.facts import tiled_image_facts, token_runs
+from dexar_core.hf.generative import image_prompt
+from dexar_core.hf.loading import model_class_by_type
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -69,24 +69,11 @@ def view_marker(tokenizer: Any, ids: np.ndarray, start: int, fake_token: int) ->
     return re.sub(r"\s", "", tokenizer.decode(pieces, skip_special_tokens=False))
 
 
-def _views(
-    index: int, image: Any, runs: Sequence[np.ndarray], tile_markers: Sequence[str], side: int
-) -> list[ImageFacts]:
-    """The tile grid (when the image was split) and the global view of one image."""
-    width, height = image.size
-    whole = (0.0, 0.0, float(width), float(height))
-    global_view = runs[-1]
+def tile_places(index: int, tile_markers: Sequence[str]) -> tuple[int, int]:
+    """``(rows, cols)`` of an image's tiles from their ``<row_R_col_C>`` markers, checked
+    to be a full grid in row-major order; ``(0, 0)`` for an image shown whole."""
     if not tile_markers:
-        return [
-            ImageFacts(
-                name=f"image {index}",
-                image_index=index,
-                positions=global_view,
-                rows=side,
-                cols=side,
-                pixel_box=whole,
-            )
-        ]
+        return 0, 0
     places = [TILE_MARKER.match(marker) for marker in tile_markers]
     if not all(places):
         raise InputError(
@@ -100,24 +87,7 @@ def _views(
             f"image {index}: its tiles are {cells}, not a full {rows}x{cols} grid in "
             "row-major order; the prompt was not written by this model's processor."
         )
-    return [
-        ImageFacts(
-            name=f"image {index}, {rows}x{cols} tiles",
-            image_index=index,
-            positions=assembled_tiles(runs[:-1], rows, cols, side),
-            rows=rows * side,
-            cols=cols * side,
-            pixel_box=whole,
-        ),
-        ImageFacts(
-            name=f"image {index}, global",
-            image_index=index,
-            positions=global_view,
-            rows=side,
-            cols=side,
-            pixel_box=whole,
-        ),
-    ]
+    return rows, cols
 
 
 class TiledImageTokens:
@@ -164,7 +134,9 @@ class TiledImageTokens:
                     f"image(s), {len(runs)} image-token runs); put exactly one <image> "
                     "placeholder per image in the prompt, or none to let dexar apply the template."
                 )
-            facts.extend(_views(index, image, runs[start : stop + 1], markers[start:stop], side))
+            tiles = tile_places(index, markers[start:stop])
+            views = runs[start : stop + 1]
+            facts.extend(tiled_image_facts(index, image.size, views, tiles, "global"))
             start = stop + 1
         if start != len(runs):
             raise InputError(
@@ -189,21 +161,7 @@ class Idefics3Adapter(HFDecoderOnlyAdapter):
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
         """Load an Idefics3 or SmolVLM checkpoint with the matching model class."""
-        from transformers import AutoConfig
-
-        try:
-            model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
-        except (OSError, ValueError) as error:
-            raise CheckpointError(
-                f"the idefics3 adapter could not read the config of {path!r}: {error}. Give a "
-                "folder holding config.json, or a hub id in your local cache."
-            ) from error
-        if model_type not in MODEL_CLASSES:
-            raise UnsupportedModelError(
-                f"the idefics3 adapter serves model types {sorted(MODEL_CLASSES)}; {path!r} is "
-                f"{model_type!r}. Use the adapter for that architecture (`dexar plugins`)."
-            )
-        self.model_class = MODEL_CLASSES[model_type]
+        self.model_class = model_class_by_type(self.name, path, MODEL_CLASSES, **options)
         return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
@@ -214,13 +172,7 @@ class Idefics3Adapter(HFDecoderOnlyAdapter):
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the Idefics3 form; a prompt with ``<image>`` is kept."""
-        image_token = loaded.processor.image_token
-        if image_token in prompt:
-            return prompt
-        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
-        if templated is not None:
-            return templated
-        return FALLBACK_TEMPLATE.format(images=image_token * num_images, prompt=prompt)
+        return image_prompt(loaded.processor, prompt, num_images, FALLBACK_TEMPLATE)
 
     def describe(self) -> dict[str, Any]:
         """The adapter and the model class it loaded."""

@@ -19,24 +19,14 @@ def _adapter() -> ModelAdapter:
 
 
 def conformance_case() -> Any:
-    """A random tiny InternVL, a wide noise image (tiles and the thumbnail) and a prompt."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
+    """A random tiny InternVL and a wide noise image (2x3 tiles and the thumbnail)."""
     from dexar_internvl.adapter import InternVLAdapter
     from dexar_internvl.tiny import build_tiny_internvl
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_internvl(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=InternVLAdapter(), model_id="tiny-internvl"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_tiny(
+        model, processor, InternVLAdapter(), "tiny-internvl", size=(80, 48)
     )
 
 

@@ -30,13 +30,13 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import assembled_tiles, token_runs
-from dexar_core.hf.generative import chat_template_prompt
+from dexar_core.hf.facts import tiled_image_facts, token_runs
+from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
-FALLBACK_TEMPLATE = "<|im_start|>user\n{images}{prompt}<|im_end|>\n<|im_start|>assistant\n"
+FALLBACK_TEMPLATE = "<|im_start|>user\n{images}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 """The InternVL chat form, used when the processor has no chat template."""
 
 
@@ -98,28 +98,13 @@ class InternVLImageTokens:
                 # a processor told not to tile (crop_to_patches off) shows one view
                 rows = cols = views = 1
             runs = np.split(block, views)
-            whole = (0.0, 0.0, float(width), float(height))
-            if views == 1:
-                facts.append(_view(f"image {index}", index, runs[0], side, side, whole))
-                continue
-            tiles = assembled_tiles(runs[:-1], rows, cols, side)
-            name = f"image {index}, {rows}x{cols} tiles"
-            facts.append(_view(name, index, tiles, rows * side, cols * side, whole))
-            facts.append(_view(f"image {index}, thumbnail", index, runs[-1], side, side, whole))
+            facts.extend(tiled_image_facts(index, image.size, runs, (rows, cols), "thumbnail"))
         return tuple(facts)
 
 
 def _first(value: Any) -> int:
     """The first entry of a ``(height, width)`` size, or the size itself."""
     return int(value[0] if isinstance(value, (list, tuple)) else value)
-
-
-def _view(
-    name: str, index: int, positions: np.ndarray, rows: int, cols: int, box: tuple[float, ...]
-) -> ImageFacts:
-    return ImageFacts(
-        name=name, image_index=index, positions=positions, rows=rows, cols=cols, pixel_box=box
-    )
 
 
 class InternVLAdapter(HFDecoderOnlyAdapter):
@@ -155,13 +140,7 @@ class InternVLAdapter(HFDecoderOnlyAdapter):
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the InternVL form; a prompt with the placeholder is kept."""
-        image_token = loaded.processor.image_token
-        if image_token in prompt:
-            return prompt
-        templated = chat_template_prompt(loaded.processor, prompt, ["image"] * num_images)
-        if templated is not None:
-            return templated
-        return FALLBACK_TEMPLATE.format(images=f"{image_token}\n" * num_images, prompt=prompt)
+        return image_prompt(loaded.processor, prompt, num_images, FALLBACK_TEMPLATE)
 
 
 VIDEO_REFUSAL = (

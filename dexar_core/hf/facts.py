@@ -145,6 +145,47 @@ def assembled_tiles(runs: Sequence[np.ndarray], rows: int, cols: int, side: int)
     return blocks.transpose(0, 2, 1, 3).reshape(-1)
 
 
+def tiled_image_facts(
+    index: int,
+    size: tuple[int, int],
+    views: Sequence[np.ndarray],
+    tiles: tuple[int, int],
+    whole_view: str,
+) -> list[ImageFacts]:
+    """One tiled image's records from its views' token runs, in prompt order.
+
+    ``views`` are ``rows x cols`` tile runs then one run of the whole image at one tile's
+    size (a global view, a thumbnail; named ``whole_view``), each ``side x side`` tokens;
+    or a single run where the processor showed the image as one view. The tiles become
+    one grid over the whole original image (:func:`assembled_tiles`: every resize acts on
+    the whole image, so tile ``(r, c)`` covers that fraction of it), the whole-image view
+    its own grid over it too.
+    """
+    width, height = size
+    whole = (0.0, 0.0, float(width), float(height))
+    side = round(views[-1].size ** 0.5)
+    rows, cols = tiles
+    last = ImageFacts(
+        name=f"image {index}" if len(views) == 1 else f"image {index}, {whole_view}",
+        image_index=index,
+        positions=views[-1],
+        rows=side,
+        cols=side,
+        pixel_box=whole,
+    )
+    if len(views) == 1:
+        return [last]
+    grid = ImageFacts(
+        name=f"image {index}, {rows}x{cols} tiles",
+        image_index=index,
+        positions=assembled_tiles(views[:-1], rows, cols, side),
+        rows=rows * side,
+        cols=cols * side,
+        pixel_box=whole,
+    )
+    return [grid, last]
+
+
 class PromptLocator(VisualTokenLocator):
     """V from the prepared prompt's facts: every grid cell of every image.
 

@@ -65,6 +65,25 @@ class ConformanceCase:
     layers: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_layers)
     expected_failures: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
 
+    @classmethod
+    def from_tiny(
+        cls, model: Any, processor: Any, adapter: Any, model_id: str, *, size: tuple[int, int]
+    ) -> ConformanceCase:
+        """The usual case of a tiny model: one noise image of ``size`` (width, height), a
+        question about the shapes benchmark and its answer, teacher-forced."""
+        from PIL import Image
+
+        width, height = size
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        return cls(
+            loaded=LoadedModel(
+                model=model, processor=processor, adapter=adapter, model_id=model_id
+            ),
+            images=Image.fromarray(pixels),
+            prompt="what color is the circle?",
+            answer="a red circle",
+        )
+
 
 @attrs.frozen(kw_only=True)
 class CheckResult:
