@@ -1,22 +1,17 @@
-"""Idefics3 / SmolVLM end to end: the tile grid and the global view where the processor put
-them, the one-pass engine against the definition, explain() and the CLI on a saved tiny
-checkpoint, and what is refused with a reason."""
+"""Idefics3 / SmolVLM: the tile grid and the global view where the processor put them, the
+one-pass engine against the definition, and the refusals (the end-to-end runs:
+tests/adapters/test_tiled_families.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
 from naive_maps import one_pass_error
-from PIL import Image
+from noise_images import noise_image
 
-from dexar_core.api import explain, load
-from dexar_core.cli.main import main
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.facts import assembled_tiles
-from dexar_core.images import Video
 from dexar_core.records import LoadedModel
 from dexar_idefics3.adapter import Idefics3Adapter
 from dexar_idefics3.tiny import build_tiny_idefics3
@@ -25,26 +20,11 @@ QUESTION = "what color is the circle?"
 TOLERANCE = 1e-5
 
 
-def _image(width: int, height: int, seed: int = 0) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> LoadedModel:
     torch.set_num_threads(2)
     model, processor = build_tiny_idefics3(seed=1)
     return LoadedModel(model=model, processor=processor, adapter=Idefics3Adapter(), model_id="t")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-idefics3")
-    model, processor = build_tiny_idefics3(seed=2)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    _image(90, 40, 5).save(folder / "image.png")
-    return folder
 
 
 # --- where the views lie ----------------------------------------------------------------
@@ -62,9 +42,9 @@ def test_tiles_are_assembled_where_they_came_from():
     ("size", "tiles"), [((50, 50), (4, 4)), ((150, 50), (2, 4)), ((40, 130), (4, 2))]
 )
 def test_the_tile_grid_is_the_processors(tiny, size, tiles):
-    prepared = tiny.adapter.prepare(tiny, [_image(*size)], QUESTION)
+    prepared = tiny.adapter.prepare(tiny, [noise_image(*size)], QUESTION)
     rows, cols = tiles
-    info = tiny.processor.image_processor(images=[_image(*size)], return_row_col_info=True)
+    info = tiny.processor.image_processor(images=[noise_image(*size)], return_row_col_info=True)
     assert (info["rows"][0][0], info["cols"][0][0]) == tiles
     tile_grid, global_grid = prepared.facts.grids
     assert tile_grid.name == f"image 0, {rows}x{cols} tiles"
@@ -75,7 +55,7 @@ def test_the_tile_grid_is_the_processors(tiny, size, tiles):
 
 
 def test_markers_and_separators_are_never_visual(tiny):
-    prepared = tiny.adapter.prepare(tiny, [_image(90, 40)], QUESTION)
+    prepared = tiny.adapter.prepare(tiny, [noise_image(90, 40)], QUESTION)
     layout = tiny.adapter.locator.locate(prepared)
     ids = prepared.inputs["input_ids"][0].numpy()
     tokens = tiny.tokenizer.convert_ids_to_tokens(ids.tolist())
@@ -91,7 +71,7 @@ def test_markers_and_separators_are_never_visual(tiny):
 def test_an_unsplit_image_is_one_global_view(tiny):
     tiny.processor.image_processor.do_image_splitting = False
     try:
-        prepared = tiny.adapter.prepare(tiny, [_image(90, 40)], QUESTION)
+        prepared = tiny.adapter.prepare(tiny, [noise_image(90, 40)], QUESTION)
     finally:
         tiny.processor.image_processor.do_image_splitting = True
     (grid,) = prepared.facts.grids
@@ -99,7 +79,7 @@ def test_an_unsplit_image_is_one_global_view(tiny):
 
 
 def test_two_images_give_their_tiles_and_global_views_in_prompt_order(tiny):
-    prepared = tiny.adapter.prepare(tiny, [_image(90, 40), _image(40, 70, 1)], QUESTION)
+    prepared = tiny.adapter.prepare(tiny, [noise_image(90, 40), noise_image(40, 70, 1)], QUESTION)
     grids = prepared.facts.grids
     assert [(grid.name, grid.image_index, grid.shape) for grid in grids] == [
         ("image 0, 2x4 tiles", 0, (4, 8)),
@@ -114,9 +94,9 @@ def test_two_images_give_their_tiles_and_global_views_in_prompt_order(tiny):
 # --- the one pass equals the definition --------------------------------------------------
 
 CASES = {
-    "square": lambda: [_image(50, 50)],
-    "wide": lambda: [_image(150, 50)],
-    "two images": lambda: [_image(90, 40), _image(40, 70, 1)],
+    "square": lambda: [noise_image(50, 50)],
+    "wide": lambda: [noise_image(150, 50)],
+    "two images": lambda: [noise_image(90, 40), noise_image(40, 70, 1)],
 }
 
 
@@ -125,43 +105,7 @@ def test_one_pass_matches_the_definition(tiny, case):
     assert one_pass_error(tiny, CASES[case](), QUESTION, "red circle") <= TOLERANCE
 
 
-# --- explain() and the CLI on a saved checkpoint -------------------------------------------
-
-
-def test_explain_free_run_given_answer_and_a_large_image(tiny_dir):
-    loaded = load(str(tiny_dir))
-    assert isinstance(loaded.adapter, Idefics3Adapter)
-    assert loaded.adapter.describe()["model_class"] == "Idefics3ForConditionalGeneration"
-    image = Image.open(tiny_dir / "image.png")
-    free = explain(loaded, image, QUESTION, max_new_tokens=3)
-    assert free.generated and 1 <= len(free.token_ids) <= 3
-    assert [grid.shape for grid in free.grids] == [(4, 8), (2, 2)]
-    for grid in range(2):
-        tokens, sequence = free.upsample(grid)
-        assert sequence.shape == (40, 90) and np.isfinite(tokens).all()
-    given = explain(loaded, _image(1280, 720, 3), QUESTION, answer="a red circle")
-    assert given.tokens == ("a", "red", "circle") and not given.generated
-    assert [grid.name for grid in given.grids] == ["image 0, 3x4 tiles", "image 0, global"]
-
-
-def test_dexar_explain_on_the_saved_checkpoint(tiny_dir, tmp_path, capsys):
-    args = ["explain", "--model", str(tiny_dir), "--image", str(tiny_dir / "image.png")]
-    args += ["--prompt", QUESTION, "--answer", "red circle", "--out", str(tmp_path)]
-    code = main(args)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    saved = json.loads((tmp_path / "explanation.json").read_text())
-    assert saved["adapter"] == "idefics3"
-    assert [grid["name"] for grid in saved["grids"]] == ["image 0, 2x4 tiles", "image 0, global"]
-
-
 # --- refusals -----------------------------------------------------------------------------
-
-
-def test_a_video_is_refused_naming_what_is_missing(tiny):
-    frames = [np.zeros((32, 32, 3), dtype=np.uint8)] * 2
-    with pytest.raises(UnsupportedModelError, match=r"SmolVLM2's video input .* not supported"):
-        tiny.adapter.prepare(tiny, [Video(frames=frames)], QUESTION)
 
 
 def test_another_model_type_is_sent_to_its_adapter(tmp_path):
@@ -175,7 +119,7 @@ def test_another_model_type_is_sent_to_its_adapter(tmp_path):
 
 
 def test_views_that_do_not_match_the_model_are_refused(tiny):
-    image = _image(50, 50)
+    image = noise_image(50, 50)
     text = tiny.adapter.format_prompt(tiny, QUESTION, 1)
     # a processor saved apart from its model, writing 3x3 tokens a view for a model of 2x2
     tiny.processor.image_seq_len = 9
