@@ -89,22 +89,12 @@ def build_tiny_internvl(
         InternVLForConditionalGeneration,
         InternVLProcessor,
         InternVLVideoProcessor,
-        PreTrainedTokenizerFast,
     )
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
     words = ["user", "assistant", *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    words_only = build_word_tokenizer(words, image_token=None)
     # InternVL's processor reads its image tokens by name from the tokenizer
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=words_only.backend_tokenizer,
-        bos_token=words_only.bos_token,
-        eos_token=words_only.eos_token,
-        unk_token=words_only.unk_token,
-        pad_token=words_only.pad_token,
-        extra_special_tokens=IMAGE_TOKENS,
-        padding_side="left",
-    )
+    tokenizer = build_word_tokenizer(words, image_token=None, named_tokens=IMAGE_TOKENS)
     side = tile_size // patch_size // 2
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessorPil(
