@@ -121,6 +121,71 @@ class ImageTokenConvention:
         )
 
 
+def token_runs(ids: np.ndarray, token: int) -> list[np.ndarray]:
+    """The maximal runs of consecutive positions holding ``token``, in prompt order.
+
+    A tiling processor writes one run per image (InternVL) or per view (a tile or a
+    global view, between text markers: Idefics3).
+    """
+    positions = np.flatnonzero(ids == token)
+    if positions.size == 0:
+        return []
+    return np.split(positions, np.flatnonzero(np.diff(positions) > 1) + 1)
+
+
+def assembled_tiles(runs: Sequence[np.ndarray], rows: int, cols: int, side: int) -> np.ndarray:
+    """The positions of ``rows x cols`` tiles of ``side x side`` tokens as one grid.
+
+    ``runs`` are the tiles' token positions in row-major tile order, each row-major within
+    its tile; the result is row-major over the assembled ``rows*side x cols*side`` grid:
+    tile ``(r, c)``'s token ``(i, j)`` lands at cell ``(r*side + i, c*side + j)``, so each
+    tile's map lies where the tile came from on the image.
+    """
+    blocks = np.stack([run.reshape(side, side) for run in runs]).reshape(rows, cols, side, side)
+    return blocks.transpose(0, 2, 1, 3).reshape(-1)
+
+
+def tiled_image_facts(
+    index: int,
+    size: tuple[int, int],
+    views: Sequence[np.ndarray],
+    tiles: tuple[int, int],
+    whole_view: str,
+) -> list[ImageFacts]:
+    """One tiled image's records from its views' token runs, in prompt order.
+
+    ``views`` are ``rows x cols`` tile runs then one run of the whole image at one tile's
+    size (a global view, a thumbnail; named ``whole_view``), each ``side x side`` tokens;
+    or a single run where the processor showed the image as one view. The tiles become
+    one grid over the whole original image (:func:`assembled_tiles`: every resize acts on
+    the whole image, so tile ``(r, c)`` covers that fraction of it), the whole-image view
+    its own grid over it too.
+    """
+    width, height = size
+    whole = (0.0, 0.0, float(width), float(height))
+    side = round(views[-1].size ** 0.5)
+    rows, cols = tiles
+    last = ImageFacts(
+        name=f"image {index}" if len(views) == 1 else f"image {index}, {whole_view}",
+        image_index=index,
+        positions=views[-1],
+        rows=side,
+        cols=side,
+        pixel_box=whole,
+    )
+    if len(views) == 1:
+        return [last]
+    grid = ImageFacts(
+        name=f"image {index}, {rows}x{cols} tiles",
+        image_index=index,
+        positions=assembled_tiles(views[:-1], rows, cols, side),
+        rows=rows * side,
+        cols=cols * side,
+        pixel_box=whole,
+    )
+    return [grid, last]
+
+
 class PromptLocator(VisualTokenLocator):
     """V from the prepared prompt's facts: every grid cell of every image.
 

@@ -37,6 +37,22 @@ def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> s
     return str(processor.apply_chat_template(turn, add_generation_prompt=True))
 
 
+def image_prompt(processor: Any, prompt: str, num_images: int, fallback: str) -> str:
+    """The prompt as the model reads it, for ``num_images`` images then the text.
+
+    Kept as given where it already holds the processor's ``image_token``; else the
+    processor's chat template; else ``fallback``, a format string of ``{images}`` (the
+    placeholders) and ``{prompt}``.
+    """
+    image_token = processor.image_token
+    if image_token in prompt:
+        return prompt
+    templated = chat_template_prompt(processor, prompt, ["image"] * num_images)
+    if templated is not None:
+        return templated
+    return fallback.format(images=image_token * num_images, prompt=prompt)
+
+
 class HFGenerativeAdapter(GenerativeAdapter):
     """Shared behaviour of transformers VLM adapters that generate an answer.
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dexar_core.errors import CheckpointError, InputError
+from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
 from dexar_core.hf import published_layouts
 from dexar_core.records import LoadedModel
 
@@ -77,6 +77,32 @@ def saved_model_type(path: str) -> str | None:
         return str(AutoConfig.from_pretrained(path).model_type)
     except (OSError, ValueError):
         return None
+
+
+def model_class_by_type(adapter: str, path: str, classes: dict[str, str], **options: Any) -> str:
+    """The transformers class of the checkpoint at ``path``, by its ``config.model_type``.
+
+    Raises:
+        CheckpointError: the config cannot be read.
+        UnsupportedModelError: its model type is not one of ``classes``.
+    """
+    from transformers import AutoConfig
+
+    from dexar_core.hf.load_options import config_options
+
+    try:
+        model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"the {adapter} adapter could not read the config of {path!r}: {error}. Give a "
+            "folder holding config.json, or a hub id in your local cache."
+        ) from error
+    if model_type not in classes:
+        raise UnsupportedModelError(
+            f"the {adapter} adapter serves model types {sorted(classes)}; {path!r} is "
+            f"{model_type!r}. Use the adapter for that architecture (`dexar plugins`)."
+        )
+    return classes[model_type]
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

@@ -13,7 +13,7 @@ the words with single spaces and removes the space before punctuation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from dexar_core.errors import InputError
@@ -39,6 +39,7 @@ def build_word_tokenizer(
     eos_token: str = EOS_TOKEN,
     unk_token: str = UNK_TOKEN,
     image_token: str | None = IMAGE_TOKEN,
+    named_tokens: Mapping[str, str] | None = None,
     add_bos: bool = True,
     padding_side: str = "left",
     model_max_length: int = 512,
@@ -60,6 +61,8 @@ def build_word_tokenizer(
             as the extra special token ``image_token`` (so ``tokenizer.image_token``
             works, as transformers 5 processors expect); ``None`` for a text-only
             tokenizer.
+        named_tokens: further special tokens by the name a processor reads them under
+            (InternVL's ``{"start_image_token": "<img>", ...}``), after the image token.
         add_bos: Whether encoding with special tokens prepends ``bos_token``.
         padding_side: ``"left"`` (for batched generation) or ``"right"``.
         model_max_length: The longest sequence the tokenizer reports it supports.
@@ -75,8 +78,9 @@ def build_word_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     specials = [pad_token, bos_token, eos_token, unk_token]
-    if image_token is not None:
-        specials.append(image_token)
+    extra = {"image_token": image_token} if image_token is not None else {}
+    extra.update(named_tokens or {})
+    specials.extend(extra.values())
     vocabulary = _word_ids(words, specials)
 
     backend = Tokenizer(models.WordLevel(vocab=vocabulary, unk_token=unk_token))
@@ -94,14 +98,13 @@ def build_word_tokenizer(
             special_tokens=[(bos_token, vocabulary[bos_token])],
         )
 
-    extra = {"image_token": image_token} if image_token is not None else None
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=pad_token,
         bos_token=bos_token,
         eos_token=eos_token,
         unk_token=unk_token,
-        extra_special_tokens=extra,
+        extra_special_tokens=extra or None,
         padding_side=padding_side,
         model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +17,19 @@ EXAMPLE_ADAPTERS = {"paligemma": "docs/examples/dexar-paligemma"}
 
 
 def require_adapter(name: str) -> None:
-    """Skip a mirror whose adapter is an example plugin this environment lacks."""
+    """Skip a mirror whose adapter is an example plugin this environment lacks, or whose
+    processor needs a package (the fixture's ``requires``) not installed here; under
+    ``CI=true``, where pyproject.toml's dependencies are installed, a missing one fails."""
     from dexar_plugins import default_catalog
 
-    adapter = load_fixture(name)["adapter"]
+    fixture = load_fixture(name)
+    missing = [pkg for pkg in fixture.get("requires", ()) if importlib.util.find_spec(pkg) is None]
+    if missing:
+        message = f"the {name} mirror's processor needs {missing}: pip install {' '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    adapter = fixture["adapter"]
     if adapter in EXAMPLE_ADAPTERS and adapter not in default_catalog().adapters:
         pytest.skip(
             f"the {name} mirror needs the example plugin {EXAMPLE_ADAPTERS[adapter]}, not "

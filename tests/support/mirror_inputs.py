@@ -9,6 +9,7 @@ encoder-decoder, the input of the first encoder layer.
 
 from __future__ import annotations
 
+from inspect import signature
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,16 @@ def _first_layer_inputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
         ),
         with_kwargs=True,
     )
+    # Only the first layer's input is read: where the model can skip the language head
+    # over the whole prompt (a large vocabulary times hundreds of image tokens), it does.
+    keep = (
+        {"logits_to_keep": 1}
+        if "logits_to_keep" in signature(loaded.model.forward).parameters
+        else {}
+    )
     try:
         with torch.no_grad():
-            loaded.model(**inputs)
+            loaded.model(**inputs, **keep)
     finally:
         handle.remove()
     return seen[0]

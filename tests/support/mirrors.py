@@ -127,7 +127,7 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
         specials[unk] = 0
     ranged = ranged_tokens(settings)
     taken = set(specials.values()) | set(ranged.values())
-    words = list(dict.fromkeys(PROMPT_WORDS.split() + list("?.,:!'-")))
+    words = list(dict.fromkeys(PROMPT_WORDS.split() + list("?.,:!'-") + stand_in_words(settings)))
     free = (index for index in range(100, settings["base_vocab_size"]) if index not in taken)
     vocabulary = {word: next(free) for word in words}
     taken |= set(vocabulary.values())
@@ -169,6 +169,15 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
         model_max_length=settings["model_max_length"],
         clean_up_tokenization_spaces=False,
     )
+
+
+def stand_in_words(settings: dict[str, Any]) -> list[str]:
+    """The tokenizer fixture's ``words``: ordinary words its template or markers need.
+
+    Idefics3's ``<row_1_col_2>`` is text the published BPE splits into pieces; the
+    stand-in splits it at the punctuation into words it must know (``row``, ``col``, ...).
+    """
+    return list(settings.get("words", ()))
 
 
 def ranged_tokens(settings: dict[str, Any]) -> dict[str, int]:
