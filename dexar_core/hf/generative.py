@@ -36,6 +36,20 @@ def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> s
     return str(processor.apply_chat_template(turn, add_generation_prompt=True))
 
 
+def templated_prompt(
+    processor: Any, prompt: str, num_images: int, *, placeholder: str, fallback: str
+) -> str:
+    """The full prompt: ``prompt`` itself where it already holds ``placeholder``, else the
+    processor's chat template, else ``fallback`` (a format string with ``{images}`` and
+    ``{prompt}``) with one placeholder per image."""
+    if placeholder in prompt:
+        return prompt
+    templated = chat_template_prompt(processor, prompt, ["image"] * num_images)
+    if templated is not None:
+        return templated
+    return fallback.format(images=placeholder * num_images, prompt=prompt)
+
+
 class HFGenerativeAdapter(GenerativeAdapter):
     """Shared behaviour of transformers VLM adapters that generate an answer.
 

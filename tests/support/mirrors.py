@@ -127,7 +127,8 @@ def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
         specials[unk] = 0
     ranged = ranged_tokens(settings)
     taken = set(specials.values()) | set(ranged.values())
-    words = list(dict.fromkeys(PROMPT_WORDS.split() + list("?.,:!'-")))
+    # a fixture's own template words (``words``) come last, so other mirrors' ids stay
+    words = list(dict.fromkeys(PROMPT_WORDS.split() + list("?.,:!'-") + settings.get("words", [])))
     free = (index for index in range(100, settings["base_vocab_size"]) if index not in taken)
     vocabulary = {word: next(free) for word in words}
     taken |= set(vocabulary.values())
