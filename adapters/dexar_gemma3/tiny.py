@@ -64,6 +64,12 @@ def gemma3_tokenizer(words: Iterable[str]):  # noqa: ANN201 (transformers is imp
     )
 
 
+def _spread_projection(model: Gemma3ForConditionalGeneration) -> None:
+    """transformers starts the image projection at zero, which makes every image feature
+    zero; a trained model's is spread."""
+    model.model.multi_modal_projector.mm_input_projection_weight.normal_(mean=0.0, std=0.02)
+
+
 def build_tiny_gemma3(
     *,
     seed: int = 0,
@@ -144,7 +150,13 @@ def build_tiny_gemma3(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    model = instantiate(Gemma3ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
+    model = instantiate(
+        Gemma3ForConditionalGeneration,
+        config,
+        seed=seed,
+        tokenizer=tokenizer,
+        initialise=_spread_projection,
+    )
     image_processor = Gemma3ImageProcessor(
         size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],

@@ -98,8 +98,23 @@ def build_mirror(
         if query_tokens is not None:
             with torch.no_grad():
                 query_tokens.normal_(mean=0.0, std=0.02)
+        _spread(model, fixture.get("zero_initialised", ()))
     _write_weights(model.state_dict(), fixture["weights"], folder)
     return folder
+
+
+def _spread(model: Any, names: Any) -> None:
+    """Give the parameters a fixture names (``zero_initialised``) a normal spread.
+
+    transformers initialises them to zero (Gemma 3's image projection), which would make
+    every image feature zero; a trained model's are not.
+    """
+    import torch
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            parameters[name].normal_(mean=0.0, std=0.02)
 
 
 def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
