@@ -38,7 +38,7 @@ import torch
 
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.generative import templated_prompt
+from dexar_core.hf.generative import starts_with_bos, templated_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -171,13 +171,12 @@ class Gemma3Adapter(HFDecoderOnlyAdapter):
     ) -> dict[str, Any]:
         """The processor's tensors with the pan-and-scan settings; the chat template
         writes ``<bos>`` itself, so the tokenizer adds none then."""
-        bos = loaded.tokenizer.bos_token
         return dict(
             loaded.processor(
                 text=text,
                 images=list(images),
                 return_tensors="pt",
-                add_special_tokens=not (bos and text.startswith(bos)),
+                add_special_tokens=not starts_with_bos(loaded.tokenizer, text),
                 **pan_and_scan_settings(loaded.processor),
             )
         )

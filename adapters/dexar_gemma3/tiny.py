@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import build_word_tokenizer
+from dexar_core.zoo.tokenizer import build_word_tokenizer, with_special_tokens
 
 if TYPE_CHECKING:
     from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
@@ -39,29 +39,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 """The published template's form for one user turn (system prompts left out)."""
-
-
-def gemma3_tokenizer(words: Iterable[str]):  # noqa: ANN201 (transformers is imported late)
-    """A word-level tokenizer with Gemma 3's markers and turn tokens as special tokens."""
-    from tokenizers import AddedToken
-    from transformers import PreTrainedTokenizerFast
-
-    base = build_word_tokenizer(
-        ["model", *words], bos_token="<bos>", eos_token="<eos>", image_token=None
-    )
-    backend = base.backend_tokenizer
-    specials = [*MARKERS.values(), "<start_of_turn>", "<end_of_turn>"]
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_special_tokens=MARKERS,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
 
 
 def _spread_projection(model: Gemma3ForConditionalGeneration) -> None:
@@ -117,7 +94,12 @@ def build_tiny_gemma3(
         Gemma3Processor,
     )
 
-    tokenizer = gemma3_tokenizer(SHAPES_VOCABULARY if vocabulary is None else vocabulary)
+    words = ["model", *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
+    tokenizer = with_special_tokens(
+        build_word_tokenizer(words, bos_token="<bos>", eos_token="<eos>", image_token=None),
+        MARKERS,
+        ("<start_of_turn>", "<end_of_turn>"),
+    )
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in MARKERS.items()}
     config = Gemma3Config(
         text_config={

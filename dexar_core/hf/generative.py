@@ -50,6 +50,13 @@ def templated_prompt(
     return fallback.format(images=placeholder * num_images, prompt=prompt)
 
 
+def starts_with_bos(tokenizer: Any, text: str) -> bool:
+    """Whether ``text`` begins with the tokenizer's BOS token, as a chat template that
+    writes it does: such a text is encoded without special tokens, else it gets two."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and text.startswith(bos)
+
+
 class HFGenerativeAdapter(GenerativeAdapter):
     """Shared behaviour of transformers VLM adapters that generate an answer.
 

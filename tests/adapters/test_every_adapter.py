@@ -159,7 +159,7 @@ for _adapter in CHECKED:
 def test_every_adapter_with_extra_cases_is_installed_and_checked():
     # A renamed adapter would otherwise lose its extra cases without a word.
     assert set(CASES) <= set(CHECKED)
-    assert {"llava", "llava_next", "qwen_vl", "blip2", "florence2"} <= set(CHECKED)
+    assert {"llava", "llava_next", "qwen_vl", "blip2", "florence2", "gemma3", "mistral3"} <= set(CHECKED)
 
 
 # --- every embedded model that answers -----------------------------------------------------
