@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from mirror_inputs import visual_unit_inputs
-from PIL import Image, ImageDraw
+from painted_spots import assert_spot_found_in_each_grid
+from PIL import Image
 
 from dexar_core.api import explain, load
 from dexar_core.cli.main import main
@@ -151,27 +151,7 @@ def test_pan_and_scan_gives_a_grid_per_crop_where_it_came_from(scanned):
 
 @pytest.mark.parametrize("spot", [(20, 25), (75, 12), (130, 38)])
 def test_a_painted_spot_is_found_in_its_crop_at_its_place(scanned, spot):
-    size = (150, 50)
-    grey = Image.new("RGB", size, (110, 110, 110))
-    base, grids = visual_unit_inputs(scanned, grey, "what is in the image?")
-    painted = grey.copy()
-    x, y = spot
-    ImageDraw.Draw(painted).rectangle((x - 6, y - 6, x + 6, y + 6), fill=(255, 240, 20))
-    features, _ = visual_unit_inputs(scanned, painted, "what is in the image?")
-    change = np.linalg.norm(features - base, axis=1)
-    start = 0
-    for grid in grids:
-        cells = change[start : start + grid.height * grid.width]
-        start += grid.height * grid.width
-        left, top, right, bottom = grid.pixel_box
-        if not (left <= x < right and top <= y < bottom):
-            # a crop that does not hold the spot does not see it
-            assert cells.max() <= 1e-5 * change.max(), grid.name
-            continue
-        row, col = divmod(int(np.argmax(cells)), grid.width)
-        width, height = (right - left) / grid.width, (bottom - top) / grid.height
-        assert abs(left + (col + 0.5) * width - x) <= width, grid.name
-        assert abs(top + (row + 0.5) * height - y) <= height, grid.name
+    assert_spot_found_in_each_grid(scanned, (150, 50), spot, side=12)
 
 
 def test_a_prompt_with_a_marker_too_many_is_refused(tiny):
