@@ -53,10 +53,41 @@ def next_conformance_case() -> Any:
     )
 
 
+def _onevision_adapter() -> object:
+    from dexar_llava.onevision import LlavaOnevisionAdapter
+
+    return LlavaOnevisionAdapter()
+
+
+def onevision_conformance_case() -> Any:
+    """A random tiny LLaVA-OneVision, a wide noise image (2x1 tiles, unpadded) and a prompt."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_llava.onevision import LlavaOnevisionAdapter
+    from dexar_llava.tiny_onevision import build_tiny_llava_onevision
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_llava_onevision(seed=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model,
+            processor=processor,
+            adapter=LlavaOnevisionAdapter(),
+            model_id="tiny-llava-onevision",
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
 @hookimpl
 def dexar_adapters() -> Iterable[AdapterSpec]:
-    """The LLaVA-1.5 and LLaVA-NeXT adapters (LLaVA-NeXT-Video is claimed so its
-    refusal can say why)."""
+    """The LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision adapters (LLaVA-NeXT-Video is
+    claimed so its refusal can say why)."""
     return (
         AdapterSpec(
             name="llava",
@@ -77,6 +108,16 @@ def dexar_adapters() -> Iterable[AdapterSpec]:
             factory=_next_adapter,
             description="LLaVA-NeXT / LLaVA-1.6 (LlavaNextForConditionalGeneration), any-res tiles",
             conformance=next_conformance_case,
+        ),
+        AdapterSpec(
+            name="llava_onevision",
+            model_types=("llava_onevision",),
+            architectures=("LlavaOnevisionForConditionalGeneration",),
+            factory=_onevision_adapter,
+            description=(
+                "LLaVA-OneVision (LlavaOnevisionForConditionalGeneration), anyres-max tiles"
+            ),
+            conformance=onevision_conformance_case,
         ),
     )
 

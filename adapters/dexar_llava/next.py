@@ -54,9 +54,14 @@ def high_resolution_grid(config: Any, height: int, width: int) -> HighResolution
     from transformers.image_processing_utils import select_best_resolution
     from transformers.models.llava_next.modeling_llava_next import unpad_image
 
-    patch = int(config.vision_config.patch_size)
+    # Each tile gives (tile // patch)^2 features, so one feature spans tile / side pixels of
+    # the padded canvas (exactly the patch where the tile is a multiple of it, as in
+    # LLaVA-NeXT; 384 / 27 px for LLaVA-OneVision's SigLIP).
+    tile = int(config.vision_config.image_size)
+    side = tile // int(config.vision_config.patch_size)
+    feature = tile / side
     best_height, best_width = select_best_resolution((height, width), config.image_grid_pinpoints)
-    patch_rows, patch_cols = best_height // patch, best_width // patch
+    patch_rows, patch_cols = best_height // tile * side, best_width // tile * side
     index = torch.arange(patch_rows * patch_cols).view(1, patch_rows, patch_cols)
     kept = unpad_image(index, (height, width))[0]
     rows, cols = kept.shape
@@ -74,10 +79,10 @@ def high_resolution_grid(config: Any, height: int, width: int) -> HighResolution
         rows=int(rows),
         cols=int(cols),
         pixel_box=(
-            (left_col * patch - pad_left) * x_scale,
-            (top_row * patch - pad_top) * y_scale,
-            ((left_col + cols) * patch - pad_left) * x_scale,
-            ((top_row + rows) * patch - pad_top) * y_scale,
+            (left_col * feature - pad_left) * x_scale,
+            (top_row * feature - pad_top) * y_scale,
+            ((left_col + cols) * feature - pad_left) * x_scale,
+            ((top_row + rows) * feature - pad_top) * y_scale,
         ),
     )
 

@@ -37,20 +37,29 @@ def chat_template_prompt(processor: Any, prompt: str, kinds: Sequence[str]) -> s
     return str(processor.apply_chat_template(turn, add_generation_prompt=True))
 
 
-def image_prompt(processor: Any, prompt: str, num_images: int, fallback: str) -> str:
+def image_prompt(
+    processor: Any, prompt: str, num_images: int, fallback: str, *, placeholder: str | None = None
+) -> str:
     """The prompt as the model reads it, for ``num_images`` images then the text.
 
-    Kept as given where it already holds the processor's ``image_token``; else the
-    processor's chat template; else ``fallback``, a format string of ``{images}`` (the
-    placeholders) and ``{prompt}``.
+    Kept as given where it already holds ``placeholder`` (by default the processor's
+    ``image_token``); else the processor's chat template; else ``fallback``, a format
+    string of ``{images}`` (one placeholder per image) and ``{prompt}``.
     """
-    image_token = processor.image_token
+    image_token = processor.image_token if placeholder is None else placeholder
     if image_token in prompt:
         return prompt
     templated = chat_template_prompt(processor, prompt, ["image"] * num_images)
     if templated is not None:
         return templated
     return fallback.format(images=image_token * num_images, prompt=prompt)
+
+
+def starts_with_bos(tokenizer: Any, text: str) -> bool:
+    """Whether ``text`` begins with the tokenizer's BOS token, as a chat template that
+    writes it does: such a text is encoded without special tokens, else it gets two."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and text.startswith(bos)
 
 
 class HFGenerativeAdapter(GenerativeAdapter):

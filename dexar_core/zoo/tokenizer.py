@@ -132,3 +132,47 @@ def _word_ids(words: Iterable[str], specials: list[str]) -> dict[str, int]:
             "pass the closed vocabulary the model should speak."
         )
     return vocabulary
+
+
+def with_special_tokens(
+    tokenizer: PreTrainedTokenizerFast,
+    named: dict[str, str] | None = None,
+    unnamed: Iterable[str] = (),
+) -> PreTrainedTokenizerFast:
+    """A copy of a word-level tokenizer with more special tokens, at the next free ids.
+
+    A processor reads some special tokens by name from its tokenizer (Gemma 3's
+    ``tokenizer.boi_token``); others are only matched whole in a template (``[INST]``).
+
+    Args:
+        tokenizer: a tokenizer from :func:`build_word_tokenizer`.
+        named: ``{attribute: token}``, each registered as an extra special token
+            (``tokenizer.<attribute>`` and ``tokenizer.<attribute>_id`` work).
+        unnamed: more tokens, special but without an attribute.
+
+    Returns:
+        The new tokenizer; ``tokenizer`` is left as it was.
+    """
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    named = dict(named or {})
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    added = [*named.values(), *unnamed]
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in added])
+    standard = {"bos_token", "eos_token", "unk_token", "pad_token"}
+    kept = {
+        key: value for key, value in tokenizer.special_tokens_map.items() if key not in standard
+    }
+    extra = {**kept, **named}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=tokenizer.pad_token,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        unk_token=tokenizer.unk_token,
+        extra_special_tokens=extra or None,
+        padding_side=tokenizer.padding_side,
+        model_max_length=tokenizer.model_max_length,
+        clean_up_tokenization_spaces=False,
+    )

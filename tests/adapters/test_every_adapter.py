@@ -158,7 +158,8 @@ for _adapter in CHECKED:
 def test_every_adapter_with_extra_cases_is_installed_and_checked():
     # A renamed adapter would otherwise lose its extra cases without a word.
     assert set(CASES) <= set(CHECKED)
-    assert {"llava", "llava_next", "qwen_vl", "blip2", "florence2"} <= set(CHECKED)
+    required = {"llava", "llava_next", "qwen_vl", "blip2", "florence2"}
+    assert required | {"gemma3", "mistral3", "llava_onevision"} <= set(CHECKED)
 
 
 # --- every embedded model that answers -----------------------------------------------------

@@ -98,8 +98,23 @@ def build_mirror(
         if query_tokens is not None:
             with torch.no_grad():
                 query_tokens.normal_(mean=0.0, std=0.02)
+        _spread(model, fixture.get("zero_initialised", ()))
     _write_weights(model.state_dict(), fixture["weights"], folder)
     return folder
+
+
+def _spread(model: Any, names: Any) -> None:
+    """Give the parameters a fixture names (``zero_initialised``) a normal spread.
+
+    transformers initialises them to zero (Gemma 3's image projection), which would make
+    every image feature zero; a trained model's are not.
+    """
+    import torch
+
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            parameters[name].normal_(mean=0.0, std=0.02)
 
 
 def _stand_in_tokenizer(settings: dict[str, Any]) -> Any:
@@ -214,12 +229,14 @@ def _write_weights(state: dict[str, Any], weights: dict[str, Any], folder: Path)
     }
     keys = sorted(tensors)
     shards = int(weights["shards"])
-    size = -(-len(keys) // shards)
+    # even slices: a ceiling-sized slice per shard leaves the last shards empty when
+    # there are few keys (Mistral 3's 10 shards of 45 tiny tensors)
+    bounds = [index * len(keys) // shards for index in range(shards + 1)]
     weight_map: dict[str, str] = {}
     total = 0
     for index in range(shards):
         filename = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        shard = {key: tensors[key] for key in keys[index * size : (index + 1) * size]}
+        shard = {key: tensors[key] for key in keys[bounds[index] : bounds[index + 1]]}
         save_file(shard, folder / filename, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, filename))
         total += sum(tensor.numel() * tensor.element_size() for tensor in shard.values())

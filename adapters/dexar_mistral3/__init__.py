@@ -1,0 +1,52 @@
+"""Built-in Mistral 3 adapter, registered through the ``dexar`` entry point like any plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+
+def _adapter() -> object:
+    from dexar_mistral3.adapter import Mistral3Adapter
+
+    return Mistral3Adapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny Mistral 3, a non-square noise image and a prompt, for the conformance kit."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_mistral3.adapter import Mistral3Adapter
+    from dexar_mistral3.tiny import build_tiny_mistral3
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_mistral3(seed=0)
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=Mistral3Adapter(), model_id="tiny-mistral3"
+        ),
+        images=Image.fromarray(pixels),
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The Mistral 3 adapter."""
+    return (
+        AdapterSpec(
+            name="mistral3",
+            model_types=("mistral3",),
+            architectures=("Mistral3ForConditionalGeneration",),
+            factory=_adapter,
+            description="Mistral 3 (Mistral3ForConditionalGeneration), Pixtral native resolution",
+            conformance=conformance_case,
+        ),
+    )
