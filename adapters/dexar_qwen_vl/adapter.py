@@ -36,6 +36,7 @@ from dexar_qwen_vl.resolution import resize_settings, resized_size
 MODEL_CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
 }
 """The model class served for each ``config.model_type``."""
 
@@ -94,7 +95,10 @@ class QwenVisualTokens:
         temporal_patch = int(config.vision_config.temporal_patch_size)
         facts: list[ImageFacts] = []
         for kind in pads:
-            kind_runs = [positions for run_kind, positions in runs if run_kind == kind]
+            kind_runs = _blocks(
+                [positions for run_kind, positions in runs if run_kind == kind],
+                [t * (h // merge) * (w // merge) for t, h, w in grid_thw[kind]],
+            )
             if not len(kind_runs) == len(grid_thw[kind]) == len(order[kind]):
                 raise InputError(
                     f"the prompt holds {len(kind_runs)} {kind} block(s), the processor made "
@@ -254,6 +258,25 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
 def pads_name(kind: str) -> str:
     """The pad token of ``"image"`` or ``"video"``."""
     return VIDEO_PAD if kind == "video" else IMAGE_PAD
+
+
+def _blocks(runs: list[np.ndarray], sizes: list[int]) -> list[np.ndarray]:
+    """The runs joined into one block per grid of ``sizes`` tokens, in order.
+
+    Qwen2-VL writes one run per image or video; Qwen3-VL writes a video as one run per
+    temporal patch, a timestamp in text before each. Runs that do not add up to the
+    grids are left as they are, for the caller's count check to report.
+    """
+    blocks: list[np.ndarray] = []
+    remaining = list(runs)
+    for size in sizes:
+        taken: list[np.ndarray] = []
+        while remaining and sum(run.size for run in taken) < size:
+            taken.append(remaining.pop(0))
+        if not taken or sum(run.size for run in taken) != size:
+            return runs
+        blocks.append(np.concatenate(taken))
+    return blocks + remaining
 
 
 def _pad_runs(
