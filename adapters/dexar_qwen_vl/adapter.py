@@ -1,6 +1,7 @@
 """The Qwen-VL adapter: dynamic resolution, several images and video.
 
-It serves ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
+It serves ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``
+and ``Qwen3VLForConditionalGeneration``.
 Resolution is dynamic: the processor resizes each image to a multiple of
 ``patch_size * merge_size`` on each side (``smart_resize``, no crop), cuts it into
 patches, and the vision tower merges each 2x2 block of patches into one language-model
@@ -15,6 +16,19 @@ The visual tokens are located from those outputs, never from fixed counts: the r
 pad tokens, each checked to lie between the vision markers and to hold exactly
 ``t * grid_h * grid_w / merge**2`` tokens. Each run belongs to the next image (or
 video) in the order of the inputs, as the processor assigns them.
+
+Qwen3-VL differs in three ways, none of which changes V (docs/architectures.md):
+
+- DeepStack: the merged features of three vision blocks are added to the outputs of
+  the first three decoder layers at the visual positions. The keys at those positions
+  hold image information at every layer (more of it in the first layers), so V stays
+  the visual positions, at every layer; the logit-lens target reads a layer's output
+  before that addition, which only touches visual positions, never a query row.
+- A video is written as one ``<|vision_start|><|video_pad|>...<|vision_end|>`` run per
+  temporal patch, each after a ``<t seconds>`` timestamp in text: the runs of one video
+  are joined into its grids, and the timestamps are text (in ``T_set``). dexar's
+  ``Video`` carries no frame rate, so the processor's default of 24 fps dates them.
+- Interleaved M-RoPE: positions only, nothing dexar reads.
 """
 
 from __future__ import annotations
@@ -137,7 +151,8 @@ class QwenVisualTokens:
 
 
 class QwenVLAdapter(HFDecoderOnlyAdapter):
-    """Adapter for Qwen2-VL and Qwen2.5-VL: dynamic resolution, several images, video.
+    """Adapter for Qwen2-VL, Qwen2.5-VL and Qwen3-VL: dynamic resolution, several images,
+    video.
 
     ``model_class`` is set per checkpoint by :meth:`load` from ``config.model_type``.
     """
