@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from mirror_inputs import cross_attention_key_positions
 from PIL import Image
 
 from dexar_core.api import explain, load
@@ -136,6 +137,7 @@ CASES: dict[str, tuple[Case, ...]] = {
         Case("T5", build_case=blip2_t5_case, dependent_positions=t5_query_positions),
     ),
     "florence2": (Case("", dependent_positions=florence2_grid_positions),),
+    "mllama": (Case("", dependent_positions=cross_attention_key_positions),),
     "qwen_vl": (
         Case("2"),
         Case("2_5", build_case=qwen2_5_vl_case),

@@ -107,3 +107,41 @@ def _encoder_image_positions(subject: ConformanceSubject, block: torch.nn.Module
         handle.remove()
     change = (seen[0] - seen[-1]).abs().amax(dim=-1)
     return np.flatnonzero((change > 1e-6 * float(seen[0].abs().max())).numpy())
+
+
+def cross_attention_key_positions(subject: ConformanceSubject) -> np.ndarray:
+    """mllama's vision keys that the pixels reach and the answer sees, on the image's cells.
+
+    The keys are the vision features the cross-attention reads: per tile a CLS feature,
+    then its patches. Left out are the CLS features (on no cell), the padding tiles (the
+    cross-attention mask hides them from the answer) and the cells wholly in the
+    processor's padding of the canvas (they show no pixel of the image).
+    """
+    from dexar_mllama.adapter import canvas_cells, grid_keys
+
+    model, prepared, forced = subject.loaded.model, subject.prepared, subject.forced
+    attention = subject.adapter.decoder_parts(model).attentions[0]
+    seen: list[torch.Tensor] = []
+    handle = attention.register_forward_pre_hook(
+        # [images x tiles, keys per tile, D] for the batch of one
+        lambda module, args, kwargs: seen.append(
+            kwargs["cross_attention_states"].detach().flatten(0, 1)
+        ),
+        with_kwargs=True,
+    )
+    pixels = prepared.inputs["pixel_values"]
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model(**forced.inputs)
+            model(**{**forced.inputs, "pixel_values": pixels + noise})
+    finally:
+        handle.remove()
+    changed = ((seen[0] - seen[-1]).abs().amax(dim=-1) > 1e-6 * seen[0].abs().max()).numpy()
+    per_tile = int(model.model.vision_model.num_patches)
+    visible = forced.inputs["cross_attention_mask"][0, -1].reshape(-1).numpy().astype(bool)
+    on_image = np.zeros(changed.size, dtype=bool)
+    for index, image in enumerate(subject.case.images):
+        layout = canvas_cells(subject.loaded.processor.image_processor, model.config, image.size)
+        on_image[grid_keys(layout, index, pixels.shape[2])] = True
+    return np.flatnonzero(changed & np.repeat(visible, per_tile) & on_image)
