@@ -129,7 +129,7 @@ def build_tiny_mllama(
             "max_num_tiles": 4,
             "supported_aspect_ratios": SUPPORTED_ASPECT_RATIOS,
         },
-        image_token_index=token_id(IMAGE_TOKEN),
+        image_token_index=tokenizer.image_token_id,
     )
     config._attn_implementation = attn_implementation
     model = instantiate(

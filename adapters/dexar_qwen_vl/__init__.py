@@ -1,4 +1,5 @@
-"""Built-in Qwen2-VL / Qwen2.5-VL / Qwen3-VL adapter, registered through the ``dexar`` entry point."""
+"""Built-in Qwen2-VL / Qwen2.5-VL / Qwen3-VL adapter, registered through the ``dexar`` entry
+point."""
 
 from __future__ import annotations
 
@@ -43,8 +44,15 @@ def conformance_case(version: str = "2") -> Any:
     from dexar_qwen_vl.adapter import QwenVLAdapter
     from dexar_qwen_vl.tiny import build_tiny_qwen_vl
 
-    deepstack = {"text_layers": 4, "vision_layers": 3} if version == "3" else {}
-    model, processor = build_tiny_qwen_vl(version=version, seed=0, hidden_size=64, **deepstack)
+    # Qwen3-VL: DeepStack from 3 vision blocks into 3 of 4 decoder layers
+    text_layers, vision_layers = (4, 3) if version == "3" else (2, 2)
+    model, processor = build_tiny_qwen_vl(
+        version=version,
+        seed=0,
+        hidden_size=64,
+        text_layers=text_layers,
+        vision_layers=vision_layers,
+    )
     adapter = QwenVLAdapter()
     adapter.model_class = type(model).__name__
     rng = np.random.default_rng(0)

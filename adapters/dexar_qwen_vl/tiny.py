@@ -238,6 +238,11 @@ def build_tiny_qwen_vl(
     tokenizer = build_qwen_tokenizer(words)
     token_id = tokenizer.convert_tokens_to_ids
 
+    rope: dict[str, Any] = {
+        "rope_type": "default",
+        "mrope_section": mrope_sections(hidden_size // heads),
+        "rope_theta": float(rope_theta),
+    }
     text_options = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
@@ -246,11 +251,7 @@ def build_tiny_qwen_vl(
         "num_attention_heads": heads,
         "num_key_value_heads": heads if kv_heads is None else kv_heads,
         "max_position_embeddings": 4096,
-        "rope_parameters": {
-            "rope_type": "default",
-            "mrope_section": mrope_sections(hidden_size // heads),
-            "rope_theta": float(rope_theta),
-        },
+        "rope_parameters": rope,
         "pad_token_id": token_id(END_OF_TEXT),
         "bos_token_id": None,
         "eos_token_id": token_id(IM_END),
@@ -279,7 +280,7 @@ def build_tiny_qwen_vl(
             num_position_embeddings=64,
         )
         text_options["head_dim"] = hidden_size // heads
-        text_options["rope_parameters"]["mrope_interleaved"] = True
+        rope["mrope_interleaved"] = True
         names = ("Qwen3VLVisionConfig", "Qwen3VLTextConfig", "Qwen3VLConfig")
         model_name, processor_name = "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor"
         video_processor_name = "Qwen3VLVideoProcessor"
