@@ -1,4 +1,5 @@
-"""Built-in Qwen2-VL / Qwen2.5-VL adapter, registered through the ``dexar`` entry point."""
+"""Built-in Qwen2-VL / Qwen2.5-VL / Qwen3-VL adapter, registered through the ``dexar`` entry
+point."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def conformance_case(version: str = "2") -> Any:
     """A random tiny Qwen-VL, a non-square image and a short video, for the conformance kit.
 
     Args:
-        version: ``"2"`` (Qwen2-VL, the default case) or ``"2.5"`` (Qwen2.5-VL).
+        version: ``"2"`` (Qwen2-VL, the default case), ``"2.5"`` (Qwen2.5-VL) or ``"3"``
+            (Qwen3-VL, with DeepStack into the first three of four decoder layers).
     """
     import numpy as np
     from PIL import Image
@@ -42,13 +44,23 @@ def conformance_case(version: str = "2") -> Any:
     from dexar_qwen_vl.adapter import QwenVLAdapter
     from dexar_qwen_vl.tiny import build_tiny_qwen_vl
 
-    model, processor = build_tiny_qwen_vl(version=version, seed=0, hidden_size=64)
+    # Qwen3-VL: DeepStack from 3 vision blocks into 3 of 4 decoder layers
+    text_layers, vision_layers = (4, 3) if version == "3" else (2, 2)
+    model, processor = build_tiny_qwen_vl(
+        version=version,
+        seed=0,
+        hidden_size=64,
+        text_layers=text_layers,
+        vision_layers=vision_layers,
+    )
+    adapter = QwenVLAdapter()
+    adapter.model_class = type(model).__name__
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
     frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
     return ConformanceCase(
         loaded=LoadedModel(
-            model=model, processor=processor, adapter=QwenVLAdapter(), model_id="tiny-qwen-vl"
+            model=model, processor=processor, adapter=adapter, model_id="tiny-qwen-vl"
         ),
         images=(image, Video(frames=frames)),
         prompt="what color is the circle?",
@@ -58,17 +70,20 @@ def conformance_case(version: str = "2") -> Any:
 
 @hookimpl
 def dexar_adapters() -> Iterable[AdapterSpec]:
-    """The Qwen2-VL and Qwen2.5-VL adapter (images of any size, several images, video)."""
+    """The Qwen2-VL, Qwen2.5-VL and Qwen3-VL adapter (images of any size, several images,
+    video)."""
     return (
         AdapterSpec(
             name="qwen_vl",
-            model_types=("qwen2_vl", "qwen2_5_vl"),
+            model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),
             architectures=(
                 "Qwen2VLForConditionalGeneration",
                 "Qwen2_5_VLForConditionalGeneration",
+                "Qwen3VLForConditionalGeneration",
             ),
             factory=_adapter,
-            description="Qwen2-VL / Qwen2.5-VL, decoder-only, dynamic resolution and video",
+            description="Qwen2-VL / Qwen2.5-VL / Qwen3-VL (DeepStack), decoder-only, dynamic "
+            "resolution and video",
             conformance=conformance_case,
         ),
     )

@@ -1,6 +1,7 @@
 """The Qwen-VL adapter: dynamic resolution, several images and video.
 
-It serves ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
+It serves ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``
+and ``Qwen3VLForConditionalGeneration``.
 Resolution is dynamic: the processor resizes each image to a multiple of
 ``patch_size * merge_size`` on each side (``smart_resize``, no crop), cuts it into
 patches, and the vision tower merges each 2x2 block of patches into one language-model
@@ -15,6 +16,19 @@ The visual tokens are located from those outputs, never from fixed counts: the r
 pad tokens, each checked to lie between the vision markers and to hold exactly
 ``t * grid_h * grid_w / merge**2`` tokens. Each run belongs to the next image (or
 video) in the order of the inputs, as the processor assigns them.
+
+Qwen3-VL differs in three ways, none of which changes V (docs/architectures.md):
+
+- DeepStack: the merged features of three vision blocks are added to the outputs of
+  the first three decoder layers at the visual positions. The keys at those positions
+  hold image information at every layer (more of it in the first layers), so V stays
+  the visual positions, at every layer; the logit-lens target reads a layer's output
+  before that addition, which only touches visual positions, never a query row.
+- A video is written as one ``<|vision_start|><|video_pad|>...<|vision_end|>`` run per
+  temporal patch, each after a ``<t seconds>`` timestamp in text: the runs of one video
+  are joined into its grids, and the timestamps are text (in ``T_set``). dexar's
+  ``Video`` carries no frame rate, so the processor's default of 24 fps dates them.
+- Interleaved M-RoPE: positions only, nothing dexar reads.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from dexar_qwen_vl.resolution import resize_settings, resized_size
 MODEL_CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
 }
 """The model class served for each ``config.model_type``."""
 
@@ -107,7 +122,10 @@ class QwenVisualTokens:
         temporal_patch = int(config.vision_config.temporal_patch_size)
         facts: list[ImageFacts] = []
         for kind in pads:
-            kind_runs = [positions for run_kind, positions in runs if run_kind == kind]
+            kind_runs = _blocks(
+                [positions for run_kind, positions in runs if run_kind == kind],
+                [t * (h // merge) * (w // merge) for t, h, w in grid_thw[kind]],
+            )
             if not len(kind_runs) == len(grid_thw[kind]) == len(order[kind]):
                 raise InputError(
                     f"the prompt holds {len(kind_runs)} {kind} block(s), the processor made "
@@ -156,7 +174,8 @@ class that replaced each (Qwen2.5-VL always shared Qwen2-VL's image processing).
 
 
 class QwenVLAdapter(HFDecoderOnlyAdapter):
-    """Adapter for Qwen2-VL and Qwen2.5-VL: dynamic resolution, several images, video.
+    """Adapter for Qwen2-VL, Qwen2.5-VL and Qwen3-VL: dynamic resolution, several images,
+    video.
 
     ``model_class`` is set per checkpoint by :meth:`load` from ``config.model_type``.
     """
@@ -287,6 +306,25 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
 def pads_name(kind: str) -> str:
     """The pad token of ``"image"`` or ``"video"``."""
     return VIDEO_PAD if kind == "video" else IMAGE_PAD
+
+
+def _blocks(runs: list[np.ndarray], sizes: list[int]) -> list[np.ndarray]:
+    """The runs joined into one block per grid of ``sizes`` tokens, in order.
+
+    Qwen2-VL writes one run per image or video; Qwen3-VL writes a video as one run per
+    temporal patch, a timestamp in text before each. Runs that do not add up to the
+    grids are left as they are, for the caller's count check to report.
+    """
+    blocks: list[np.ndarray] = []
+    remaining = list(runs)
+    for size in sizes:
+        taken: list[np.ndarray] = []
+        while remaining and sum(run.size for run in taken) < size:
+            taken.append(remaining.pop(0))
+        if not taken or sum(run.size for run in taken) != size:
+            return runs
+        blocks.append(np.concatenate(taken))
+    return blocks + remaining
 
 
 def _pad_runs(

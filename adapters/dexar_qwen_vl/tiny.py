@@ -216,8 +216,10 @@ def build_tiny_qwen_vl(
     """
     import transformers
 
-    if version not in ("2", "2.5"):
-        raise InputError(f"build_tiny_qwen_vl: expected version '2' or '2.5', found {version!r}.")
+    if version not in ("2", "2.5", "3"):
+        raise InputError(
+            f"build_tiny_qwen_vl: expected version '2', '2.5' or '3', found {version!r}."
+        )
     _check_sizes(
         patch_size=patch_size,
         merge_size=merge_size,
@@ -236,6 +238,11 @@ def build_tiny_qwen_vl(
     tokenizer = build_qwen_tokenizer(words)
     token_id = tokenizer.convert_tokens_to_ids
 
+    rope: dict[str, Any] = {
+        "rope_type": "default",
+        "mrope_section": mrope_sections(hidden_size // heads),
+        "rope_theta": float(rope_theta),
+    }
     text_options = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
@@ -244,11 +251,7 @@ def build_tiny_qwen_vl(
         "num_attention_heads": heads,
         "num_key_value_heads": heads if kv_heads is None else kv_heads,
         "max_position_embeddings": 4096,
-        "rope_parameters": {
-            "rope_type": "default",
-            "mrope_section": mrope_sections(hidden_size // heads),
-            "rope_theta": float(rope_theta),
-        },
+        "rope_parameters": rope,
         "pad_token_id": token_id(END_OF_TEXT),
         "bos_token_id": None,
         "eos_token_id": token_id(IM_END),
@@ -260,10 +263,27 @@ def build_tiny_qwen_vl(
         "spatial_merge_size": merge_size,
         "temporal_patch_size": temporal_patch_size,
     }
+    video_processor_name = "Qwen2VLVideoProcessor"
     if version == "2":
         vision_options.update(embed_dim=vision_hidden_size, hidden_size=hidden_size, mlp_ratio=2)
         names = ("Qwen2VLVisionConfig", "Qwen2VLTextConfig", "Qwen2VLConfig")
         model_name, processor_name = "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"
+    elif version == "3":
+        # DeepStack: one vision block in each third feeds a language-model layer, as the
+        # published [5, 11, 17] of 24 blocks feed layers 0, 1 and 2
+        deepstack = sorted({max(0, vision_layers * (k + 1) // 3 - 1) for k in range(3)})
+        vision_options.update(
+            hidden_size=vision_hidden_size,
+            intermediate_size=2 * vision_hidden_size,
+            out_hidden_size=hidden_size,
+            deepstack_visual_indexes=deepstack,
+            num_position_embeddings=64,
+        )
+        text_options["head_dim"] = hidden_size // heads
+        rope["mrope_interleaved"] = True
+        names = ("Qwen3VLVisionConfig", "Qwen3VLTextConfig", "Qwen3VLConfig")
+        model_name, processor_name = "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor"
+        video_processor_name = "Qwen3VLVideoProcessor"
     else:
         vision_options.update(
             hidden_size=vision_hidden_size,
@@ -302,7 +322,12 @@ def build_tiny_qwen_vl(
     }
     processor = getattr(transformers, processor_name)(
         image_processor=transformers.Qwen2VLImageProcessor(**sizes),
-        video_processor=transformers.Qwen2VLVideoProcessor(**sizes, cap_pixels_per_frame=False),
+        video_processor=getattr(transformers, video_processor_name)(
+            **sizes,
+            # Qwen3-VL's video processor reads the pixel range from size only
+            size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+            cap_pixels_per_frame=False,
+        ),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )

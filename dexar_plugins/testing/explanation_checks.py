@@ -84,6 +84,9 @@ def check_grids_cover_visual_positions(subject: ConformanceSubject) -> None:
     if not isinstance(layout, VisualLayout):
         raise _fail(name, f"locate() returned {type(layout).__name__}, not a VisualLayout.")
     prompt_length = int(subject.prepared.inputs["input_ids"].shape[-1])
+    if subject.forced.key_length != prompt_length + len(subject.answer_ids):
+        # keys that do not grow with the answer (a cross-attention's): the layout covers them
+        prompt_length = subject.forced.key_length
     if layout.sequence_length != prompt_length:
         raise _fail(
             name,

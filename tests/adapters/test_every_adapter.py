@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 import pytest
 import torch
+from mirror_inputs import cross_attention_key_positions
 
 from dexar_core.api import explain, load
 from dexar_core.datasets.shapes import ShapesDataset
@@ -106,6 +107,13 @@ def qwen2_5_vl_case() -> ConformanceCase:
     return conformance_case("2.5")
 
 
+def qwen3_vl_case() -> ConformanceCase:
+    """The Qwen-VL case on Qwen3-VL: DeepStack into the first decoder layers."""
+    from dexar_qwen_vl import conformance_case
+
+    return conformance_case("3")
+
+
 # --- one conformance class per installed adapter and case ---------------------------------
 
 
@@ -128,7 +136,12 @@ CASES: dict[str, tuple[Case, ...]] = {
         Case("T5", build_case=blip2_t5_case, dependent_positions=t5_query_positions),
     ),
     "florence2": (Case("", dependent_positions=florence2_grid_positions),),
-    "qwen_vl": (Case("2"), Case("2_5", build_case=qwen2_5_vl_case)),
+    "mllama": (Case("", dependent_positions=cross_attention_key_positions),),
+    "qwen_vl": (
+        Case("2"),
+        Case("2_5", build_case=qwen2_5_vl_case),
+        Case("3", build_case=qwen3_vl_case),
+    ),
 }
 """What an adapter needs checked beyond its spec's case with the suite's defaults."""
 

@@ -100,6 +100,10 @@ def test_mirror_passes_the_conformance_suite(name, loaded_mirror):
         from mirror_inputs import florence2_grid_positions
 
         dependent = florence2_grid_positions
+    elif name == "llama-3.2-11b-vision-instruct":
+        from mirror_inputs import cross_attention_key_positions
+
+        dependent = cross_attention_key_positions
     subject = ConformanceSubject(spec, case, catalog, dependent_positions=dependent)
     failed = [result for result in run_checks(subject) if result.status != "passed"]
     assert not failed, failed

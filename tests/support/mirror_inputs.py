@@ -2,6 +2,8 @@
 
 ``visual_unit_inputs`` returns one feature vector per cell of the grids dexar reports:
 the input of the first explained decoder layer at each visual position (LLaVA, Qwen-VL),
+or, where the explained attention is a cross-attention over vision features outside the
+prompt (mllama), those features,
 or, where the visual tokens are learned queries and the maps are drawn over patches
 (BLIP-2's projection), the vision tower's output at each patch. For Florence-2, an
 encoder-decoder, the input of the first encoder layer.
@@ -70,6 +72,10 @@ def visual_unit_inputs(loaded: Any, image: Any, prompt: str) -> tuple[np.ndarray
     if layout.projection is not None:
         features = _patch_outputs(loaded, prepared.inputs)
         grids = layout.projection.grids
+    elif layout.sequence_length != prepared.inputs["input_ids"].shape[1]:
+        # the keys are not prompt positions: a cross-attention's vision features (mllama)
+        features = _cross_attention_keys(loaded, prepared.inputs)
+        grids = layout.grids
     else:
         features = _first_layer_inputs(loaded, prepared.inputs)
         grids = layout.grids
@@ -115,3 +121,47 @@ def _encoder_image_positions(subject: ConformanceSubject, block: torch.nn.Module
         handle.remove()
     change = (seen[0] - seen[-1]).abs().amax(dim=-1)
     return np.flatnonzero((change > 1e-6 * float(seen[0].abs().max())).numpy())
+
+
+def _cross_attention_keys(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
+    """``[K, D]``: the features the first explained cross-attention reads as keys (mllama)."""
+    attention = loaded.adapter.decoder_parts(loaded.model).attentions[0]
+    seen: list[torch.Tensor] = []
+    handle = attention.register_forward_pre_hook(
+        # [images x tiles, keys per tile, D] for the batch of one
+        lambda module, args, kwargs: seen.append(
+            kwargs["cross_attention_states"].detach().float().flatten(0, 1)
+        ),
+        with_kwargs=True,
+    )
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def cross_attention_key_positions(subject: ConformanceSubject) -> np.ndarray:
+    """mllama's vision keys that the pixels reach and the answer sees, on the image's cells.
+
+    The keys are the vision features the cross-attention reads: per tile a CLS feature,
+    then its patches. Left out are the CLS features (on no cell), the padding tiles (the
+    cross-attention mask hides them from the answer) and the cells wholly in the
+    processor's padding of the canvas (they show no pixel of the image).
+    """
+    from dexar_mllama.adapter import canvas_cells, grid_keys
+
+    loaded, forced = subject.loaded, subject.forced
+    pixels = subject.prepared.inputs["pixel_values"]
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(0))
+    clean = _cross_attention_keys(loaded, forced.inputs)
+    noisy = _cross_attention_keys(loaded, {**forced.inputs, "pixel_values": pixels + noise})
+    changed = ((clean - noisy).abs().amax(dim=-1) > 1e-6 * clean.abs().max()).numpy()
+    per_tile = int(loaded.model.model.vision_model.num_patches)
+    visible = forced.inputs["cross_attention_mask"][0, -1].reshape(-1).numpy().astype(bool)
+    on_image = np.zeros(changed.size, dtype=bool)
+    for index, image in enumerate(subject.case.images):
+        layout = canvas_cells(loaded.processor.image_processor, loaded.model.config, image.size)
+        on_image[grid_keys(layout, index, pixels.shape[2])] = True
+    return np.flatnonzero(changed & np.repeat(visible, per_tile) & on_image)

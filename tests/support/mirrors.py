@@ -99,6 +99,10 @@ def build_mirror(
             with torch.no_grad():
                 query_tokens.normal_(mean=0.0, std=0.02)
         _spread(model, fixture.get("zero_initialised", ()))
+        if fixture["model_class"] == "MllamaForConditionalGeneration":
+            from dexar_mllama.tiny import open_cross_attention_gates
+
+            open_cross_attention_gates(model)
     _write_weights(model.state_dict(), fixture["weights"], folder)
     return folder
 

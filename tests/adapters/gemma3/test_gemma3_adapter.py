@@ -9,8 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from dexar_gemma3.adapter import Gemma3Adapter, pan_and_scan_crops, pan_and_scan_settings
-from dexar_gemma3.tiny import build_tiny_gemma3
 from painted_spots import assert_spot_found_in_each_grid
 from PIL import Image
 
@@ -19,6 +17,8 @@ from dexar_core.cli.main import main
 from dexar_core.engine import attention_gradients
 from dexar_core.errors import InputError
 from dexar_core.records import LoadedModel
+from dexar_gemma3.adapter import Gemma3Adapter, pan_and_scan_crops, pan_and_scan_settings
+from dexar_gemma3.tiny import build_tiny_gemma3
 from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
 
 QUESTION = "what color is the circle?"

@@ -9,8 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from dexar_mistral3.adapter import Mistral3Adapter
-from dexar_mistral3.tiny import build_tiny_mistral3
 from PIL import Image
 
 from dexar_core.api import explain, load
@@ -18,6 +16,8 @@ from dexar_core.cli.main import main
 from dexar_core.engine import attention_gradients
 from dexar_core.errors import InputError
 from dexar_core.records import LoadedModel
+from dexar_mistral3.adapter import Mistral3Adapter
+from dexar_mistral3.tiny import build_tiny_mistral3
 from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
 
 QUESTION = "what color is the circle?"

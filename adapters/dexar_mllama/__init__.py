@@ -1,0 +1,56 @@
+"""Built-in Llama 3.2 Vision (mllama) adapter, registered through the ``dexar`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from dexar_core.values import AdapterSpec
+from dexar_plugins import hookimpl
+
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
+
+
+def _adapter() -> ModelAdapter:
+    from dexar_mllama.adapter import MllamaAdapter
+
+    return MllamaAdapter()
+
+
+def conformance_case() -> Any:
+    """A random tiny mllama (cross-attention at layers 3 and 8) and a wide image of 3 tiles."""
+    import numpy as np
+    from PIL import Image
+
+    from dexar_core.records import LoadedModel
+    from dexar_mllama.adapter import MllamaAdapter
+    from dexar_mllama.tiny import build_tiny_mllama
+    from dexar_plugins.testing.conformance import ConformanceCase
+
+    model, processor = build_tiny_mllama(seed=0)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 130, 3), dtype=np.uint8))
+    return ConformanceCase(
+        loaded=LoadedModel(
+            model=model, processor=processor, adapter=MllamaAdapter(), model_id="tiny-mllama"
+        ),
+        images=image,
+        prompt="what color is the circle?",
+        answer="a red circle",
+    )
+
+
+@hookimpl
+def dexar_adapters() -> Iterable[AdapterSpec]:
+    """The Llama 3.2 Vision adapter (tiled images through cross-attention layers)."""
+    return (
+        AdapterSpec(
+            name="mllama",
+            model_types=("mllama",),
+            architectures=("MllamaForConditionalGeneration",),
+            factory=_adapter,
+            description="Llama 3.2 Vision, images through gated cross-attention layers "
+            "(explained: their cross-attention over the tiles)",
+            conformance=conformance_case,
+        ),
+    )
