@@ -190,6 +190,7 @@ def similarity_gradients(
         answer_ids=tuple(range(count)),
         query_rows=(0,) * count,
         raw_gradients=torch.stack(signed, dim=1).cpu().numpy() if raw_gradients else None,
+        averaged_rows=length if rows is None else len(rows),
         metadata={
             "similarities": similarities.cpu().numpy().tolist(),
             "targets": "cosine(proj(pool(ln_post(block output))), text embedding)",
