@@ -290,7 +290,7 @@ def explain(
         timings["generate"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    layers = explainer.layers(adapter.gradients.num_layers(loaded))
+    layers = explainer.layers(adapter.gradients.num_layers(loaded), units=adapter.units)
     record = adapter.gradients.attention_gradients(
         loaded, prepared, layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
@@ -335,6 +335,7 @@ def explain(
         head_weights=result.head_weights,
         layers=layers,
         sequence_fallback=result.sequence_fallback,
+        minmax_after_upsampling=result.minmax_after_upsampling,
         generated=units.generated,
         timings=timings,
         metadata=metadata,
