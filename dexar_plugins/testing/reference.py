@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 from dexar_core.records import LoadedModel, PreparedPrompt
 
 RELEVANCES = ("attention_gradient", "score_gradient", "weighted_gradient")
-"""The quantities :func:`naive_relevance` computes (docs/method.md §13)."""
+"""The quantities :func:`naive_attention_gradients` computes (docs/method.md §13)."""
 
 
 class _SoftmaxInputs(TorchFunctionMode):
@@ -50,34 +50,18 @@ def naive_attention_gradients(
     prepared: PreparedPrompt,
     answer_ids: Sequence[int],
     layers: Sequence[int],
+    relevance: str = "attention_gradient",
 ) -> np.ndarray:
-    """``[T, L, H, K]`` float32 ReLU'd gradients, zero beyond each token's prefix.
+    """``[T, L, H, K]`` float32 ReLU'd gradients (or relevance), zero beyond each prefix.
 
     Args:
         loaded: model, processor and adapter.
         prepared: the prompt inputs.
         answer_ids: the explained answer tokens.
         layers: decoder layers to differentiate.
-    """
-    return naive_relevance(loaded, prepared, answer_ids, layers, "attention_gradient")
-
-
-def naive_relevance(
-    loaded: LoadedModel,
-    prepared: PreparedPrompt,
-    answer_ids: Sequence[int],
-    layers: Sequence[int],
-    relevance: str,
-) -> np.ndarray:
-    """``[T, L, H, K]`` float32 ReLU of a relevance quantity, zero beyond each prefix.
-
-    Args:
-        loaded: model, processor and adapter.
-        prepared: the prompt inputs.
-        answer_ids: the explained answer tokens.
-        layers: decoder layers to differentiate.
-        relevance: ``"attention_gradient"`` (d s / d A), ``"weighted_gradient"``
-            (A * d s / d A) or ``"score_gradient"`` (d s / d scores, the softmax's input).
+        relevance: ``"attention_gradient"`` (default: d s / d A, the paper's G),
+            ``"weighted_gradient"`` (A * d s / d A) or ``"score_gradient"`` (d s / d
+            scores, the softmax's input), each ReLU'd (docs/method.md §13).
     """
     if relevance not in RELEVANCES:
         raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}.")

@@ -1,6 +1,6 @@
 """DEX-AR's relevance variants (docs/method.md §13) against hand values and the reference.
 
-The reference (``dexar_plugins.testing.reference.naive_relevance``) differentiates each
+The reference (``dexar_plugins.testing.reference.naive_attention_gradients``) differentiates each
 token's prefix once per layer: with respect to the probabilities (and multiplies by
 them) for ``weighted_gradient``, with respect to the softmax's input for
 ``score_gradient``. The engine gets both from its one pass. A variant's head weights,
@@ -23,7 +23,7 @@ from dexar_core.errors import MethodError
 from dexar_core.methods.dexar import RELEVANCES, DexarMethod, relevance_quantity
 from dexar_core.records import LoadedModel
 from dexar_core.validation import check_method_options
-from dexar_plugins.testing.reference import naive_relevance
+from dexar_plugins.testing.reference import naive_attention_gradients
 from dexar_plugins.testing.tolerance import assert_float32_close
 from dexar_qwen_vl.adapter import QwenVLAdapter
 from dexar_qwen_vl.tiny import build_tiny_qwen_vl
@@ -135,7 +135,7 @@ def _compare_with_the_reference(
     layers = tuple(range(adapter.decoder_parts(loaded.model).num_layers))
     method = DexarMethod(relevance=relevance)
     record = attention_gradients(loaded, forced, layout, layers, needs=method.needs)
-    reference = naive_relevance(loaded, prepared, answer_ids, layers, relevance)
+    reference = naive_attention_gradients(loaded, prepared, answer_ids, layers, relevance)
     quantity = relevance_quantity(record, relevance)
     assert quantity[..., layout.visual_mask].max() > 0, "vacuous: no relevance on the image"
     assert_float32_close(quantity, reference, terms=width, err_msg=relevance)
