@@ -31,7 +31,7 @@ class LeGradMethod(Method):
     On a generative model the per-layer targets are DEX-AR's logit-lens targets and
     every layer is explained by default. On a contrastive model (the units are prompts)
     the default follows the published LeGrad: the target of block l is the cosine of
-    ``proj(ln_post(mean over all tokens of block l's output)))`` with the text, every
+    ``proj(ln_post(mean over all tokens of block l's output))`` with the text, every
     query row is a leaf (mean over rows), the last 2 blocks are explained, and the maps
     are min-max normalised after bilinear upsampling to the image. No head is weighted
     and the sequence map is the plain sum over units (docs/baselines.md).
