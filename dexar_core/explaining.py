@@ -255,7 +255,7 @@ def explanation_of(
     if units.generated:
         timings["generate"] = units_seconds
     start = time.perf_counter()
-    layers = explainer.layers(adapter.gradients.num_layers(loaded))
+    layers = explainer.layers(adapter.gradients.num_layers(loaded), units=adapter.units)
     record = adapter.gradients.attention_gradients(
         loaded, prepared, item.layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
@@ -302,6 +302,7 @@ def explanation_of(
         head_weights=result.head_weights,
         layers=layers,
         sequence_fallback=result.sequence_fallback,
+        minmax_after_upsampling=result.minmax_after_upsampling,
         generated=units.generated,
         timings=timings,
         metadata=metadata,

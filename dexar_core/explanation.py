@@ -113,6 +113,9 @@ class Explanation:
         layers: decoder layers explained.
         sequence_fallback: True when every delta was 0 and the sequence map weighs
             every token by 1 instead.
+        minmax_after_upsampling: True when the method normalises its maps after
+            upsampling (LeGrad on a contrastive model): :meth:`upsample` min-maxes each
+            map again at pixel resolution; the grid maps are min-maxed on the grid.
         generated: True for a free-run answer, False for a given (teacher-forced) one.
         timings: seconds spent per stage.
         metadata: adapter facts and anything else worth keeping.
@@ -154,6 +157,7 @@ class Explanation:
     )
     layers: tuple[int, ...] = attrs.field(converter=lambda v: tuple(int(x) for x in v))
     sequence_fallback: bool = False
+    minmax_after_upsampling: bool = False
     generated: bool = True
     timings: Mapping[str, float] = attrs.field(factory=dict, converter=_plain)
     metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
@@ -218,7 +222,8 @@ class Explanation:
         """Token maps and sequence map of one grid at the original image's resolution.
 
         The grid's maps are upsampled bilinearly onto its pixel box of the original
-        image (zero outside the box, e.g. where the processor cropped).
+        image (zero outside the box, e.g. where the processor cropped), and min-max
+        normalised again over the box where :attr:`minmax_after_upsampling` says so.
 
         Returns:
             ``([T, H, W], [H, W])`` float32 arrays in [0, 1].
@@ -227,10 +232,13 @@ class Explanation:
             raise InputError(f"Explanation.upsample: no grid {grid}; it has {len(self.grids)}.")
         box = self.grids[grid].pixel_box
         size = self.image_sizes[self.grids[grid].image_index]
-        tokens = np.stack([paste_to_image(m, box, size) for m in self.token_maps[grid]])
+        again = self.minmax_after_upsampling
+        tokens = np.stack(
+            [paste_to_image(m, box, size, renormalize=again) for m in self.token_maps[grid]]
+        )
         if tokens.size == 0:
             tokens = np.zeros((0, size[1], size[0]), np.float32)
-        return tokens, paste_to_image(self.sequence_maps[grid], box, size)
+        return tokens, paste_to_image(self.sequence_maps[grid], box, size, renormalize=again)
 
     def plot(
         self,

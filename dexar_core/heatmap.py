@@ -144,6 +144,8 @@ def paste_to_image(
     map2d: npt.ArrayLike,
     pixel_box: Sequence[float],
     image_size: tuple[int, int],
+    *,
+    renormalize: bool = False,
 ) -> npt.NDArray[np.float32]:
     """Lay a map that covers a box of the original image onto a full-size canvas.
 
@@ -156,6 +158,9 @@ def paste_to_image(
         map2d: a finite ``(height, width)`` map, usually already min-max normalised.
         pixel_box: ``(left, top, right, bottom)`` in the original image's pixels.
         image_size: the original image's ``(width, height)``.
+        renormalize: min-max the map again once upsampled to the box, before pasting
+            (LeGrad normalises after upsampling: bilinear interpolation lowers interior
+            peaks, so the two orders differ).
 
     Returns:
         A float32 array of shape ``(image_size[1], image_size[0])``, zero outside the box.
@@ -176,6 +181,8 @@ def paste_to_image(
             "must exceed left and bottom must exceed top."
         )
     box_map = upsample(map2d, (right - left, bottom - top))
+    if renormalize:
+        box_map = minmax(box_map)
     x0, y0 = max(left, 0), max(top, 0)
     x1, y1 = min(right, width), min(bottom, height)
     if x1 <= x0 or y1 <= y0:

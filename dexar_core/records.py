@@ -333,6 +333,10 @@ class AttentionGradients:
             ``position_logits``); else None.
         metadata: what the pass measured beside the gradients, kept in the
             Explanation's metadata (a contrastive model's image-text similarities).
+        averaged_rows: how many query rows' leaves each unit's ``gradients`` and
+            ``attentions`` average: 1 for an answer token (its row q_t) and for a pass
+            whose other rows have exactly zero gradient; more where a contrastive pass
+            pools several rows. A product of the two is exact only at 1.
     """
 
     gradients: np.ndarray
@@ -350,3 +354,4 @@ class AttentionGradients:
     logit_classes: tuple[int, ...] = ()
     sequence_ids: np.ndarray | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    averaged_rows: int = 1

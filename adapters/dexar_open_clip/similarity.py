@@ -14,6 +14,12 @@ tokens, so every method of the catalog that reads the explained rows runs on it
 (``dexar``: V = the patch tokens, the text set = the class/register tokens, and
 ``delta_p`` weighs each prompt; ``legrad``: the head mean summed over layers).
 
+With the engine's ``mean_token_target`` need (``legrad``'s default) the target is
+LeGrad's instead, whatever the model's own pooling: the mean over all tokens, class
+token included, then ``ln_post`` and the projection,
+``s^{l,p} = cos( proj( ln_post( mean_k y^l[k] ) ), text_p )``, and every query row is a
+leaf (each one reaches the mean).
+
 All layers and prompts take one forward of the image tower and one backward
 (:mod:`dexar_open_clip.capture`); the text tower runs once, without gradients.
 """
@@ -31,12 +37,17 @@ import torch.nn.functional as F
 from dexar_core.engine.layers import frozen_parameters
 from dexar_core.errors import DexarError, MethodError
 from dexar_core.interfaces import ROW_METHODS, GradientExtractor
+from dexar_core.methods.legrad import MEAN_TOKEN_POOLING
 from dexar_core.records import AttentionGradients, ExplainedUnits, LoadedModel, PreparedPrompt
 from dexar_core.values import VisualLayout
 from dexar_open_clip.adapter import vision_tower
 
-NEEDS = ("raw_gradients",)
+NEEDS = ("raw_gradients", "mean_token_target")
 """The engine needs (``dexar_core.engine.NEEDS``) this pass fills."""
+
+MODEL_POOLING = "model"
+"""``metadata["target_pooling"]`` of the model-pooled target."""
+
 
 WHY_NOT: dict[str, str] = {
     "full_attention": "the whole attention matrices, in the graph",
@@ -71,8 +82,8 @@ class PooledSimilarityTargets(GradientExtractor):
         apply. ``record.metadata`` holds the model's image-text cosine similarities.
 
         Raises:
-            MethodError: a need other than ``raw_gradients``: the method reads what a
-                contrastive model does not have.
+            MethodError: a need other than ``raw_gradients`` and ``mean_token_target``:
+                the method reads what a contrastive model does not have.
         """
         missing = sorted(set(needs) - set(NEEDS))
         if missing:
@@ -82,12 +93,22 @@ class PooledSimilarityTargets(GradientExtractor):
                 f"not have; use a method that reads the explained rows ({ROW_METHODS})."
             )
         record, _ = similarity_gradients(
-            loaded, prepared, layout, layers, raw_gradients="raw_gradients" in needs
+            loaded,
+            prepared,
+            layout,
+            layers,
+            raw_gradients="raw_gradients" in needs,
+            mean_tokens="mean_token_target" in needs,
         )
         return record
 
     def similarity_targets(
-        self, visual: Any, layer_outputs: Sequence[torch.Tensor], text: torch.Tensor
+        self,
+        visual: Any,
+        layer_outputs: Sequence[torch.Tensor],
+        text: torch.Tensor,
+        *,
+        mean_tokens: bool = False,
     ) -> torch.Tensor:
         """Cosine similarities ``[L, P]`` of each layer's output with each prompt.
 
@@ -95,10 +116,15 @@ class PooledSimilarityTargets(GradientExtractor):
             visual: the open_clip ``VisionTransformer``.
             layer_outputs: per layer, ``[P, K, D]`` the block's output, copy p for prompt p.
             text: ``[P, E]`` unit-norm text embeddings.
+            mean_tokens: pool as LeGrad does, ``ln_post`` of the mean over all tokens,
+                instead of the model's own pooling.
         """
         targets = []
         for output in layer_outputs:
-            pooled, _ = visual._pool(output)
+            if mean_tokens:
+                pooled = visual.ln_post(output.mean(dim=1))
+            else:
+                pooled, _ = visual._pool(output)
             if visual.proj is not None:
                 pooled = pooled @ visual.proj
             exact = torch.promote_types(pooled.dtype, torch.float32)
@@ -125,6 +151,7 @@ def similarity_gradients(
     layers: Sequence[int],
     *,
     raw_gradients: bool = False,
+    mean_tokens: bool = False,
 ) -> tuple[AttentionGradients, np.ndarray]:
     """One forward and one backward: the attention gradients of every layer and prompt.
 
@@ -135,6 +162,8 @@ def similarity_gradients(
         layers: the vision blocks to explain.
         raw_gradients: also record the signed gradients (mean over query rows, before
             the ReLU), as ``attn_grad`` needs.
+        mean_tokens: LeGrad's target (``ln_post`` of the mean over all tokens), every
+            query row a leaf, instead of the model's pooling.
 
     Returns:
         The record (``gradients[p, l, i, k]`` = mean over query rows of
@@ -150,7 +179,7 @@ def similarity_gradients(
     with torch.no_grad():
         text = model.encode_text(tokens)
         text = F.normalize(text.to(torch.promote_types(text.dtype, torch.float32)), dim=-1)
-    rows = pooled_rows(visual)
+    rows = None if mean_tokens else pooled_rows(visual)
     with ExitStack() as stack:
         stack.enter_context(frozen_parameters(model))
         capture = loaded.adapter.capture
@@ -164,7 +193,7 @@ def similarity_gradients(
                 "model's visual.transformer.resblocks are not the modules it calls."
             )
         targets = PooledSimilarityTargets().similarity_targets(
-            visual, [captured.layer_outputs[i] for i in layers], text
+            visual, [captured.layer_outputs[i] for i in layers], text, mean_tokens=mean_tokens
         )
         leaves = [captured.leaves[i] for i in layers]
         grads = torch.autograd.grad(targets.sum(), leaves, allow_unused=True)
@@ -190,9 +219,15 @@ def similarity_gradients(
         answer_ids=tuple(range(count)),
         query_rows=(0,) * count,
         raw_gradients=torch.stack(signed, dim=1).cpu().numpy() if raw_gradients else None,
+        averaged_rows=length if rows is None else len(rows),
         metadata={
             "similarities": similarities.cpu().numpy().tolist(),
-            "targets": "cosine(proj(pool(ln_post(block output))), text embedding)",
+            "targets": (
+                "cosine(proj(ln_post(mean over all tokens of block output)), text embedding)"
+                if mean_tokens
+                else "cosine(proj(pool(ln_post(block output))), text embedding)"
+            ),
+            "target_pooling": MEAN_TOKEN_POOLING if mean_tokens else MODEL_POOLING,
             "query_rows": "class token" if rows else "all",
         },
     )

@@ -37,7 +37,7 @@ from dexar_core.values import VisualLayout
 RECORD_NEEDS = ("raw_gradients", "full_attention", "full_gradients", "position_logits")
 """The needs that add records and change nothing of DEX-AR's pass (see :data:`NEEDS`)."""
 
-NEEDS = (*RECORD_NEEDS, "doubled_final_norm")
+NEEDS = (*RECORD_NEEDS, "doubled_final_norm", "mean_token_target")
 """What a method may ask of the engine beyond the answer rows (``Method.needs``):
 
 - ``raw_gradients``: the signed gradients on the answer rows (before ReLU);
@@ -49,7 +49,11 @@ NEEDS = (*RECORD_NEEDS, "doubled_final_norm")
   key position (an extra forward, decoder self-attention only);
 - ``doubled_final_norm``: the last decoder layer's logit-lens target applies the final
   norm twice, as the authors' released code does (docs/method.md §9; ``official_compat``).
-  It changes the targets, not what is recorded.
+  It changes the targets, not what is recorded;
+- ``mean_token_target``: a contrastive pass's per-layer target pools the mean over all
+  tokens, LeGrad's (``legrad``; docs/baselines.md). A method asks for it before it
+  knows the model kind, and a decoder's logit lens pools nothing, so this pass accepts
+  it and changes nothing.
 """
 
 

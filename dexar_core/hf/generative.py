@@ -59,7 +59,7 @@ def starts_with_bos(tokenizer: Any, text: str) -> bool:
     """Whether ``text`` begins with the tokenizer's BOS token, as a chat template that
     writes it does: such a text is encoded without special tokens, else it gets two."""
     bos = getattr(tokenizer, "bos_token", None)
-    return bool(bos) and text.startswith(bos)
+    return isinstance(bos, str) and bool(bos) and text.startswith(bos)
 
 
 class HFGenerativeAdapter(GenerativeAdapter):

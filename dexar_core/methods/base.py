@@ -11,6 +11,7 @@ import numpy as np
 
 from dexar_core.engine.layers import resolve_layers
 from dexar_core.heatmap import minmax, to_grid
+from dexar_core.interfaces import ANSWER_TOKENS
 from dexar_core.records import AttentionGradients
 from dexar_core.values import VisualLayout
 
@@ -28,6 +29,9 @@ class MethodResult:
         head_weights: ``[T, L, H]`` per-head weights, or an empty array.
         sequence_fallback: True when every token weight was 0 and the sequence map
             fell back to weighting every token by 1.
+        minmax_after_upsampling: True when the method's maps are min-max normalised
+            after bilinear upsampling to the image (LeGrad's order) rather than on the
+            grid; ``Explanation.upsample`` then normalises the upsampled maps again.
     """
 
     token_relevance: np.ndarray
@@ -35,6 +39,7 @@ class MethodResult:
     token_weights: np.ndarray
     head_weights: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 0, 0), np.float32))
     sequence_fallback: bool = False
+    minmax_after_upsampling: bool = False
 
     def raw_maps(self, layout: VisualLayout) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per grid: the unnormalised ``[T, h, w]`` token maps and ``[h, w]`` sequence map."""
@@ -74,8 +79,14 @@ class Method(ABC):
     def __init__(self, *, layers: Any = "all") -> None:
         self.layers_option = layers
 
-    def layers(self, num_layers: int) -> tuple[int, ...]:
-        """The decoder layers this method needs captured."""
+    def layers(self, num_layers: int, units: str = ANSWER_TOKENS) -> tuple[int, ...]:
+        """The layers this method needs captured, of ``num_layers``.
+
+        Args:
+            num_layers: L, how many layers the adapter's pass can explain.
+            units: what the explanation explains (``ModelAdapter.units``), for a method
+                whose default layers differ by model kind (``legrad``).
+        """
         return resolve_layers(self.layers_option, num_layers)
 
     @property

@@ -17,6 +17,53 @@ HEAD_AGGREGATIONS = ("max", "topk_mean", "mean")
 TEXT_SETS = ("all_non_visual", "prompt_only")
 TOKEN_SCORES = ("max_gradient", "attention_weighted", "visual_share")
 """How ``delta^t`` is scored: the paper's, and two variants measured in docs/results.md."""
+RELEVANCES = ("attention_gradient", "score_gradient", "weighted_gradient")
+"""What the head weights, maps and delta read in place of G (docs/method.md §13)."""
+
+
+def relevance_quantity(record: AttentionGradients, relevance: str) -> np.ndarray:
+    """The non-negative ``[T, L, H, K]`` float32 quantity DEX-AR reads, per docs/method.md §13.
+
+    ``"attention_gradient"`` is the paper's ``G = ReLU(dS/dA)``; ``"weighted_gradient"``
+    is ``ReLU(A * dS/dA) = A * G`` (A is non-negative, so the signed gradients are not
+    needed); ``"score_gradient"`` is ``ReLU(A * (g - sum_k A_k g_k))`` with ``g`` the
+    signed gradients and the sum over the keys the row sees: the derivative with respect
+    to the pre-softmax score, which the softmax passes back.
+
+    Args:
+        record: the engine's record; ``"score_gradient"`` reads ``raw_gradients``.
+        relevance: one of :data:`RELEVANCES`.
+
+    Raises:
+        MethodError: an unknown relevance, a record without the signed gradients, or a
+            record whose rows are means over several query rows (a product of means is
+            not the mean of the products).
+    """
+    if relevance not in RELEVANCES:
+        raise MethodError(f"relevance must be one of {RELEVANCES}, got {relevance!r}.")
+    gradients = record.gradients.astype(np.float32, copy=False)
+    if relevance == "attention_gradient":
+        return gradients
+    if record.averaged_rows != 1:
+        raise MethodError(
+            f"relevance={relevance!r} multiplies each row's attention by its gradient, but "
+            f"this record's rows are means over {record.averaged_rows} query rows (a "
+            "contrastive model that pools every token), and a product of means is not "
+            "the mean of the products; use relevance='attention_gradient' here."
+        )
+    attention = record.attentions.astype(np.float32, copy=False)
+    if relevance == "weighted_gradient":
+        return attention * gradients
+    if record.raw_gradients is None:
+        raise MethodError(
+            "relevance='score_gradient' needs the signed attention gradients "
+            "(record.raw_gradients), but the record has none; build it with "
+            "attention_gradients(..., needs=DexarMethod(relevance='score_gradient').needs)."
+        )
+    signed = record.raw_gradients.astype(np.float32, copy=False)
+    visible = record.visible[:, None, None, :]
+    expected = np.einsum("tlhk,tlhk->tlh", np.where(visible, attention, 0.0), signed)
+    return np.maximum(attention * (signed - expected[..., None]), 0.0).astype(np.float32)
 
 
 def aggregate_keys(gradients: np.ndarray, keys: np.ndarray, how: str, topk: int) -> np.ndarray:
@@ -97,6 +144,12 @@ class DexarMethod(Method):
             instead of the raw ``sum_t delta_t E^t``.
         head_weighting: False gives the ``dexar_nohead`` ablation (w = 1).
         token_weighting: False gives the ``dexar_nodelta`` ablation (delta = 1).
+        relevance: the quantity that takes G's place in the head weights, the maps and
+            delta (docs/method.md §13): ``"attention_gradient"`` (default, the paper's
+            ``ReLU(dS/dA)``), ``"score_gradient"`` (``ReLU`` of the gradient with
+            respect to the pre-softmax scores, ``A * (g - sum_k A_k g_k)``; asks the
+            engine for ``raw_gradients``) or ``"weighted_gradient"`` (``ReLU(A * g)``).
+            Beyond the paper, options only.
         token_score: how ``delta^t`` is scored. ``"max_gradient"`` (default, docs/method.md
             §6): ``ReLU(max_{l,i} S_v - max_{l,i} S_text)``. Two variants beyond the
             paper, options only (docs/results.md has the evidence):
@@ -105,7 +158,9 @@ class DexarMethod(Method):
             token never attended to cannot make it look visual or textual;
             ``"visual_share"`` is the visual keys' share of the gradient mass,
             ``sum_V G / sum_{V + T_set} G`` summed over layers and heads, which does not
-            hinge on one extreme head. Head weights are the same in every case.
+            hinge on one extreme head. Head weights are the same in every case. Each
+            reads :attr:`relevance`'s quantity; ``"attention_weighted"`` goes with the
+            paper's only (the other relevances already weigh by A).
         official_compat: reproduce the authors' released code (docs/method.md §9): the
             last decoder layer's target applies the final norm twice, T_set leaves out
             the position right after each image block, and when every ``delta^t`` is 0
@@ -113,6 +168,7 @@ class DexarMethod(Method):
             For the published numbers only; the released default of the last 10 layers
             is ``layers=10`` (on models of 10 or more layers; the released code counts
             some layers twice on shallower ones, which is not reproduced).
+            Goes with the paper's relevance only.
     """
 
     name = "dexar"
@@ -128,6 +184,7 @@ class DexarMethod(Method):
         head_weighting: bool = True,
         token_weighting: bool = True,
         token_score: str = "max_gradient",
+        relevance: str = "attention_gradient",
         official_compat: bool = False,
     ) -> None:
         super().__init__(layers=layers)
@@ -137,6 +194,8 @@ class DexarMethod(Method):
             raise MethodError(f"text_set must be one of {TEXT_SETS}, got {text_set!r}.")
         if token_score not in TOKEN_SCORES:
             raise MethodError(f"token_score must be one of {TOKEN_SCORES}, got {token_score!r}.")
+        if relevance not in RELEVANCES:
+            raise MethodError(f"relevance must be one of {RELEVANCES}, got {relevance!r}.")
         if int(topk) < 1:
             raise MethodError(f"topk must be a positive int, got {topk!r}.")
         self.head_agg = head_agg
@@ -146,9 +205,24 @@ class DexarMethod(Method):
         self.head_weighting = _flag("head_weighting", head_weighting)
         self.token_weighting = _flag("token_weighting", token_weighting)
         self.token_score = token_score
+        self.relevance = relevance
         self.official_compat = _flag("official_compat", official_compat)
-        if self.official_compat:
-            self.needs = frozenset({"doubled_final_norm"})
+        if relevance != "attention_gradient" and token_score == "attention_weighted":
+            raise MethodError(
+                f"token_score='attention_weighted' weighs the gradient by the attention, which "
+                f"relevance={relevance!r} already does; use token_score='max_gradient' or "
+                "'visual_share' with it."
+            )
+        if relevance != "attention_gradient" and self.official_compat:
+            raise MethodError(
+                "official_compat=True reproduces the authors' released code, which reads the "
+                f"attention gradient only; drop official_compat or relevance={relevance!r}."
+            )
+        needs = {"doubled_final_norm"} if self.official_compat else set()
+        if relevance == "score_gradient":
+            needs.add("raw_gradients")
+        if needs:
+            self.needs = frozenset(needs)
 
     @property
     def options(self) -> Mapping[str, Any]:
@@ -162,12 +236,13 @@ class DexarMethod(Method):
             "head_weighting": self.head_weighting,
             "token_weighting": self.token_weighting,
             "token_score": self.token_score,
+            "relevance": self.relevance,
             "official_compat": self.official_compat,
         }
 
     def explain(self, record: AttentionGradients) -> MethodResult:
         """See :meth:`Method.explain`."""
-        gradients = record.gradients.astype(np.float32, copy=False)
+        gradients = relevance_quantity(record, self.relevance)
         layout = record.layout
         visual = np.broadcast_to(layout.visual_mask, record.visible.shape) & record.visible
         text_set = layout.text_set(self.text_set)
@@ -187,7 +262,9 @@ class DexarMethod(Method):
             :, layout.visual_positions
         ]
         if self.token_weighting:
-            token_weights = self._token_weights(record, visual, text, visual_score, text_score)
+            token_weights = self._token_weights(
+                record, gradients, visual, text, visual_score, text_score
+            )
         else:
             token_weights = np.ones(gradients.shape[0], dtype=np.float32)
         fallback = bool(np.all(token_weights == 0)) and not self.official_compat
@@ -209,15 +286,16 @@ class DexarMethod(Method):
     def _token_weights(
         self,
         record: AttentionGradients,
+        gradients: np.ndarray,
         visual: np.ndarray,
         text: np.ndarray,
         visual_score: np.ndarray,
         text_score: np.ndarray,
     ) -> np.ndarray:
-        """``delta^t`` per token, ``[T]``, scored as :attr:`token_score` says."""
+        """``delta^t`` per token, ``[T]``, scored as :attr:`token_score` says on
+        ``gradients``, the :attr:`relevance` quantity."""
         if self.token_score == "max_gradient":
             return np.maximum(visual_score.max(axis=(1, 2)) - text_score.max(axis=(1, 2)), 0.0)
-        gradients = record.gradients.astype(np.float32, copy=False)
         if self.token_score == "attention_weighted":
             weighted = gradients * record.attentions.astype(np.float32, copy=False)
             on_visual = aggregate_keys(weighted, visual, self.head_agg, self.topk)

@@ -257,3 +257,19 @@ def test_load_reads_an_architecture_with_a_weights_file(tmp_path, image):
 def test_load_refuses_unknown_specifications(spec, match):
     with pytest.raises(CheckpointError, match=match):
         dexar_core.load(f"open_clip:{spec}")
+
+
+@pytest.mark.parametrize("relevance", ["score_gradient", "weighted_gradient"])
+def test_relevance_variants_run_where_the_pooled_output_reads_one_row(loaded, image, relevance):
+    """Class-token pooling: the record's rows are the class row's, so A x G is exact."""
+    explanation = explain_similarity(loaded, image, PROMPTS[:2], relevance=relevance)
+    assert explanation.options["relevance"] == relevance
+    assert np.isfinite(explanation.token_map_stack).all()
+    assert explanation.token_map_stack.max() == 1
+
+
+def test_relevance_variants_are_refused_on_a_patch_mean_pooled_tower(image):
+    with pytest.raises(MethodError, match="product of means"):
+        explain_similarity(
+            tiny_loaded(seed=0, pool_type="avg"), image, PROMPTS[:1], relevance="score_gradient"
+        )
