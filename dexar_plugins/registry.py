@@ -185,6 +185,8 @@ class InventoryRow:
             them is chosen for such a model; see :func:`adapter_overlaps`).
         error: what is wrong, or for ``"overlaps"`` what is shared and which one wins;
             empty when the status is ``"ok"``.
+        serves: for an adapter, the transformers model types it serves (``config.json``'s
+            ``model_type``), else empty.
     """
 
     name: str
@@ -193,6 +195,7 @@ class InventoryRow:
     version: str
     status: str = "ok"
     error: str = ""
+    serves: tuple[str, ...] = ()
 
 
 def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]:
@@ -206,32 +209,25 @@ def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]
     for plugin in catalog.plugins:
         origin = {"distribution": plugin.distribution, "version": plugin.version}
         rows.append(InventoryRow(name=plugin.name, kind="plugin", **origin))
-        registered = (
-            [("adapter", spec.name) for spec in plugin.adapters]
-            + [("method", spec.name) for spec in plugin.methods]
-            + [("embedded-model", spec.name) for spec in plugin.embedded_models]
-        )
-        for kind, name in registered:
+        registered: list[tuple[str, str, tuple[str, ...]]] = [
+            ("adapter", spec.name, tuple(spec.model_types)) for spec in plugin.adapters
+        ]
+        registered += [("method", spec.name, ()) for spec in plugin.methods]
+        registered += [("embedded-model", spec.name, ()) for spec in plugin.embedded_models]
+        for kind, name, serves in registered:
             conflict = catalog.conflict(kind, name)
             shared = overlaps.get(name, []) if kind == "adapter" else []
-            if conflict is None and shared:
-                rows.append(
-                    InventoryRow(
-                        name=name,
-                        kind=kind,
-                        status="overlaps",
-                        error=" ".join(overlap.message for overlap in shared),
-                        **origin,
-                    )
-                )
-            elif conflict is None:
-                rows.append(InventoryRow(name=name, kind=kind, **origin))
+            if conflict is not None:
+                status, error = "conflict", conflict.message
+            elif shared:
+                status, error = "overlaps", " ".join(overlap.message for overlap in shared)
             else:
-                rows.append(
-                    InventoryRow(
-                        name=name, kind=kind, status="conflict", error=conflict.message, **origin
-                    )
+                status, error = "ok", ""
+            rows.append(
+                InventoryRow(
+                    name=name, kind=kind, status=status, error=error, serves=serves, **origin
                 )
+            )
     rows.extend(
         InventoryRow(
             name=failure.name,

@@ -186,7 +186,7 @@ def build_tiny_qwen_vl(
     """Build a randomly initialised tiny Qwen2-VL (``"2"``) or Qwen2.5-VL (``"2.5"``).
 
     Args:
-        version: ``"2"`` for Qwen2-VL, ``"2.5"`` for Qwen2.5-VL.
+        version: ``"2"`` for Qwen2-VL, ``"2.5"`` for Qwen2.5-VL, ``"3"`` for Qwen3-VL.
         seed: Seed of the weight initialisation; the same seed gives the same weights.
         vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
             defaults to the shapes benchmark's vocabulary. The template's words are

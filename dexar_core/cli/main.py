@@ -70,8 +70,18 @@ def run_plugins(args: argparse.Namespace) -> int:
         return 1 if broken else 0
     print(
         format_table(
-            ("NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS"),
-            [(row.name, row.kind, row.distribution, row.version, row.status) for row in rows],
+            ("NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS", "SERVES"),
+            [
+                (
+                    row.name,
+                    row.kind,
+                    row.distribution,
+                    row.version,
+                    row.status,
+                    ",".join(row.serves),
+                )
+                for row in rows
+            ],
         )
     )
     if broken:

@@ -43,7 +43,44 @@ def test_plugins_json_lists_nothing_broken_and_exits_0(fake_site, capsys):
     assert code == 0
     assert {"dexar.core", "llava"} <= {row["name"] for row in rows if row["kind"] == "plugin"}
     assert {row["status"] for row in rows} == {"ok"}
-    assert set(rows[0]) == {"name", "kind", "distribution", "version", "status", "error"}
+    assert set(rows[0]) == {"name", "kind", "distribution", "version", "status", "error", "serves"}
+
+
+# Every built-in family and the model types (config.json's model_type) its adapter serves.
+BUILT_IN_FAMILIES = {
+    "llava": {"llava"},
+    "llava_next": {"llava_next"},
+    "llava_onevision": {"llava_onevision"},
+    "qwen_vl": {"qwen2_vl", "qwen2_5_vl", "qwen3_vl"},
+    "blip2": {"blip-2"},
+    "florence2": {"florence2"},
+    "open_clip": {"open_clip"},
+    "gemma3": {"gemma3"},
+    "idefics3": {"idefics3", "smolvlm"},
+    "internvl": {"internvl"},
+    "mistral3": {"mistral3"},
+    "mllama": {"mllama"},
+}
+
+
+def test_plugins_lists_every_family_adapter_and_the_model_types_it_serves(capsys):
+    code, rows = run_json(capsys, "plugins")
+
+    assert code == 0
+    served = {row["name"]: set(row["serves"]) for row in rows if row["kind"] == "adapter"}
+    for adapter, model_types in BUILT_IN_FAMILIES.items():
+        assert adapter in served, adapter
+        assert model_types <= served[adapter], (adapter, served[adapter])
+    assert cli.main(["plugins"]) == 0
+    table = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [
+        "idefics3",
+        "adapter",
+        "dexar",
+        dexar_core.__version__,
+        "ok",
+        "idefics3,smolvlm",
+    ] in table
 
 
 def test_broken_plugin_is_a_failure_row_not_a_crash(fake_site, capsys):
@@ -60,6 +97,7 @@ def test_broken_plugin_is_a_failure_row_not_a_crash(fake_site, capsys):
         "version": "1.0",
         "status": "failed",
         "error": "ImportError: needs libfoo",
+        "serves": [],
     }
 
 
@@ -73,9 +111,9 @@ def test_plugins_table_shows_failures_and_conflicts(fake_site, capsys):
     captured = capsys.readouterr()
     assert code == 1
     lines = captured.out.splitlines()
-    assert lines[0].split() == ["NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS"]
-    assert ["broken", "plugin", "dexar-bad", "1.0", "failed"] in [line.split() for line in lines]
-    assert ["twin", "adapter", "dexar-two", "1.0", "conflict"] in [line.split() for line in lines]
+    assert lines[0].split() == ["NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS", "SERVES"]
+    assert ["broken", "plugin", "dexar-bad", "1.0", "failed"] in [line.split()[:5] for line in lines]
+    assert ["twin", "adapter", "dexar-two", "1.0", "conflict"] in [line.split()[:5] for line in lines]
     assert "ImportError: needs libfoo" in captured.out
     assert captured.err == ""
 
