@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dexar_core.values import AdapterSpec
 from dexar_plugins import hookimpl
 
+if TYPE_CHECKING:
+    from dexar_core.interfaces import ModelAdapter
 
-def _adapter() -> object:
+
+def _adapter() -> ModelAdapter:
     from dexar_gemma3.adapter import Gemma3Adapter
 
     return Gemma3Adapter()

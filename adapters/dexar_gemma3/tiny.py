@@ -100,7 +100,7 @@ def build_tiny_gemma3(
         MARKERS,
         ("<start_of_turn>", "<end_of_turn>"),
     )
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in MARKERS.items()}
+    ids = {name: getattr(tokenizer, f"{name}_id") for name in MARKERS}
     config = Gemma3Config(
         text_config={
             "vocab_size": len(tokenizer),
@@ -114,6 +114,9 @@ def build_tiny_gemma3(
             "sliding_window": sliding_window,
             "sliding_window_pattern": 2,
             "max_position_embeddings": 1024,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
         },
         vision_config={
             "hidden_size": hidden_size,
@@ -128,9 +131,6 @@ def build_tiny_gemma3(
         boi_token_index=ids["boi_token"],
         eoi_token_index=ids["eoi_token"],
         image_token_index=ids["image_token"],
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
     model = instantiate(
         Gemma3ForConditionalGeneration,

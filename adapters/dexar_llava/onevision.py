@@ -137,7 +137,6 @@ class LlavaOnevisionAdapter(HFDecoderOnlyAdapter):
     name = "llava_onevision"
     model_class = "LlavaOnevisionForConditionalGeneration"
     image_tokens = OneVisionImageTokens()
-    pixel_keys = ("pixel_values",)
 
     def load(
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any

@@ -85,6 +85,7 @@ def build_tiny_mistral3(
             "head_dim": hidden_size // 2,
             "max_position_embeddings": 1024,
             "sliding_window": None,
+            "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
             "hidden_size": hidden_size,
@@ -97,7 +98,6 @@ def build_tiny_mistral3(
         },
         image_token_index=tokenizer.image_token_id,
         spatial_merge_size=MERGE,
-        pad_token_id=tokenizer.pad_token_id,
     )
     model = instantiate(Mistral3ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
     image_processor = PixtralImageProcessor(
