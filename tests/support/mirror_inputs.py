@@ -11,6 +11,7 @@ encoder-decoder, the input of the first encoder layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from inspect import signature
 from typing import Any
 
@@ -20,6 +21,27 @@ import torch
 from dexar_core.records import PreparedPrompt
 from dexar_core.values import Grid
 from dexar_plugins.testing.subject import ConformanceSubject
+
+
+def _module_input(
+    loaded: Any, module: Any, inputs: dict[str, Any], pick: Callable[..., torch.Tensor]
+) -> torch.Tensor:
+    """``pick(args, kwargs)`` of ``module``'s first call during one forward, in float32."""
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(pick(args, kwargs).detach().float()),
+        with_kwargs=True,
+    )
+    # Only one module's input is read: where the model can skip the language head over
+    # the whole prompt (a large vocabulary times hundreds of image tokens), it does.
+    parameters = signature(loaded.model.forward).parameters
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs, **keep)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def _first_layer_inputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -32,26 +54,11 @@ def _first_layer_inputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
         layer = loaded.model.get_encoder().layers[0]
     else:
         layer = loaded.adapter.decoder_parts(loaded.model).layers[0]
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(
-            (args[0] if args else kwargs["hidden_states"]).detach().float()[0]
-        ),
-        with_kwargs=True,
-    )
-    # Only the first layer's input is read: where the model can skip the language head
-    # over the whole prompt (a large vocabulary times hundreds of image tokens), it does.
-    keep = (
-        {"logits_to_keep": 1}
-        if "logits_to_keep" in signature(loaded.model.forward).parameters
-        else {}
-    )
-    try:
-        with torch.no_grad():
-            loaded.model(**inputs, **keep)
-    finally:
-        handle.remove()
-    return seen[0]
+
+    def hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        return (args[0] if args else kwargs["hidden_states"])[0]
+
+    return _module_input(loaded, layer, inputs, hidden)
 
 
 def _patch_outputs(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -126,20 +133,12 @@ def _encoder_image_positions(subject: ConformanceSubject, block: torch.nn.Module
 def _cross_attention_keys(loaded: Any, inputs: dict[str, Any]) -> torch.Tensor:
     """``[K, D]``: the features the first explained cross-attention reads as keys (mllama)."""
     attention = loaded.adapter.decoder_parts(loaded.model).attentions[0]
-    seen: list[torch.Tensor] = []
-    handle = attention.register_forward_pre_hook(
-        # [images x tiles, keys per tile, D] for the batch of one
-        lambda module, args, kwargs: seen.append(
-            kwargs["cross_attention_states"].detach().float().flatten(0, 1)
-        ),
-        with_kwargs=True,
-    )
-    try:
-        with torch.no_grad():
-            loaded.model(**inputs)
-    finally:
-        handle.remove()
-    return seen[0]
+
+    # [images x tiles, keys per tile, D] for the batch of one
+    def keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        return kwargs["cross_attention_states"].flatten(0, 1)
+
+    return _module_input(loaded, attention, inputs, keys)
 
 
 def cross_attention_key_positions(subject: ConformanceSubject) -> np.ndarray:

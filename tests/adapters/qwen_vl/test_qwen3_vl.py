@@ -14,13 +14,13 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from llava_fixtures import noise_image
+from one_pass import one_pass_error
 from PIL import Image
 
 from dexar_core.api import explain
-from dexar_core.engine import attention_gradients
 from dexar_core.images import Video
 from dexar_core.records import LoadedModel
-from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
 from dexar_qwen_vl.adapter import QwenVLAdapter
 from dexar_qwen_vl.tiny import build_tiny_qwen_vl
 
@@ -29,8 +29,7 @@ TOLERANCE = 1e-5
 
 
 def _image(height: int, width: int, seed: int = 0) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
+    return noise_image(seed, (width, height))
 
 
 def _video(frames: int, height: int = 32, width: int = 48) -> Video:
@@ -56,18 +55,11 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_one_pass_matches_the_definition_through_the_deepstack_layers(case, loaded):
-    adapter = loaded.adapter
-    prepared = adapter.prepare(loaded, CASES[case](), QUESTION)
-    layout = adapter.locator.locate(prepared)
-    answer_ids = adapter.encode_answer(loaded, prepared, "a red circle")
-    forced = adapter.teacher_forced(loaded, prepared, answer_ids)
-    layers = list(range(adapter.decoder_parts(loaded.model).num_layers))
-    record = attention_gradients(loaded, forced, layout.with_length(forced.key_length), layers)
-    reference = naive_attention_gradients(loaded, prepared, answer_ids, layers)
-    assert record.gradients[..., record.layout.visual_mask].max() > 0
-    assert relative_error(record.gradients, reference) <= TOLERANCE
+    error = one_pass_error(loaded, CASES[case](), QUESTION, "a red circle")
+    assert error <= TOLERANCE
 
 
 def test_v_is_where_deepstack_adds_its_features(loaded):
@@ -104,6 +96,7 @@ def test_a_video_is_one_grid_per_temporal_patch_with_timestamps_in_the_text_set(
     assert layout.text_mask[between].all() and not layout.visual_mask[between].any()
 
 
+@pytest.mark.slow
 def test_free_run_and_given_answer_explain_images_and_a_video(loaded):
     visuals = [_image(72, 40), _video(2)]
     given = explain(loaded, visuals, QUESTION, answer="a red circle")
