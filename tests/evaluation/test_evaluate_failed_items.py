@@ -24,20 +24,25 @@ def _item():
     return as_benchmark_item(ShapesDataset("test", 4)[2])
 
 
-def test_a_generative_item_keeps_its_question_reference_and_error(refused):
-    item = _item()
-    explanation, result = _evaluate_item(
+def _evaluated(item, units, metrics):
+    """One refused item through the run's per-item step, as ``evaluate`` calls it."""
+    return _evaluate_item(
         None,
         item,
-        units="answer tokens",
+        units=units,
         method="dexar",
-        metrics=("segmentation", "grounding"),
+        metrics=metrics,
         seed=0,
         max_new_tokens=8,
         replacement="mean",
         catalog=None,
         options={},
     )
+
+
+def test_a_generative_item_keeps_its_question_reference_and_error(refused):
+    item = _item()
+    explanation, result = _evaluated(item, "answer tokens", ("segmentation", "grounding"))
     assert explanation is None
     assert (result.index, result.item_id, result.kind) == (item.index, item.item_id, item.kind)
     assert (result.question, result.expected, result.answer) == (item.question, item.answer, "")
@@ -49,18 +54,7 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
 
 def test_a_contrastive_item_keeps_its_prompt_and_error(refused):
     item = _item()
-    explanation, result = _evaluate_item(
-        None,
-        item,
-        units="prompts",
-        method="dexar",
-        metrics=("segmentation",),
-        seed=0,
-        max_new_tokens=8,
-        replacement="mean",
-        catalog=None,
-        options={},
-    )
+    explanation, result = _evaluated(item, "prompts", ("segmentation",))
     assert explanation is None
     assert result.question == item.description and result.expected == ""
     assert result.correct is None  # a similarity has no right answer
