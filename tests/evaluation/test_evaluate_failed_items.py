@@ -24,25 +24,20 @@ def _item():
     return as_benchmark_item(ShapesDataset("test", 4)[2])
 
 
-def _evaluated(item, units, metrics):
-    """One refused item through the run's per-item step, as ``evaluate`` calls it."""
-    return _evaluate_item(
+def test_a_generative_item_keeps_its_question_reference_and_error(refused):
+    item = _item()
+    explanation, result = _evaluate_item(
         None,
         item,
-        units=units,
+        units="answer tokens",
         method="dexar",
-        metrics=metrics,
+        metrics=("segmentation", "grounding"),
         seed=0,
         max_new_tokens=8,
         replacement="mean",
         catalog=None,
         options={},
     )
-
-
-def test_a_generative_item_keeps_its_question_reference_and_error(refused):
-    item = _item()
-    explanation, result = _evaluated(item, "answer tokens", ("segmentation", "grounding"))
     assert explanation is None
     assert (result.index, result.item_id, result.kind) == (item.index, item.item_id, item.kind)
     assert (result.question, result.expected, result.answer) == (item.question, item.answer, "")
@@ -54,7 +49,18 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
 
 def test_a_contrastive_item_keeps_its_prompt_and_error(refused):
     item = _item()
-    explanation, result = _evaluated(item, "prompts", ("segmentation",))
+    explanation, result = _evaluate_item(
+        None,
+        item,
+        units="prompts",
+        method="dexar",
+        metrics=("segmentation",),
+        seed=0,
+        max_new_tokens=8,
+        replacement="mean",
+        catalog=None,
+        options={},
+    )
     assert explanation is None
     assert result.question == item.description and result.expected == ""
     assert result.correct is None  # a similarity has no right answer
