@@ -1,4 +1,4 @@
-"""Shared test setup: hypothesis profiles and fake plugin distributions."""
+"""Shared test setup: hypothesis profiles, fake plugin distributions, a saved tiny LLaVA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -85,3 +86,21 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeS
     reset_default_catalog()
     for module in [name for name in sys.modules if name.startswith(FAKE_MODULE_PREFIX)]:
         del sys.modules[module]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved random tiny LLaVA (seed 0), with a noise ``image.png`` beside its files."""
+    from llava_fixtures import noise_image, saved_tiny_llava
+
+    folder = saved_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+    noise_image(1).save(folder / "image.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir: Path) -> Any:
+    """That checkpoint, loaded by :func:`dexar_core.api.load`."""
+    from dexar_core.api import load
+
+    return load(str(tiny_dir))

@@ -14,13 +14,14 @@ A class-index map is a JSON file, either ``{"<class>": index}`` or ImageNet's
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 from PIL import Image
 
+from dexar_core.datasets.read_items import ReadItems, rgb_image
 from dexar_core.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -45,11 +46,7 @@ class ClassifiedImage:
     @property
     def image(self) -> Image.Image:
         """The image, as RGB."""
-        try:
-            with Image.open(self.path) as image:
-                return image.convert("RGB")
-        except OSError as error:
-            raise DatasetError(f"cannot read image file {str(self.path)!r}: {error}.") from error
+        return rgb_image(self.path)
 
 
 def read_class_index(path: str | Path) -> dict[str, tuple[int, str]]:
@@ -84,7 +81,7 @@ def read_class_index(path: str | Path) -> dict[str, tuple[int, str]]:
     return classes
 
 
-class ImageFolderDataset:
+class ImageFolderDataset(ReadItems[ClassifiedImage]):
     """An ImageNet-style dataset from class sub-folders or a file list.
 
     Args:
@@ -186,15 +183,6 @@ class ImageFolderDataset:
                 ClassifiedImage(path=path, label=label, class_name=name, readable_name=readable)
             )
         return items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[ClassifiedImage]:
-        return iter(self.items)
-
-    def __getitem__(self, index: int) -> ClassifiedImage:
-        return self.items[index]
 
     def __repr__(self) -> str:
         return f"ImageFolderDataset(root={str(self.root)!r}, size={len(self)})"

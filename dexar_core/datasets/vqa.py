@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 from PIL import Image
 
+from dexar_core.datasets.read_items import ReadItems, rgb_image
 from dexar_core.errors import DatasetError
 
 
@@ -49,16 +49,10 @@ class VQAItem:
     @property
     def image(self) -> Image.Image:
         """The image, as RGB."""
-        try:
-            with Image.open(self.image_path) as image:
-                return image.convert("RGB")
-        except OSError as error:
-            raise DatasetError(
-                f"cannot read image file {str(self.image_path)!r} (line {self.line}): {error}."
-            ) from error
+        return rgb_image(self.image_path, f" (line {self.line})")
 
 
-class VQADataset:
+class VQADataset(ReadItems[VQAItem]):
     """A VQA jsonl file, checked line by line when opened.
 
     Args:
@@ -125,15 +119,6 @@ class VQADataset:
             answers=tuple(answers),
             line=number,
         )
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[VQAItem]:
-        return iter(self.items)
-
-    def __getitem__(self, index: int) -> VQAItem:
-        return self.items[index]
 
     def __repr__(self) -> str:
         return f"VQADataset(path={str(self.path)!r}, size={len(self)})"

@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from llava_fixtures import noise_image
+from llava_fixtures import explain_argv
 
 from dexar_core.cli.explain import parse_option
 from dexar_core.cli.main import main
-from dexar_llava.tiny import build_tiny_llava
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    model, processor = build_tiny_llava(seed=0)
-    folder = tmp_path_factory.mktemp("cli-llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    noise_image(1).save(folder / "image.png")
-    return folder
 
 
 def test_explain_writes_overlays_and_the_explanation(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(
-        [
-            "explain",
-            "--model",
-            str(tiny_dir),
-            "--image",
-            str(tiny_dir / "image.png"),
-            "--prompt",
-            "what color is the circle?",
-            "--answer",
-            "red circle",
-            "--out",
-            str(out),
-            "--option",
-            "head_agg=mean",
-        ]
-    )
+    code = main(explain_argv(tiny_dir, out, "--option", "head_agg=mean"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "answer: red circle" in captured.out

@@ -4,36 +4,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from llava_fixtures import noise_image, saved_tiny_llava
+from llava_fixtures import explain_argv
 
 from dexar_core.cli.main import main
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = saved_tiny_llava(tmp_path_factory.mktemp("cli-output-llava"))
-    noise_image(1).save(folder / "image.png")
-    return folder
-
-
 def _explain(tiny_dir, out, *extra):
-    return main(
-        [
-            "explain",
-            "--model",
-            str(tiny_dir),
-            "--image",
-            str(tiny_dir / "image.png"),
-            "--prompt",
-            "what color is the circle?",
-            "--answer",
-            "red circle",
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return main(explain_argv(tiny_dir, out, *extra))
 
 
 def test_explain_prints_every_file_it_wrote_and_what_the_weight_is(tiny_dir, tmp_path, capsys):

@@ -68,21 +68,23 @@ def test_the_figure_has_a_cell_per_pair_and_says_what_is_not_supported(compariso
     assert [len(ax.images) for ax in strips.axes] == [1, 0]
 
 
+def compare_argv(out, *extra):
+    """``dexar compare`` of every model of MODELS by every method of METHODS into ``out``."""
+    return [
+        "compare",
+        "--models",
+        ",".join(MODELS),
+        "--methods",
+        ",".join(METHODS),
+        *extra,
+        "--out",
+        str(out),
+    ]
+
+
 def test_cli_writes_the_grid_the_token_figures_and_the_explanations(tmp_path, capsys):
     out = tmp_path / "cmp"
-    code = main(
-        [
-            "compare",
-            "--models",
-            ",".join(MODELS),
-            "--methods",
-            ",".join(METHODS),
-            "--max-new-tokens",
-            "5",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(compare_argv(out, "--max-new-tokens", "5"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "shapes-clip: similarity: 'describe the image'" in captured.out
@@ -173,21 +175,7 @@ def test_name_lists_are_checked():
 
 def test_dataset_gives_a_models_by_methods_table(tmp_path, capsys):
     out = tmp_path / "table"
-    code = main(
-        [
-            "compare",
-            "--models",
-            ",".join(MODELS),
-            "--methods",
-            ",".join(METHODS),
-            "--dataset",
-            "shapes",
-            "--limit",
-            "2",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(compare_argv(out, "--dataset", "shapes", "--limit", "2"))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "| model | dexar | rollout | uniform chance |" in captured.out

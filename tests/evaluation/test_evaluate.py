@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from llava_fixtures import saved_tiny_llava
 
 from dexar_core import errors
-from dexar_core.api import explain, load
+from dexar_core.api import explain
 from dexar_core.cli.main import main
 from dexar_core.evaluation.run import (
     CHANCE_LINES,
@@ -34,27 +33,12 @@ SEED = 5
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return saved_tiny_llava(tmp_path_factory.mktemp("eval-llava"))
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(str(tiny_dir))
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return open_dataset("shapes", "test")
-
-
-@pytest.fixture(scope="module")
-def run(loaded, dataset, tmp_path_factory):
+def run(loaded, shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval-out")
     seen = []
     summary = evaluate(
         loaded,
-        dataset,
+        shapes,
         limit=ITEMS,
         out=out,
         seed=SEED,
@@ -64,13 +48,13 @@ def run(loaded, dataset, tmp_path_factory):
     return summary, out, seen
 
 
-def test_evaluate_writes_one_jsonl_line_per_item_and_the_summary(run, dataset):
+def test_evaluate_writes_one_jsonl_line_per_item_and_the_summary(run, shapes):
     summary, out, seen = run
     lines = (out / ITEMS_FILE).read_text().splitlines()
     assert len(lines) == ITEMS and seen == [0, 1, 2]
     for line, index in zip(lines, range(ITEMS), strict=True):
         record = json.loads(line)
-        item = dataset[index]
+        item = shapes[index]
         assert record["index"] == index and record["kind"] == item.kind
         assert record["question"] == item.question and record["expected"] == item.answer
         assert set(record["segmentation"]) == set(SEGMENTATION_METRICS)
@@ -102,22 +86,22 @@ def test_summary_values_lie_in_their_ranges(run):
     assert sum(n for kind, n in summary.kind_counts.items() if kind != "all") == ITEMS
 
 
-def test_summary_chance_lines_are_the_metric_functions_chance_lines(run, dataset):
+def test_summary_chance_lines_are_the_metric_functions_chance_lines(run, shapes):
     summary, _, _ = run
     per_item = [
-        chance_scores(dataset[index].union_mask, chance_seed(SEED, index)) for index in range(ITEMS)
+        chance_scores(shapes[index].union_mask, chance_seed(SEED, index)) for index in range(ITEMS)
     ]
     for line in CHANCE_LINES:
         for metric in SEGMENTATION_METRICS:
             expected = np.mean([scores[line][metric] for scores in per_item])
             assert summary.segmentation[line][metric] == pytest.approx(expected, abs=1e-12)
     # The uniform map scores the mask's area fraction on the three overlap metrics.
-    area = np.mean([dataset[index].union_mask.mean() for index in range(ITEMS)])
+    area = np.mean([shapes[index].union_mask.mean() for index in range(ITEMS)])
     assert summary.segmentation["uniform"]["epg"] == pytest.approx(area)
 
 
-def test_object_words_are_scored_against_the_objects_they_name(loaded, dataset):
-    item = next(item for item in dataset if item.kind == "caption" and len(item.objects) >= 2)
+def test_object_words_are_scored_against_the_objects_they_name(loaded, shapes):
+    item = next(item for item in shapes if item.kind == "caption" and len(item.objects) >= 2)
     explanation = explain(loaded, item.image, item.question, answer=item.caption)
     result = score_item(item, explanation, seed=SEED)
     classes = dict(zip(explanation.tokens, result.word_classes, strict=True))
@@ -137,8 +121,8 @@ def test_object_words_are_scored_against_the_objects_they_name(loaded, dataset):
         assert record.delta == pytest.approx(float(explanation.token_weights[position]))
 
 
-def test_word_classes(dataset):
-    item = dataset[0]
+def test_word_classes(shapes):
+    item = shapes[0]
     present = item.objects[0]
     assert token_word("\u2581Red,") == "red"
     assert word_class(present.color, item) == "object"
@@ -154,11 +138,11 @@ def test_word_classes(dataset):
     assert word_class("left", item) == "other"
 
 
-def test_bad_library_inputs(loaded, dataset):
+def test_bad_library_inputs(loaded, shapes):
     with pytest.raises(errors.InputError, match="positive number"):
-        evaluate(loaded, dataset, limit=0)
+        evaluate(loaded, shapes, limit=0)
     with pytest.raises(errors.InputError, match="No method named"):
-        evaluate(loaded, dataset, limit=1, method="gradcam")
+        evaluate(loaded, shapes, limit=1, method="gradcam")
     with pytest.raises(errors.DatasetError, match="no dataset named 'voc'"):
         open_dataset("voc")
     with pytest.raises(errors.DatasetError, match="no split 'dev'"):

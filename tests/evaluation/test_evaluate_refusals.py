@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
-from llava_fixtures import saved_tiny_llava
 
 import dexar_core.evaluation.run
 import dexar_core.explaining
@@ -13,11 +11,6 @@ from dexar_core.errors import InputError
 from dexar_llava.tiny import build_tiny_llava
 
 FAST = ["--limit", "2", "--resamples", "0", "--max-new-tokens", "4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return saved_tiny_llava(tmp_path_factory.mktemp("refusals-llava"))
 
 
 def test_nan_weights_are_named_as_such(tmp_path, capsys):

@@ -18,14 +18,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from llava_fixtures import saved_tiny_llava
 from PIL import Image
 
-from dexar_core.api import load
 from dexar_core.cli.main import main
 from dexar_core.datasets.benchmark import open_benchmark
 from dexar_core.errors import InputError
-from dexar_core.evaluation.run import check_metrics, evaluate, open_dataset
+from dexar_core.evaluation.run import check_metrics, evaluate
 from dexar_core.evaluation.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
 
@@ -33,21 +31,6 @@ torch.set_num_threads(1)
 
 RUN = {"seed": 0, "max_new_tokens": 4, "resamples": 50, "metrics": ("segmentation", "grounding")}
 PERTURBATION = {**RUN, "metrics": ("perturbation",)}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return saved_tiny_llava(tmp_path_factory.mktemp("runs-llava"))
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(str(tiny_dir))
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return open_dataset("shapes", "test")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from map_strategies import finite_values, map_shapes
 
 from dexar_core.errors import DexarError, InputError
 from dexar_core.metrics.grounding import (
@@ -16,11 +17,6 @@ from dexar_core.metrics.grounding import (
     uniform_pointing_chance,
 )
 from dexar_core.metrics.segmentation import best_iou
-
-finite_values = st.floats(
-    -1e3, 1e3, width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False
-)
-shapes = st.tuples(st.integers(1, 10), st.integers(1, 10))
 
 
 @st.composite
@@ -81,7 +77,7 @@ def test_pointing_game_refuses_an_absent_object() -> None:
         pointing_game(np.ones((2, 2)), np.zeros((2, 2), dtype=bool))
 
 
-@given(mask=arrays(np.bool_, shapes))
+@given(mask=arrays(np.bool_, map_shapes))
 def test_the_mask_itself_always_hits(mask: np.ndarray) -> None:
     mask.flat[-1] = True
 
@@ -96,7 +92,10 @@ def test_object_iou_is_the_best_iou() -> None:
     assert object_iou(saliency, ~object_mask) == best_iou(saliency, ~object_mask)
 
 
-@given(saliency=arrays(np.float32, shapes, elements=finite_values), mask=arrays(np.bool_, shapes))
+@given(
+    saliency=arrays(np.float32, map_shapes, elements=finite_values),
+    mask=arrays(np.bool_, map_shapes),
+)
 def test_object_iou_lies_in_zero_one(saliency: np.ndarray, mask: np.ndarray) -> None:
     mask.flat[0] = True
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from map_strategies import finite_values, map_shapes
 
 from dexar_core.errors import InputError
 from dexar_core.heatmap import upsample
@@ -24,16 +25,11 @@ from dexar_core.metrics.segmentation import (
     uniform_map,
 )
 
-finite_values = st.floats(
-    -1e3, 1e3, width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False
-)
-shapes = st.tuples(st.integers(1, 10), st.integers(1, 10))
-
 
 @st.composite
 def nonempty_masks(draw: st.DrawFn) -> np.ndarray:
     """A boolean mask with at least one object pixel."""
-    mask = draw(arrays(np.bool_, draw(shapes)))
+    mask = draw(arrays(np.bool_, draw(map_shapes)))
     mask.flat[draw(st.integers(0, mask.size - 1))] = True
     return mask
 
@@ -41,7 +37,7 @@ def nonempty_masks(draw: st.DrawFn) -> np.ndarray:
 @st.composite
 def maps_and_masks(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
     """A map of its own size (so upsampling is exercised) and a non-empty mask."""
-    saliency_map = draw(arrays(np.float32, draw(shapes), elements=finite_values))
+    saliency_map = draw(arrays(np.float32, draw(map_shapes), elements=finite_values))
     return saliency_map, draw(nonempty_masks())
 
 

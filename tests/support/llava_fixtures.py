@@ -31,6 +31,25 @@ def noise_image(seed: int = 0, size: tuple[int, int] = (64, 64)) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def explain_argv(folder: Path, out: Path, *extra: str) -> list[str]:
+    """``dexar explain`` of the tiny LLaVA saved in ``folder`` on its ``image.png``,
+    teacher-forcing "red circle" for the CLI tests' question, writing into ``out``."""
+    return [
+        "explain",
+        "--model",
+        str(folder),
+        "--image",
+        str(folder / "image.png"),
+        "--prompt",
+        "what color is the circle?",
+        "--answer",
+        "red circle",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
 def saved_tiny_llava(folder: Path) -> Path:
     """Save a random tiny LLaVA (seed 0) and its processor into ``folder``, a checkpoint."""
     model, processor = build_tiny_llava(seed=0)

@@ -7,16 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from map_strategies import finite_values, map_shapes
 
 from dexar_core.errors import DexarError, InputError, LayoutError
 from dexar_core.heatmap import minmax, paste_to_image, to_grid, upsample
 from dexar_core.values import Grid
 
-finite_values = st.floats(
-    -1e3, 1e3, width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False
-)
 unit_values = st.floats(0, 1, width=32, allow_subnormal=False)
-map_shapes = st.tuples(st.integers(1, 10), st.integers(1, 10))
 sizes = st.tuples(st.integers(1, 40), st.integers(1, 40))
 
 

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from llava_fixtures import noise_image, saved_tiny_llava
+from llava_fixtures import noise_image
 from PIL import Image
 
 from dexar_core import errors
 from dexar_core.api import explain, load
 from dexar_core.explanation import Explanation
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return saved_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_dir):
-    return load(str(tiny_dir))
 
 
 @pytest.fixture(scope="module")
