@@ -165,7 +165,7 @@ def test_shapes_builder_admits_the_training_sizes_at_their_own_size():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"version": "3"}, "version"),
+        ({"version": "4"}, "version"),
         ({"hidden_size": 0}, "hidden_size to be a positive integer"),
         ({"heads": 3}, "heads to divide hidden_size"),
         ({"kv_heads": 3}, "kv_heads to divide heads"),
