@@ -183,8 +183,8 @@ def test_plugins_lists_overlapping_adapters_and_exits_0(fake_site, capsys):
     out = capsys.readouterr().out
     assert code == 0
     rows = [line.split() for line in out.splitlines()]
-    assert ["first", "adapter", "dexar-one", "1.0", "overlaps"] in rows
-    assert ["second", "adapter", "dexar-two", "1.0", "overlaps"] in rows
+    assert ["first", "adapter", "dexar-one", "1.0", "overlaps", "fakevlm"] in rows
+    assert ["second", "adapter", "dexar-two", "1.0", "overlaps", "fakevlm"] in rows
     assert (
         "- model type 'fakevlm' is served by adapter 'first' from dexar-one 1.0 (priority 0) "
         "and adapter 'second' from dexar-two 1.0 (priority 0); 'first' is chosen because the "

@@ -38,7 +38,7 @@ def _module_input(
     keep = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
     try:
         with torch.no_grad():
-            loaded.model(**inputs, **keep)
+            loaded.model(**{**inputs, **keep})
     finally:
         handle.remove()
     return seen[0]
