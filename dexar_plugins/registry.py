@@ -207,8 +207,12 @@ def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]
             overlaps.setdefault(claim.name, []).append(overlap)
     rows: list[InventoryRow] = []
     for plugin in catalog.plugins:
-        origin = {"distribution": plugin.distribution, "version": plugin.version}
-        rows.append(InventoryRow(name=plugin.name, kind="plugin", **origin))
+        distribution, version = plugin.distribution, plugin.version
+        rows.append(
+            InventoryRow(
+                name=plugin.name, kind="plugin", distribution=distribution, version=version
+            )
+        )
         registered: list[tuple[str, str, tuple[str, ...]]] = [
             ("adapter", spec.name, tuple(spec.model_types)) for spec in plugin.adapters
         ]
@@ -225,7 +229,13 @@ def plugin_inventory(catalog: Catalog | None = None) -> tuple[InventoryRow, ...]
                 status, error = "ok", ""
             rows.append(
                 InventoryRow(
-                    name=name, kind=kind, status=status, error=error, serves=serves, **origin
+                    name=name,
+                    kind=kind,
+                    distribution=distribution,
+                    version=version,
+                    status=status,
+                    error=error,
+                    serves=serves,
                 )
             )
     rows.extend(

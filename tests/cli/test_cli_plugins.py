@@ -112,8 +112,9 @@ def test_plugins_table_shows_failures_and_conflicts(fake_site, capsys):
     assert code == 1
     lines = captured.out.splitlines()
     assert lines[0].split() == ["NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS", "SERVES"]
-    assert ["broken", "plugin", "dexar-bad", "1.0", "failed"] in [line.split()[:5] for line in lines]
-    assert ["twin", "adapter", "dexar-two", "1.0", "conflict"] in [line.split()[:5] for line in lines]
+    listed = [line.split()[:5] for line in lines]
+    assert ["broken", "plugin", "dexar-bad", "1.0", "failed"] in listed
+    assert ["twin", "adapter", "dexar-two", "1.0", "conflict"] in listed
     assert "ImportError: needs libfoo" in captured.out
     assert captured.err == ""
 
