@@ -20,23 +20,13 @@ def _adapter() -> ModelAdapter:
 
 def conformance_case() -> Any:
     """A random tiny Gemma 3, a non-square noise image and a prompt, for the conformance kit."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_gemma3.adapter import Gemma3Adapter
     from dexar_gemma3.tiny import build_tiny_gemma3
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_gemma3(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Gemma3Adapter(), model_id="tiny-gemma3"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, Gemma3Adapter(), model_id="tiny-gemma3", image_size=(48, 80)
     )
 
 

@@ -61,26 +61,17 @@ def _onevision_adapter() -> object:
 
 def onevision_conformance_case() -> Any:
     """A random tiny LLaVA-OneVision, a wide noise image (2x1 tiles, unpadded) and a prompt."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_llava.onevision import LlavaOnevisionAdapter
     from dexar_llava.tiny_onevision import build_tiny_llava_onevision
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_llava_onevision(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model,
-            processor=processor,
-            adapter=LlavaOnevisionAdapter(),
-            model_id="tiny-llava-onevision",
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model,
+        processor,
+        LlavaOnevisionAdapter(),
+        model_id="tiny-llava-onevision",
+        image_size=(40, 90),
     )
 
 

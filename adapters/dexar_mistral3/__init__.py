@@ -20,23 +20,13 @@ def _adapter() -> ModelAdapter:
 
 def conformance_case() -> Any:
     """A random tiny Mistral 3, a non-square noise image and a prompt, for the conformance kit."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_mistral3.adapter import Mistral3Adapter
     from dexar_mistral3.tiny import build_tiny_mistral3
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_mistral3(seed=0)
-    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=Mistral3Adapter(), model_id="tiny-mistral3"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, Mistral3Adapter(), model_id="tiny-mistral3", image_size=(48, 80)
     )
 
 

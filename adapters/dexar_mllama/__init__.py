@@ -20,23 +20,13 @@ def _adapter() -> ModelAdapter:
 
 def conformance_case() -> Any:
     """A random tiny mllama (cross-attention at layers 3 and 8) and a wide image of 3 tiles."""
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
     from dexar_mllama.adapter import MllamaAdapter
     from dexar_mllama.tiny import build_tiny_mllama
     from dexar_plugins.testing.conformance import ConformanceCase
 
     model, processor = build_tiny_mllama(seed=0)
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 130, 3), dtype=np.uint8))
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=MllamaAdapter(), model_id="tiny-mllama"
-        ),
-        images=image,
-        prompt="what color is the circle?",
-        answer="a red circle",
+    return ConformanceCase.from_model(
+        model, processor, MllamaAdapter(), model_id="tiny-mllama", image_size=(48, 130)
     )
 
 
