@@ -108,6 +108,33 @@ def check_supported(config: Any) -> None:
         )
 
 
+def base_facts(index: int, block: np.ndarray, side: int, image: Any, *, name: str) -> ImageFacts:
+    """The base view of image ``index``: the first ``side * side`` positions of its block,
+    row-major, over the whole original image."""
+    return ImageFacts(
+        name=name,
+        image_index=index,
+        positions=block[: side * side],
+        rows=side,
+        cols=side,
+        pixel_box=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
+    )
+
+
+def tile_facts(index: int, block: np.ndarray, side: int, grid: HighResolutionGrid) -> ImageFacts:
+    """The unpadded tile grid of image ``index``: the rest of its block, each row ended
+    by a newline token, which lies on no patch and is left out."""
+    tiles = block[side * side :].reshape(grid.rows, grid.cols + 1)
+    return ImageFacts(
+        name=f"image {index}, tiles",
+        image_index=index,
+        positions=tiles[:, :-1].ravel(),
+        rows=grid.rows,
+        cols=grid.cols,
+        pixel_box=grid.pixel_box,
+    )
+
+
 @attrs.frozen
 class AnyResolutionImageTokens:
     """LLaVA-NeXT's image tokens: per image, a base grid then the unpadded tile grid.
@@ -144,28 +171,8 @@ class AnyResolutionImageTokens:
         for index, (image, grid) in enumerate(zip(images, grids)):
             block = positions[start : start + counts[index]]
             start += counts[index]
-            tiles = block[side * side :].reshape(grid.rows, grid.cols + 1)
-            facts.append(
-                ImageFacts(
-                    name=f"image {index}, base",
-                    image_index=index,
-                    positions=block[: side * side],
-                    rows=side,
-                    cols=side,
-                    pixel_box=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
-                )
-            )
-            facts.append(
-                ImageFacts(
-                    name=f"image {index}, tiles",
-                    image_index=index,
-                    # The last column is the newline token ending each row.
-                    positions=tiles[:, :-1].ravel(),
-                    rows=grid.rows,
-                    cols=grid.cols,
-                    pixel_box=grid.pixel_box,
-                )
-            )
+            facts.append(base_facts(index, block, side, image, name=f"image {index}, base"))
+            facts.append(tile_facts(index, block, side, grid))
         return tuple(facts)
 
 

@@ -36,7 +36,7 @@ from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import saved_model_type, to_model
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
-from dexar_llava.next import HighResolutionGrid, high_resolution_grid
+from dexar_llava.next import HighResolutionGrid, base_facts, high_resolution_grid, tile_facts
 
 FALLBACK_TEMPLATE = "<|im_start|>user {images}\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 """The LLaVA-OneVision (Qwen2) chat form, used when the processor has no chat template."""
@@ -102,32 +102,10 @@ class OneVisionImageTokens:
         for index, image in enumerate(images):
             block = positions[start : start + counts[index]]
             start += counts[index]
-            whole = (0.0, 0.0, float(image.size[0]), float(image.size[1]))
             name = f"image {index}, base" if tiled else f"image {index}"
-            facts.append(
-                ImageFacts(
-                    name=name,
-                    image_index=index,
-                    positions=block[: side * side],
-                    rows=side,
-                    cols=side,
-                    pixel_box=whole,
-                )
-            )
+            facts.append(base_facts(index, block, side, image, name=name))
             if tiled:
-                grid = grids[index]
-                # the last column is the newline token ending each row
-                tiles = block[side * side :].reshape(grid.rows, grid.cols + 1)
-                facts.append(
-                    ImageFacts(
-                        name=f"image {index}, tiles",
-                        image_index=index,
-                        positions=tiles[:, :-1].ravel(),
-                        rows=grid.rows,
-                        cols=grid.cols,
-                        pixel_box=grid.pixel_box,
-                    )
-                )
+                facts.append(tile_facts(index, block, side, grids[index]))
         return tuple(facts)
 
 
