@@ -22,50 +22,32 @@ from typing import Any
 PROMPT = "describe the image in detail"
 PROMPT_WORDS = ("user", "assistant", "describe", "the", "image", "in", "detail")
 
+PRESET_FIELDS = (
+    "text_layers",
+    "hidden",
+    "heads",
+    "intermediate",
+    "vocab",
+    "vision_layers",
+    "vision_hidden",
+    "vision_heads",
+    "vision_intermediate",
+    "patch",
+    "feature_layer",
+)
+"""What a preset sets, in the order of its row: the language model, then the vision tower."""
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # The size of the tests' tiny LLaVA.
-    "tiny": dict(
-        text_layers=2,
-        hidden=128,
-        heads=4,
-        intermediate=512,
-        vocab=256,
-        vision_layers=2,
-        vision_hidden=128,
-        vision_heads=4,
-        vision_intermediate=512,
-        patch=8,
-        feature_layer=-1,
-    ),
-    # A small LLaVA: ViT-B/14-like tower at 336 px (576 tokens), 12-layer Llama, 32k vocab.
-    "mid": dict(
-        text_layers=12,
-        hidden=768,
-        heads=12,
-        intermediate=3072,
-        vocab=32000,
-        vision_layers=12,
-        vision_hidden=768,
-        vision_heads=12,
-        vision_intermediate=3072,
-        patch=14,
-        feature_layer=-2,
-    ),
-    # LLaVA-1.5-7B's language model; a 4-layer CLIP-L-width tower stands in for ViT-L/14
-    # (24 layers): the tower runs once, without grad, in both generate and explain.
-    "7b": dict(
-        text_layers=32,
-        hidden=4096,
-        heads=32,
-        intermediate=11008,
-        vocab=32000,
-        vision_layers=4,
-        vision_hidden=1024,
-        vision_heads=16,
-        vision_intermediate=4096,
-        patch=14,
-        feature_layer=-2,
-    ),
+    name: dict(zip(PRESET_FIELDS, row, strict=True))
+    for name, row in {
+        # The size of the tests' tiny LLaVA.
+        "tiny": (2, 128, 4, 512, 256, 2, 128, 4, 512, 8, -1),
+        # A small LLaVA: ViT-B/14-like tower at 336 px (576 tokens), 12-layer Llama, 32k vocab.
+        "mid": (12, 768, 12, 3072, 32000, 12, 768, 12, 3072, 14, -2),
+        # LLaVA-1.5-7B's language model; a 4-layer CLIP-L-width tower stands in for ViT-L/14
+        # (24 layers): the tower runs once, without grad, in both generate and explain.
+        "7b": (32, 4096, 32, 11008, 32000, 4, 1024, 16, 4096, 14, -2),
+    }.items()
 }
 DRY_RUN_SHAPE = dict(
     text_layers=2,

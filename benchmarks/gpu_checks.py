@@ -21,7 +21,12 @@ from PIL import Image
 
 from dexar_core.engine import attention_gradients
 from dexar_core.methods.dexar import DexarMethod
-from dexar_core.records import LoadedModel
+from dexar_core.records import (
+    AttentionGradients,
+    LoadedModel,
+    PreparedPrompt,
+    TeacherForcedPass,
+)
 from dexar_llava.adapter import LlavaAdapter
 from dexar_llava.tiny import build_tiny_llava
 from dexar_plugins.testing.reference import naive_attention_gradients, relative_error
@@ -43,15 +48,23 @@ def _image() -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def check(device: str, implementation: str, dtype: torch.dtype) -> tuple[bool, str]:
-    """Engine vs reference (float32) or finiteness (bfloat16) on one configuration."""
-    loaded = _loaded(device, implementation, dtype)
+def _explained(
+    loaded: LoadedModel,
+) -> tuple[PreparedPrompt, list[int], TeacherForcedPass, AttentionGradients]:
+    """The prepared prompt, answer ids, teacher-forced pass and gradients of layers 0, 1."""
     adapter = loaded.adapter
     prepared = adapter.prepare(loaded, [_image()], "what color is the circle?")
     answer_ids = adapter.encode_answer(loaded, prepared, "a red circle at the left")
     forced = adapter.teacher_forced(loaded, prepared, answer_ids)
     layout = adapter.locator.locate(prepared).with_length(forced.key_length)
-    record = attention_gradients(loaded, forced, layout, (0, 1))
+    return prepared, answer_ids, forced, attention_gradients(loaded, forced, layout, (0, 1))
+
+
+def check(device: str, implementation: str, dtype: torch.dtype) -> tuple[bool, str]:
+    """Engine vs reference (float32) or finiteness (bfloat16) on one configuration."""
+    loaded = _loaded(device, implementation, dtype)
+    adapter = loaded.adapter
+    prepared, answer_ids, forced, record = _explained(loaded)
     result = DexarMethod().explain(record)
     finite = bool(np.isfinite(record.gradients).all() and np.isfinite(result.token_relevance).all())
     inputs = {**forced.inputs, "logits_to_keep": 0}
@@ -73,13 +86,7 @@ def bf16_against_float32(device: str) -> tuple[bool, str]:
     """The bfloat16 model's DEX-AR token maps against the same weights in float32."""
     maps = {}
     for dtype in (torch.float32, torch.bfloat16):
-        loaded = _loaded(device, "sdpa", dtype)
-        adapter = loaded.adapter
-        prepared = adapter.prepare(loaded, [_image()], "what color is the circle?")
-        answer_ids = adapter.encode_answer(loaded, prepared, "a red circle at the left")
-        forced = adapter.teacher_forced(loaded, prepared, answer_ids)
-        layout = adapter.locator.locate(prepared).with_length(forced.key_length)
-        record = attention_gradients(loaded, forced, layout, (0, 1))
+        record = _explained(_loaded(device, "sdpa", dtype))[-1]
         maps[dtype] = np.asarray(DexarMethod().explain(record).token_relevance, np.float64)
     reference = maps[torch.float32]
     error = float(np.abs(maps[torch.bfloat16] - reference).max() / np.abs(reference).max())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,14 +66,25 @@ def _maps_eq(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of an options value (tuples become lists)."""
+def plain_copy(value: Any, *, non_finite_as_none: bool = False) -> Any:
+    """A JSON-ready copy: str keys, tuples as lists, numpy scalars as Python ones.
+
+    Args:
+        value: a mapping, sequence or scalar, nested to any depth.
+        non_finite_as_none: write NaN and infinities as None, for a file that must stay
+            strict JSON (an explanation keeps them: its options and timings are exact).
+    """
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {
+            str(key): plain_copy(item, non_finite_as_none=non_finite_as_none)
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_copy(item, non_finite_as_none=non_finite_as_none) for item in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if non_finite_as_none and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -125,7 +137,7 @@ class Explanation:
     """
 
     method: str
-    options: Mapping[str, Any] = attrs.field(converter=_plain)
+    options: Mapping[str, Any] = attrs.field(converter=plain_copy)
     model_id: str
     adapter: str
     prompt: str
@@ -159,8 +171,8 @@ class Explanation:
     sequence_fallback: bool = False
     minmax_after_upsampling: bool = False
     generated: bool = True
-    timings: Mapping[str, float] = attrs.field(factory=dict, converter=_plain)
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
+    timings: Mapping[str, float] = attrs.field(factory=dict, converter=plain_copy)
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=plain_copy)
     images: tuple[Image.Image, ...] = attrs.field(
         default=(), converter=_pictures, eq=False, repr=False
     )
@@ -351,7 +363,7 @@ class Explanation:
             ],
         }
         sidecar = base.with_suffix(".json")
-        sidecar.write_text(json.dumps(_plain(record), indent=2))
+        sidecar.write_text(json.dumps(plain_copy(record), indent=2))
         return sidecar
 
     @classmethod

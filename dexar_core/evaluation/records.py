@@ -8,14 +8,13 @@ numbers an uninterrupted run would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import numpy as np
 
 from dexar_core.datasets.benchmark import as_benchmark_item
+from dexar_core.explanation import plain_copy
 
 __all__ = [
     "CHANCE_LINES",
@@ -271,15 +270,7 @@ class Summary:
 
 def json_ready(value: Any) -> Any:
     """A copy with tuples as lists, numpy scalars as Python ones, non-finite floats as None."""
-    if isinstance(value, Mapping):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return plain_copy(value, non_finite_as_none=True)
 
 
 def _token_grounding(record: Mapping[str, Any]) -> TokenGrounding:

@@ -75,6 +75,9 @@ class Method(ABC):
     #: extra records the engine must fill (``dexar_core.engine.one_pass.NEEDS``): e.g.
     #: ``raw_gradients``, ``full_attention``, ``full_gradients``, ``position_logits``.
     needs: frozenset[str] = frozenset()
+    #: the attributes that hold the method's own options, recorded after ``layers`` by
+    #: :attr:`options` in this order.
+    option_names: tuple[str, ...] = ()
 
     def __init__(self, *, layers: Any = "all") -> None:
         self.layers_option = layers
@@ -91,8 +94,11 @@ class Method(ABC):
 
     @property
     def options(self) -> Mapping[str, Any]:
-        """The options as given, for the Explanation's record."""
-        return {"layers": self.layers_option}
+        """The options as given, for the Explanation's record: layers, then :attr:`option_names`."""
+        return {
+            "layers": self.layers_option,
+            **{name: getattr(self, name) for name in self.option_names},
+        }
 
     @abstractmethod
     def explain(self, record: AttentionGradients) -> MethodResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -172,6 +171,17 @@ class DexarMethod(Method):
     """
 
     name = "dexar"
+    option_names = (
+        "head_agg",
+        "topk",
+        "text_set",
+        "normalize_tokens",
+        "head_weighting",
+        "token_weighting",
+        "token_score",
+        "relevance",
+        "official_compat",
+    )
 
     def __init__(
         self,
@@ -223,22 +233,6 @@ class DexarMethod(Method):
             needs.add("raw_gradients")
         if needs:
             self.needs = frozenset(needs)
-
-    @property
-    def options(self) -> Mapping[str, Any]:
-        """See :attr:`Method.options`."""
-        return {
-            **super().options,
-            "head_agg": self.head_agg,
-            "topk": self.topk,
-            "text_set": self.text_set,
-            "normalize_tokens": self.normalize_tokens,
-            "head_weighting": self.head_weighting,
-            "token_weighting": self.token_weighting,
-            "token_score": self.token_score,
-            "relevance": self.relevance,
-            "official_compat": self.official_compat,
-        }
 
     def explain(self, record: AttentionGradients) -> MethodResult:
         """See :meth:`Method.explain`."""

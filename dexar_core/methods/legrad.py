@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -47,6 +46,7 @@ class LeGradMethod(Method):
     """
 
     name = "legrad"
+    option_names = ("target",)
 
     def __init__(self, *, layers: Any = None, target: str = "mean_tokens") -> None:
         super().__init__(layers=layers)
@@ -55,11 +55,6 @@ class LeGradMethod(Method):
         self.target = target
         if target == "mean_tokens":
             self.needs = frozenset({"mean_token_target"})
-
-    @property
-    def options(self) -> Mapping[str, Any]:
-        """See :attr:`Method.options`."""
-        return {**super().options, "target": self.target}
 
     def layers(self, num_layers: int, units: str = ANSWER_TOKENS) -> tuple[int, ...]:
         """See :meth:`Method.layers`; None resolves to the model kind's default."""

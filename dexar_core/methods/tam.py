@@ -12,7 +12,6 @@ width is the window's coefficient of variation) denoises each grid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -98,6 +97,7 @@ class TamMethod(Method):
     name = "tam"
     needs_gradients = False
     needs = frozenset({"position_logits"})
+    option_names = ("causal_inference", "kernel_size")
 
     def __init__(
         self, *, causal_inference: bool = True, kernel_size: int = 3, layers: Any = 1
@@ -107,15 +107,6 @@ class TamMethod(Method):
             raise MethodError(f"tam's kernel_size must be a positive odd int, got {kernel_size!r}.")
         self.causal_inference = bool(causal_inference)
         self.kernel_size = int(kernel_size)
-
-    @property
-    def options(self) -> Mapping[str, Any]:
-        """See :attr:`Method.options`."""
-        return {
-            **super().options,
-            "causal_inference": self.causal_inference,
-            "kernel_size": self.kernel_size,
-        }
 
     def explain(self, record: AttentionGradients) -> MethodResult:
         """See :meth:`Method.explain`."""

@@ -10,6 +10,9 @@ Every score first brings the map ``A`` to the mask's size (bilinear, see
 - ``epg`` (energy pointing game) ``= sum(A*M) / sum(A)``
 - ``snr = 10 log10(mean of A inside M / mean of A outside M)``, in decibels
 
+Every score takes ``(saliency_map, mask, valid=None)``, the arguments documented once at
+:func:`segmentation_scores`, which computes all four from one normalisation.
+
 Conventions, the same for every function here:
 
 - **Constant maps.** Min-max normalisation sends a constant map to zeros, which would
@@ -68,11 +71,6 @@ def soft_iou(
 ) -> float:
     """Soft IoU ``sum(A*M) / (sum A + sum M - sum(A*M))`` of the normalised map and the mask.
 
-    Args:
-        saliency_map: a finite 2-D map of any size and scale.
-        mask: the object mask (boolean, or 0/1 values), the evaluation size.
-        valid: pixels that count (boolean, the mask's shape); all when None.
-
     Returns:
         A value in ``[0, 1]``; NaN when the map and the mask are both empty on the valid
         pixels.
@@ -84,11 +82,6 @@ def best_iou(
     saliency_map: npt.ArrayLike, mask: npt.ArrayLike, valid: npt.ArrayLike | None = None
 ) -> float:
     """Best IoU of ``A > thr`` and the mask over :data:`BEST_IOU_THRESHOLDS`.
-
-    Args:
-        saliency_map: a finite 2-D map of any size and scale.
-        mask: the object mask (boolean, or 0/1 values), the evaluation size.
-        valid: pixels that count (boolean, the mask's shape); all when None.
 
     Returns:
         A value in ``[0, 1]``; thresholds where both sets are empty are skipped, and the
@@ -102,11 +95,6 @@ def epg(
 ) -> float:
     """Energy pointing game ``sum(A*M) / sum(A)``: the share of the map's energy on the object.
 
-    Args:
-        saliency_map: a finite 2-D map of any size and scale.
-        mask: the object mask (boolean, or 0/1 values), the evaluation size.
-        valid: pixels that count (boolean, the mask's shape); all when None.
-
     Returns:
         A value in ``[0, 1]``; NaN when the map is zero on every valid pixel.
     """
@@ -117,11 +105,6 @@ def snr(
     saliency_map: npt.ArrayLike, mask: npt.ArrayLike, valid: npt.ArrayLike | None = None
 ) -> float:
     """Signal-to-noise ratio ``10 log10(mean inside / mean outside)`` in decibels.
-
-    Args:
-        saliency_map: a finite 2-D map of any size and scale.
-        mask: the object mask (boolean, or 0/1 values), the evaluation size.
-        valid: pixels that count (boolean, the mask's shape); all when None.
 
     Returns:
         The ratio in dB: 0 for the uniform map; ``+inf`` when the map is zero outside

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dexar_core.errors import InputError
 from dexar_core.heatmap import upsample
+from dexar_core.viz.picture import colour_map
 
 if TYPE_CHECKING:
     from matplotlib.colors import Colormap
@@ -54,8 +55,8 @@ def overlay(
     """
     if not 0 <= alpha <= 1:
         raise InputError(f"overlay: alpha must lie in [0, 1], got {alpha}.")
-    colour_map = _colour_map(cmap)
-    return _blend(image.convert("RGB"), _unit_map(map2d, "overlay"), alpha, colour_map)
+    colours = colour_map(cmap)
+    return _blend(image.convert("RGB"), _unit_map(map2d, "overlay"), alpha, colours)
 
 
 def token_strip(
@@ -108,7 +109,7 @@ def token_strip(
         )
     if not 0 <= alpha <= 1:
         raise InputError(f"token_strip: alpha must lie in [0, 1], got {alpha}.")
-    colour_map = _colour_map(cmap)
+    colours = colour_map(cmap)
     unit_maps = [_unit_map(token_map, "token_strip") for token_map in maps]
 
     thumbnail = _thumbnail(image.convert("RGB"), cell_size)
@@ -131,7 +132,7 @@ def token_strip(
     for index, unit_map in enumerate(unit_maps):
         left = _CELL_GAP + (index % columns) * (cell_width + _CELL_GAP)
         top = _CELL_GAP + (index // columns) * (cell_height + _CELL_GAP)
-        strip.paste(_blend(thumbnail, unit_map, alpha, colour_map), (left, top))
+        strip.paste(_blend(thumbnail, unit_map, alpha, colours), (left, top))
         captions = [_shown_token(tokens[index])]
         if weights is not None:
             captions.append(f"{float(weights[index]):.3g}")
@@ -158,19 +159,6 @@ def save_png(img: Image.Image, path: str | PathLike[str]) -> Path:
     return target
 
 
-def _colour_map(cmap: str) -> Colormap:
-    """The matplotlib colour map named ``cmap``, importing matplotlib only now."""
-    import matplotlib
-
-    try:
-        return matplotlib.colormaps[cmap]
-    except KeyError:
-        raise InputError(
-            f"unknown colour map {cmap!r}; use a matplotlib name such as 'jet', 'viridis' "
-            "or 'inferno'."
-        ) from None
-
-
 def _unit_map(map2d: npt.ArrayLike, caller: str) -> npt.NDArray[np.float32]:
     """A finite 2-D float32 map in ``[0, 1]``, or an InputError from ``caller``."""
     array = np.asarray(map2d, dtype=np.float32)
@@ -190,11 +178,11 @@ def _blend(
     rgb_image: Image.Image,
     unit_map: npt.NDArray[np.float32],
     alpha: float,
-    colour_map: Colormap,
+    palette: Colormap,
 ) -> Image.Image:
     """Blend the coloured map (resized to the image) onto an RGB image."""
     resized = np.clip(upsample(unit_map, rgb_image.size), 0, 1)
-    colours = np.asarray(colour_map(resized), dtype=np.float32)[..., :3]
+    colours = np.asarray(palette(resized), dtype=np.float32)[..., :3]
     pixels = np.asarray(rgb_image, dtype=np.float32) / 255
     blended = (1 - alpha) * pixels + alpha * colours
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))

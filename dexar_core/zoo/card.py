@@ -12,7 +12,7 @@ import attrs
 from dexar_core.datasets.shapes import KINDS
 from dexar_core.zoo import TRAINING_FACTS
 from dexar_core.zoo.batches import LOSS_WEIGHTINGS
-from dexar_core.zoo.recipes import TrainingDefaults
+from dexar_core.zoo.recipes import TrainingDefaults, TrainingRun
 
 if TYPE_CHECKING:
     from dexar_core.zoo.generative import AnswerRecipe
@@ -62,6 +62,28 @@ class TrainingReport:
     loss_per: str = "token"
     first_item: int = 0
     init_from: dict[str, Any] | None = None
+
+    @classmethod
+    def of_run(
+        cls,
+        run: TrainingRun,
+        *,
+        adapter: str,
+        accuracy: dict[str, float],
+        heldout_accuracy: dict[str, float],
+    ) -> TrainingReport:
+        """The report of ``run``: every fact the two records share, the scores, the final loss."""
+        shared = {field.name for field in attrs.fields(TrainingRun)} & {
+            field.name for field in attrs.fields(cls)
+        }
+        last_losses = run.losses[-20:]
+        return cls(
+            adapter=adapter,
+            accuracy=accuracy,
+            heldout_accuracy=heldout_accuracy,
+            final_loss=sum(last_losses) / max(1, len(last_losses)),
+            **{name: getattr(run, name) for name in shared},
+        )
 
     def ancestors(self) -> list[dict[str, Any]]:
         """The training facts of the runs this one continued, nearest first."""

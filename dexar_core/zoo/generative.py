@@ -88,22 +88,8 @@ class AnswerRecipe(TrainingRecipe):
         accuracy = evaluate(model, processor, format_prompt, split("test", run.eval_size, sizes))
         heldout = evaluate(model, processor, format_prompt, split("heldout", run.eval_size, sizes))
         model.to("cpu")
-        report = TrainingReport(
-            adapter=self.name,
-            out=run.out,
-            seed=run.seed,
-            steps=run.steps,
-            batch_size=run.batch_size,
-            learning_rate=run.learning_rate,
-            seconds=run.seconds,
-            device=run.device,
-            accuracy=accuracy,
-            heldout_accuracy=heldout,
-            final_loss=sum(run.losses[-20:]) / max(1, len(run.losses[-20:])),
-            command=run.command,
-            loss_per=run.loss_per,
-            first_item=run.first_item,
-            init_from=run.init_from,
+        report = TrainingReport.of_run(
+            run, adapter=self.name, accuracy=accuracy, heldout_accuracy=heldout
         )
         save_checkpoint(
             model, processor, report, self, eval_size=run.eval_size, image_size=run.image_size

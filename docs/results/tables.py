@@ -27,25 +27,15 @@ COLUMNS = (
     ("positive AUC", ("perturbation", "method", "positive")),
     ("negative AUC", ("perturbation", "method", "negative")),
 )
-CHANCE = {
-    "uniform map": {
-        "soft IoU": ("segmentation", "uniform", "soft_iou"),
-        "best IoU": ("segmentation", "uniform", "best_iou"),
-        "EPG": ("segmentation", "uniform", "epg"),
-        "pointing": ("grounding", "pointing_game", "uniform"),
-        "token IoU": ("grounding", "iou", "uniform"),
-        "delta AUROC": (),
-    },
-    "random smooth map": {
-        "soft IoU": ("segmentation", "random_smooth", "soft_iou"),
-        "best IoU": ("segmentation", "random_smooth", "best_iou"),
-        "EPG": ("segmentation", "random_smooth", "epg"),
-        "pointing": ("grounding", "pointing_game", "random_smooth"),
-        "token IoU": ("grounding", "iou", "random_smooth"),
-        "positive AUC": ("perturbation", "random_smooth", "positive"),
-        "negative AUC": ("perturbation", "random_smooth", "negative"),
-    },
-}
+CHANCE = {"uniform map": "uniform", "random smooth map": "random_smooth"}
+"""The chance lines' rows and their key in a summary, standing where a column has "method"."""
+
+
+def chance_path(path: tuple[str, ...], line: str) -> tuple[str, ...]:
+    """A column's path for a chance line; empty (n/a) where the column has no method entry."""
+    if "method" not in path:
+        return ()
+    return tuple(line if key == "method" else key for key in path)
 
 
 def dig(tree: Any, path: tuple[str, ...]) -> Any:
@@ -169,8 +159,8 @@ def table(argument: str) -> str:
             if isinstance(outcome, str):
                 reason = outcome.split(";")[0]
                 lines.append(f"| {method} | {reason} |" + " |" * (len(used) - 1))
-    for line, paths in CHANCE.items():
-        cells = [cell(first, paths.get(name, ())) for name, _ in used]
+    for line, key in CHANCE.items():
+        cells = [cell(first, chance_path(path, key)) for _, path in used]
         lines.append(f"| *{line}* | " + " | ".join(cells) + " |")
     if any(name == "positive AUC" for name, _ in used):
         lines += robust_perturbation(folders, summaries)
