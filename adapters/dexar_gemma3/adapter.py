@@ -38,6 +38,7 @@ import torch
 
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import image_prompt, starts_with_bos
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
@@ -100,16 +101,12 @@ def pan_and_scan_crops(size: tuple[int, int], settings: Mapping[str, Any]) -> tu
 
 
 @attrs.frozen
-class SoftTokenImages:
+class SoftTokenImages(PlaceholderRule):
     """Gemma 3's image tokens: a square grid of soft tokens per image and per crop.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule`; each image's blocks are the whole
     image's, then its pan-and-scan crops', in the order the processor writes them.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The soft-token placeholder (``config.image_token_id``)."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

@@ -37,7 +37,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import tiled_image_facts, token_runs
+from dexar_core.hf.facts import PlaceholderRule, tiled_image_facts, token_runs
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import model_class_by_type
 from dexar_core.images import Video
@@ -90,15 +90,11 @@ def tile_places(index: int, tile_markers: Sequence[str]) -> tuple[int, int]:
     return rows, cols
 
 
-class TiledImageTokens:
+class TiledImageTokens(PlaceholderRule):
     """Idefics3 / SmolVLM image tokens: per image, a tile grid (if split) then a global view.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule` giving one or two records per image.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

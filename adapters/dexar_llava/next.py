@@ -25,6 +25,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.records import ImageFacts, LoadedModel
 from dexar_llava.adapter import llava_prompt, refuse_other_model_type
 
@@ -136,16 +137,12 @@ def tile_facts(index: int, block: np.ndarray, side: int, grid: HighResolutionGri
 
 
 @attrs.frozen
-class AnyResolutionImageTokens:
+class AnyResolutionImageTokens(PlaceholderRule):
     """LLaVA-NeXT's image tokens: per image, a base grid then the unpadded tile grid.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule` giving two records per image; the
     newline token ending each row of the tile grid belongs to neither.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

@@ -32,6 +32,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import saved_model_type, to_model
 from dexar_core.images import Video
@@ -65,13 +66,9 @@ def shrunk_grid(config: Any, height: int, width: int) -> HighResolutionGrid:
 
 
 @attrs.frozen
-class OneVisionImageTokens:
+class OneVisionImageTokens(PlaceholderRule):
     """LLaVA-OneVision's image tokens (an :class:`~dexar_core.hf.facts.ImageTokenRule`):
     a base grid and a shrunk tile grid for a lone image, a base grid for each of several."""
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

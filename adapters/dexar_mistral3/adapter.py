@@ -26,6 +26,7 @@ import numpy as np
 
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import image_prompt, starts_with_bos
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
@@ -41,16 +42,12 @@ def merged_grid(config: Any, height: int, width: int) -> tuple[int, int]:
 
 
 @attrs.frozen
-class MergedPatchRows:
+class MergedPatchRows(PlaceholderRule):
     """Mistral 3's image tokens: per image, rows of ``[IMG]`` each ended by a separator.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule`; the grid of each image comes from
     the processor's ``image_sizes``, its positions from the ``[IMG]`` tokens in order.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The ``[IMG]`` placeholder."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

@@ -38,6 +38,7 @@ import torch
 
 from dexar_core.errors import InputError, LayoutError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.interfaces import VisualTokenLocator
 from dexar_core.records import (
@@ -115,13 +116,9 @@ def grid_keys(layout: Mapping[str, Any], image_index: int, max_tiles: int) -> np
     return (image_index * max_tiles + tile) * (per_tile * per_tile + 1) + within
 
 
-class MllamaTiles:
+class MllamaTiles(PlaceholderRule):
     """The keys of mllama's cross-attention: one grid per image over its tiles (an
     :class:`~dexar_core.hf.facts.ImageTokenRule`; positions index the vision keys)."""
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The ``<|image|>`` marker."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]

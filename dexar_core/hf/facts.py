@@ -15,6 +15,7 @@ needs nothing from the adapter.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -44,6 +45,24 @@ class ImageTokenRule(Protocol):
             InputError: the prompt's image tokens do not match the images.
         """
         ...
+
+
+class PlaceholderRule(ABC):
+    """An :class:`ImageTokenRule` whose one placeholder is ``config.image_token_id``.
+
+    Most families' processors write that token for every image token; a family's rule
+    then states only where the placeholders lie (:meth:`image_facts`).
+    """
+
+    def image_token_ids(self, config: Any) -> frozenset[int]:
+        """See :meth:`ImageTokenRule.image_token_ids`: ``config.image_token_id``."""
+        return frozenset({int(config.image_token_id)})
+
+    @abstractmethod
+    def image_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
+    ) -> tuple[ImageFacts, ...]:
+        """See :meth:`ImageTokenRule.image_facts`."""
 
 
 def patch_grid(config: Any, height: int, width: int) -> tuple[int, int]:
