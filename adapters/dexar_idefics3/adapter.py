@@ -39,7 +39,6 @@ from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import PlaceholderRule, tiled_image_facts, token_runs
 from dexar_core.hf.generative import image_prompt
-from dexar_core.hf.loading import model_class_by_type
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -151,14 +150,8 @@ class Idefics3Adapter(HFDecoderOnlyAdapter):
     name = "idefics3"
     model_class = MODEL_CLASSES["idefics3"]
     language_model_path = "model.text_model"
+    model_classes = MODEL_CLASSES
     image_tokens = TiledImageTokens()
-
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load an Idefics3 or SmolVLM checkpoint with the matching model class."""
-        self.model_class = model_class_by_type(self.name, path, MODEL_CLASSES, **options)
-        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """Refuse videos (see :data:`VIDEO_REFUSAL`), then prepare the images."""

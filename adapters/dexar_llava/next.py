@@ -26,8 +26,9 @@ import numpy as np
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import PlaceholderRule
+from dexar_core.hf.loading import ServedModelType
 from dexar_core.records import ImageFacts, LoadedModel
-from dexar_llava.adapter import llava_prompt, refuse_other_model_type
+from dexar_llava.adapter import llava_prompt
 
 
 @attrs.frozen(kw_only=True)
@@ -180,22 +181,16 @@ class LlavaNextAdapter(HFDecoderOnlyAdapter):
     model_class = "LlavaNextForConditionalGeneration"
     image_tokens = AnyResolutionImageTokens()
     pixel_keys = ("pixel_values",)
+    served_model_type = ServedModelType(
+        family="LLaVA-NeXT image models",
+        model_type="llava_next",
+        instead="LLaVA-NeXT-Video pools each frame's features to a smaller grid and is not "
+        "supported; explain its frames as images with an image LLaVA-NeXT checkpoint.",
+    )
 
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a LLaVA-NeXT checkpoint; its video and unsupported variants are refused."""
-        refuse_other_model_type(
-            path,
-            adapter="llava_next",
-            family="LLaVA-NeXT image models",
-            model_type="llava_next",
-            instead="LLaVA-NeXT-Video pools each frame's features to a smaller grid and is not "
-            "supported; explain its frames as images with an image LLaVA-NeXT checkpoint.",
-        )
-        loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
-        check_supported(loaded.model.config)
-        return loaded
+    def check_config(self, config: Any) -> None:
+        """See :meth:`HFGenerativeAdapter.check_config`: :func:`check_supported`."""
+        check_supported(config)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA form; a prompt with ``<image>`` is kept."""

@@ -34,7 +34,7 @@ from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import image_prompt
-from dexar_core.hf.loading import saved_model_type, to_model
+from dexar_core.hf.loading import ServedModelType, to_model
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_llava.next import HighResolutionGrid, base_facts, high_resolution_grid, tile_facts
@@ -112,20 +112,15 @@ class LlavaOnevisionAdapter(HFDecoderOnlyAdapter):
     name = "llava_onevision"
     model_class = "LlavaOnevisionForConditionalGeneration"
     image_tokens = OneVisionImageTokens()
+    served_model_type = ServedModelType(
+        family="LLaVA-OneVision",
+        model_type="llava_onevision",
+        instead="`dexar plugins` lists the adapter for each model type.",
+    )
 
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a LLaVA-OneVision checkpoint, its anyres-max setting checked."""
-        model_type = saved_model_type(path)
-        if model_type not in (None, "llava_onevision"):
-            raise UnsupportedModelError(
-                f"the llava_onevision adapter serves model_type 'llava_onevision'; {path!r} "
-                f"is {model_type!r}. `dexar plugins` lists the adapter for each model type."
-            )
-        loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
-        max_tiles(loaded.model.config)
-        return loaded
+    def check_config(self, config: Any) -> None:
+        """See :meth:`HFGenerativeAdapter.check_config`: the anyres-max setting is read."""
+        max_tiles(config)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the Qwen2 form; a prompt with ``<image>`` is kept."""

@@ -27,9 +27,9 @@ import numpy as np
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import PlaceholderRule
-from dexar_core.hf.generative import image_prompt, starts_with_bos
+from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
-from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
+from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
 
 FALLBACK_TEMPLATE = "[INST]{images}{prompt}[/INST]"
 """The Mistral instruct turn, used when the processor has no chat template."""
@@ -86,45 +86,20 @@ class Mistral3Adapter(HFDecoderOnlyAdapter):
     name = "mistral3"
     model_class = "Mistral3ForConditionalGeneration"
     image_tokens = MergedPatchRows()
+    template_writes_bos = True
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the ``[INST]`` turn; a prompt with ``[IMG]`` is kept."""
         return image_prompt(loaded.processor, prompt, num_images, FALLBACK_TEMPLATE)
 
-    def processor_inputs(
-        self, loaded: LoadedModel, text: str, images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The processor's tensors; no second ``<s>`` after the template's own."""
-        return dict(
-            loaded.processor(
-                text=text,
-                images=list(images),
-                return_tensors="pt",
-                add_special_tokens=not starts_with_bos(loaded.tokenizer, text),
-            )
-        )
-
-    def prepared(
-        self,
-        loaded: LoadedModel,
-        images: Sequence[Any],
-        prompt: str,
-        *,
-        text: str,
-        inputs: Mapping[str, Any],
-        bare_inputs: Mapping[str, Any],
-    ) -> PreparedPrompt:
-        """The shared prepared prompt, with the row ends among the image-block tokens
-        (so they are in neither V nor ``T_set``, and never generated)."""
-        prepared = super().prepared(
-            loaded, images, prompt, text=text, inputs=inputs, bare_inputs=bare_inputs
-        )
+    def completed_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], facts: PromptFacts
+    ) -> PromptFacts:
+        """The shared facts, with the row ends among the image-block tokens (so they are
+        in neither V nor ``T_set``, and never generated)."""
         processor = loaded.processor
         row_ends = {int(processor.image_break_token_id), int(processor.image_end_token_id)}
-        facts = attrs.evolve(
-            prepared.facts, image_token_ids=prepared.facts.image_token_ids | row_ends
-        )
-        return attrs.evolve(prepared, facts=facts)
+        return attrs.evolve(facts, image_token_ids=facts.image_token_ids | row_ends)
 
     def prepare_perturbed(
         self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]
