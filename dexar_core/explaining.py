@@ -257,13 +257,7 @@ def explanation_of(
     start = time.perf_counter()
     layers = explainer.layers(adapter.gradients.num_layers(loaded), units=adapter.units)
     request = GradientRequest(
-        loaded=loaded,
-        prepared=prepared,
-        layout=item.layout,
-        units=units,
-        layers=layers,
-        chunk_size=chunk_size,
-        needs=explainer.needs,
+        loaded, prepared, item.layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
     record = adapter.gradients.attention_gradients(request)
     result = explainer.explain(record)

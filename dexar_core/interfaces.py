@@ -103,7 +103,7 @@ class VisualTokenLocator(ABC):
         """
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class GradientRequest:
     """What one explanation pass is asked for (:meth:`GradientExtractor.attention_gradients`).
 
@@ -123,8 +123,8 @@ class GradientRequest:
     layout: VisualLayout
     units: ExplainedUnits
     layers: Sequence[int]
-    chunk_size: int | None = None
-    needs: Collection[str] = ()
+    chunk_size: int | None = attrs.field(default=None, kw_only=True)
+    needs: Collection[str] = attrs.field(default=(), kw_only=True)
 
 
 class GradientExtractor(ABC):

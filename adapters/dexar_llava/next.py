@@ -23,9 +23,9 @@ from typing import Any
 import attrs
 import numpy as np
 
-from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import PlaceholderRule
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
 from dexar_core.hf.loading import ServedModelType
 from dexar_core.records import ImageFacts, LoadedModel
 from dexar_llava.adapter import llava_prompt
@@ -152,23 +152,12 @@ class AnyResolutionImageTokens(PlaceholderRule):
         config = loaded.model.config
         check_supported(config)
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         grids = [high_resolution_grid(config, height, width) for height, width in sizes]
         counts = [side * side + grid.rows * (grid.cols + 1) for grid in grids]
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} image tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one image placeholder per image "
-                "in the prompt (or none, to let dexar apply the template), with the processor "
-                "saved with the model."
-            )
+        blocks = image_blocks(inputs, int(config.image_token_id), counts, images)
         facts: list[ImageFacts] = []
-        start = 0
-        for index, (image, grid) in enumerate(zip(images, grids)):
-            block = positions[start : start + counts[index]]
-            start += counts[index]
+        for index, (image, grid, block) in enumerate(zip(images, grids, blocks)):
             facts.append(base_facts(index, block, side, image, name=f"image {index}, base"))
             facts.append(tile_facts(index, block, side, grid))
         return tuple(facts)

@@ -28,11 +28,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
-from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import PlaceholderRule
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import ServedModelType, to_model
 from dexar_core.images import Video
@@ -76,8 +75,6 @@ class OneVisionImageTokens(PlaceholderRule):
         """See :meth:`ImageTokenRule.image_facts`; each image's block in prompt order."""
         config = loaded.model.config
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         # the model tiles an image only where it is its prompt's one image
         tiled = [int(n) for n in inputs["batch_num_images"].tolist()] == [1]
@@ -85,20 +82,13 @@ class OneVisionImageTokens(PlaceholderRule):
         counts = (
             [side * side + grid.rows * (grid.cols + 1) for grid in grids]
             if tiled
-            else [side * side + 1] * len(images)
+            else [side * side + 1] * len(sizes)
         )
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} image tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one <image> per image in the "
-                "prompt (or none, to let dexar apply the template), with the processor saved "
-                "with the model."
-            )
+        blocks = image_blocks(
+            inputs, int(config.image_token_id), counts, images, placeholder="<image>"
+        )
         facts: list[ImageFacts] = []
-        start = 0
-        for index, image in enumerate(images):
-            block = positions[start : start + counts[index]]
-            start += counts[index]
+        for index, (image, block) in enumerate(zip(images, blocks)):
             name = f"image {index}, base" if tiled else f"image {index}"
             facts.append(base_facts(index, block, side, image, name=name))
             if tiled:

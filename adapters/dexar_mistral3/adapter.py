@@ -22,11 +22,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
-from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import PlaceholderRule
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
@@ -56,27 +54,20 @@ class MergedPatchRows(PlaceholderRule):
         config = loaded.model.config
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         grids = [merged_grid(config, height, width) for height, width in sizes]
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         counts = [rows * cols for rows, cols in grids]
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} [IMG] tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one [IMG] per image in the "
-                "prompt (or none, to let dexar apply the template), with the processor saved "
-                "with the model."
-            )
-        bounds = np.cumsum([0, *counts])
+        blocks = image_blocks(
+            inputs, int(config.image_token_id), counts, images, placeholder="[IMG]"
+        )
         return tuple(
             ImageFacts(
                 name=f"image {index}",
                 image_index=index,
-                positions=positions[bounds[index] : bounds[index + 1]],
+                positions=block,
                 rows=rows,
                 cols=cols,
                 pixel_box=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
             )
-            for index, (image, (rows, cols)) in enumerate(zip(images, grids))
+            for index, (image, (rows, cols), block) in enumerate(zip(images, grids, blocks))
         )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, Protocol
 
 import attrs
@@ -138,6 +139,38 @@ class ImageTokenConvention:
             )
             for index, image in enumerate(images)
         )
+
+
+def image_blocks(
+    inputs: Mapping[str, Any],
+    token: int,
+    counts: Sequence[int],
+    images: Sequence[Any],
+    *,
+    placeholder: str = "image placeholder",
+) -> list[np.ndarray]:
+    """The prompt's positions of ``token``, one block of ``counts[i]`` per image, in order.
+
+    Args:
+        inputs: the processor's outputs.
+        token: the image placeholder id.
+        counts: how many tokens each image's block holds, from the processor's outputs.
+        images: the images given.
+        placeholder: the placeholder a user writes in the prompt, for the error.
+
+    Raises:
+        InputError: the blocks do not match the images or the prompt's tokens.
+    """
+    positions = np.flatnonzero(inputs["input_ids"][0].cpu().numpy() == token)
+    if len(counts) != len(images) or positions.size != sum(counts):
+        raise InputError(
+            f"the prompt holds {positions.size} image tokens but {len(images)} image(s) of "
+            f"{list(counts)} tokens were given; put exactly one {placeholder} per image in "
+            "the prompt (or none, to let dexar apply the template), with the processor "
+            "saved with the model."
+        )
+    bounds = np.cumsum([0, *counts])
+    return [positions[start:stop] for start, stop in pairwise(bounds)]
 
 
 def token_runs(ids: np.ndarray, token: int) -> list[np.ndarray]:

@@ -74,14 +74,7 @@ def _check_reuse(loaded: LoadedModel, chunk_size: int | None = None) -> None:
     assert units.prefill is not None and units.generated
     assert units.prefill.length == prepared.inputs["input_ids"].shape[1]
     lengths: list[int] = []
-    request = GradientRequest(
-        loaded=loaded,
-        prepared=prepared,
-        layout=layout,
-        units=units,
-        layers=layers,
-        chunk_size=chunk_size,
-    )
+    request = GradientRequest(loaded, prepared, layout, units, layers, chunk_size=chunk_size)
     with _calls(tower) as explanation_calls, _calls(parts.layers[0], lengths):
         reused = adapter.gradients.attention_gradients(request)
     # One vision-tower pass per free run (generation's); the explanation runs the answer
@@ -121,9 +114,7 @@ def test_a_prefill_serves_only_the_inputs_it_ran_on():
     units = adapter.explained_units(loaded, prepared, answer=None, max_new_tokens=4)
     other = adapter.prepare(loaded, [noise_image(5)], PROMPT)
     layout = adapter.locator.locate(other)
-    request = GradientRequest(
-        loaded=loaded, prepared=other, layout=layout, units=units, layers=(0, 1)
-    )
+    request = GradientRequest(loaded, other, layout, units, (0, 1))
     with _calls(_vision_tower(loaded.model)) as calls:
         record = adapter.gradients.attention_gradients(request)
     assert len(calls) == 1
