@@ -38,7 +38,7 @@ import numpy as np
 
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import PlaceholderRule
+from dexar_core.hf.facts import PlaceholderRule, equal_grids
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
@@ -130,17 +130,7 @@ class SoftTokenImages(PlaceholderRule):
                 "<start_of_image> per image in the prompt (or none, to let dexar apply the "
                 "template), with the processor saved with the model."
             )
-        return tuple(
-            ImageFacts(
-                name=name,
-                image_index=index,
-                positions=positions[block * side * side : (block + 1) * side * side],
-                rows=side,
-                cols=side,
-                pixel_box=box,
-            )
-            for block, (name, index, box) in enumerate(views)
-        )
+        return tuple(equal_grids(positions, side, side, views))
 
 
 class Gemma3Adapter(HFDecoderOnlyAdapter):

@@ -90,15 +90,13 @@ def tile_places(index: int, tile_markers: Sequence[str]) -> tuple[int, int]:
 
 
 class TiledImageTokens(PlaceholderRule):
-    """Idefics3 / SmolVLM image tokens: per image, a tile grid (if split) then a global view.
-
-    An :class:`~dexar_core.hf.facts.ImageTokenRule` giving one or two records per image.
-    """
+    """Idefics3 / SmolVLM image tokens: per image, a tile grid (if split) then a global view."""
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
     ) -> tuple[ImageFacts, ...]:
-        """See :meth:`ImageTokenRule.image_facts`; each image's views in prompt order."""
+        """See :meth:`ImageTokenRule.image_facts`: per image its assembled tiles, if
+        split, then its global view, each view told by the text marker before it."""
         config = loaded.model.config
         tokenizer = loaded.tokenizer
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)

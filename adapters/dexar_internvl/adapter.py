@@ -58,15 +58,14 @@ def tile_arrangement(image_processor: Any, width: int, height: int) -> tuple[int
 
 
 class InternVLImageTokens(PlaceholderRule):
-    """InternVL's image tokens: per image one block, its tiles row-major then the thumbnail.
-
-    An :class:`~dexar_core.hf.facts.ImageTokenRule` giving one or two records per image.
-    """
+    """InternVL's image tokens: per image one block, its tiles row-major then the thumbnail."""
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
     ) -> tuple[ImageFacts, ...]:
-        """See :meth:`ImageTokenRule.image_facts`; each image's views in prompt order."""
+        """See :meth:`ImageTokenRule.image_facts`: per image its assembled tiles and its
+        thumbnail (one grid where the image is one tile), its block cut by the tile count
+        the image processor's settings give."""
         config = loaded.model.config
         vision = config.vision_config
         patch_rows = _first(vision.image_size) // _first(vision.patch_size)

@@ -41,6 +41,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, LayoutError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import equal_grids
 from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
@@ -141,22 +142,17 @@ class QwenVisualTokens:
                         "the processor and the model disagree on the merge size."
                     )
                 width, height = images[index].size
-                for group in range(t):
-                    name = (
-                        f"image {number}"
-                        if kind == "image"
-                        else frames_name(number, group, temporal_patch, images[index].num_frames)
-                    )
-                    facts.append(
-                        ImageFacts(
-                            name=name,
-                            image_index=index,
-                            positions=positions[group * rows * cols : (group + 1) * rows * cols],
-                            rows=rows,
-                            cols=cols,
-                            pixel_box=(0.0, 0.0, float(width), float(height)),
-                        )
-                    )
+                whole = (0.0, 0.0, float(width), float(height))
+                names = (
+                    [f"image {number}"] * t
+                    if kind == "image"
+                    else [
+                        frames_name(number, group, temporal_patch, images[index].num_frames)
+                        for group in range(t)
+                    ]
+                )
+                views = [(name, index, whole) for name in names]
+                facts.extend(equal_grids(positions, rows, cols, views))
         facts.sort(key=lambda image: int(image.positions[0]))
         return tuple(facts)
 

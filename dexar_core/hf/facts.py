@@ -29,6 +29,9 @@ from dexar_core.interfaces import VisualTokenLocator
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_core.values import VisualLayout
 
+Box = tuple[float, ...]
+"""A pixel box ``(left, top, right, bottom)`` on the original image."""
+
 
 class ImageTokenRule(Protocol):
     """What a family states about its image tokens (see :class:`ImageTokenConvention`)."""
@@ -171,6 +174,24 @@ def image_blocks(
         )
     bounds = np.cumsum([0, *counts])
     return [positions[start:stop] for start, stop in pairwise(bounds)]
+
+
+def equal_grids(
+    positions: np.ndarray, rows: int, cols: int, views: Sequence[tuple[str, int, Box]]
+) -> list[ImageFacts]:
+    """One ``rows x cols`` grid per view, ``positions`` cut into equal consecutive blocks.
+
+    Each view is ``(name, image_index, pixel_box)``, in the order its block comes (an
+    image and its crops, a video's temporal patches); ``positions`` holds
+    ``len(views) * rows * cols`` entries.
+    """
+    blocks = np.split(positions, len(views)) if views else []
+    return [
+        ImageFacts(
+            name=name, image_index=index, positions=block, rows=rows, cols=cols, pixel_box=box
+        )
+        for (name, index, box), block in zip(views, blocks)
+    ]
 
 
 def token_runs(ids: np.ndarray, token: int) -> list[np.ndarray]:
