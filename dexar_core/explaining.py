@@ -20,7 +20,7 @@ from PIL import Image
 from dexar_core.errors import InputError, MethodError
 from dexar_core.explanation import Explanation
 from dexar_core.images import load_visual
-from dexar_core.interfaces import ANSWER_TOKENS
+from dexar_core.interfaces import ANSWER_TOKENS, GradientRequest
 
 if TYPE_CHECKING:
     from dexar_core.methods.base import Method
@@ -256,9 +256,10 @@ def explanation_of(
         timings["generate"] = units_seconds
     start = time.perf_counter()
     layers = explainer.layers(adapter.gradients.num_layers(loaded), units=adapter.units)
-    record = adapter.gradients.attention_gradients(
+    request = GradientRequest(
         loaded, prepared, item.layout, units, layers, chunk_size=chunk_size, needs=explainer.needs
     )
+    record = adapter.gradients.attention_gradients(request)
     result = explainer.explain(record)
     validation.check_finite_result(loaded, record, result)
     timings["explain"] = time.perf_counter() - start

@@ -19,6 +19,8 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from dexar_core.errors import InputError, MethodError
 
 if TYPE_CHECKING:
@@ -101,6 +103,30 @@ class VisualTokenLocator(ABC):
         """
 
 
+@attrs.frozen
+class GradientRequest:
+    """What one explanation pass is asked for (:meth:`GradientExtractor.attention_gradients`).
+
+    Attributes:
+        loaded: model, processor and adapter.
+        prepared: the prepared prompt and images.
+        layout: the prompt's visual layout (``VisualTokenLocator.locate``).
+        units: what is explained (``ModelAdapter.explained_units``).
+        layers: the layer indices to explain.
+        chunk_size: explain at most this many units per backward pass, where the pass
+            can split them; None explains all at once.
+        needs: the method's extra records (``dexar_core.engine.NEEDS``).
+    """
+
+    loaded: LoadedModel
+    prepared: PreparedPrompt
+    layout: VisualLayout
+    units: ExplainedUnits
+    layers: Sequence[int]
+    chunk_size: int | None = attrs.field(default=None, kw_only=True)
+    needs: Collection[str] = attrs.field(default=(), kw_only=True)
+
+
 class GradientExtractor(ABC):
     """Per-layer targets s^{l,t} of the explained units and the pass that yields G^{l,t,i}.
 
@@ -115,28 +141,11 @@ class GradientExtractor(ABC):
         """L, how many layers have an attention whose gradients this pass can give."""
 
     @abstractmethod
-    def attention_gradients(
-        self,
-        loaded: LoadedModel,
-        prepared: PreparedPrompt,
-        layout: VisualLayout,
-        units: ExplainedUnits,
-        layers: Sequence[int],
-        *,
-        chunk_size: int | None = None,
-        needs: Collection[str] = (),
-    ) -> AttentionGradients:
+    def attention_gradients(self, request: GradientRequest) -> AttentionGradients:
         """The explanation pass: the attention gradients of every chosen layer and unit.
 
         Args:
-            loaded: model, processor and adapter.
-            prepared: the prepared prompt and images.
-            layout: the prompt's visual layout (``VisualTokenLocator.locate``).
-            units: what is explained (``ModelAdapter.explained_units``).
-            layers: the layer indices to explain.
-            chunk_size: explain at most this many units per backward pass, where the
-                pass can split them; None explains all at once.
-            needs: the method's extra records (``dexar_core.engine.NEEDS``).
+            request: what is explained, over which layers, with which extra records.
 
         Returns:
             The record every method reads; the units take the place of ``T``.

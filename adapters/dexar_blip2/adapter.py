@@ -36,13 +36,13 @@ import torch
 
 from dexar_core.engine.layers import frozen_parameters
 from dexar_core.engine.logit_lens import LogitLensGradients
-from dexar_core.errors import InputError, LayoutError, MethodError, UnsupportedModelError
+from dexar_core.errors import InputError, LayoutError, MethodError
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.encoder_decoder import HFEncoderDecoderAdapter
 from dexar_core.hf.facts import ImageTokenConvention, PromptLocator, patch_grid
 from dexar_core.hf.generative import HFGenerativeAdapter
-from dexar_core.hf.loading import saved_model_type, template_positions
+from dexar_core.hf.loading import ServedModelType, template_positions
 from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 from dexar_core.values import Grid, RelevanceProjection, VisualLayout
@@ -52,6 +52,15 @@ PROMPT_TEMPLATE = "Question: {question} Answer:"
 
 PROJECTIONS = ("mean", "gradient")
 """The ways relevance over the query tokens is projected onto the patch grid."""
+
+BLIP2_ONLY = ServedModelType(
+    family="BLIP-2",
+    model_type="blip-2",
+    instead="InstructBLIP is not supported yet: its Q-Former also reads the instruction "
+    "text, which the query-to-patch projection does not model. Use a BLIP-2 checkpoint, "
+    "or an adapter package for InstructBLIP.",
+)
+"""BLIP-2 is served; InstructBLIP (its own model type) is refused with the reason."""
 
 
 def format_blip2_prompt(prompt: str) -> str:
@@ -288,14 +297,7 @@ class Blip2Adapter(GenerativeAdapter):
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
         """Load a BLIP-2 checkpoint; InstructBLIP is refused with a reason."""
-        model_type = saved_model_type(path)
-        if model_type not in (None, "blip-2"):
-            raise UnsupportedModelError(
-                f"the blip2 adapter serves BLIP-2 (model_type 'blip-2'); {path!r} is "
-                f"{model_type!r}. InstructBLIP is not supported yet: its Q-Former also reads "
-                "the instruction text, which the query-to-patch projection does not model. "
-                "Use a BLIP-2 checkpoint, or an adapter package for InstructBLIP."
-            )
+        BLIP2_ONLY.refuse_other(self.name, path)
         loaded = self.families["opt"].load(
             path, device=device, dtype=dtype, device_map=device_map, **options
         )

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 import numpy as np
-import torch
 
 from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.generative import image_prompt, starts_with_bos
+from dexar_core.hf.facts import PlaceholderRule, equal_grids
+from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -100,16 +101,12 @@ def pan_and_scan_crops(size: tuple[int, int], settings: Mapping[str, Any]) -> tu
 
 
 @attrs.frozen
-class SoftTokenImages:
+class SoftTokenImages(PlaceholderRule):
     """Gemma 3's image tokens: a square grid of soft tokens per image and per crop.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule`; each image's blocks are the whole
     image's, then its pan-and-scan crops', in the order the processor writes them.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The soft-token placeholder (``config.image_token_id``)."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
@@ -133,17 +130,7 @@ class SoftTokenImages:
                 "<start_of_image> per image in the prompt (or none, to let dexar apply the "
                 "template), with the processor saved with the model."
             )
-        return tuple(
-            ImageFacts(
-                name=name,
-                image_index=index,
-                positions=positions[block * side * side : (block + 1) * side * side],
-                rows=side,
-                cols=side,
-                pixel_box=box,
-            )
-            for block, (name, index, box) in enumerate(views)
-        )
+        return tuple(equal_grids(positions, side, side, views))
 
 
 class Gemma3Adapter(HFDecoderOnlyAdapter):
@@ -152,6 +139,9 @@ class Gemma3Adapter(HFDecoderOnlyAdapter):
     name = "gemma3"
     model_class = "Gemma3ForConditionalGeneration"
     image_tokens = SoftTokenImages()
+    template_writes_bos = True
+    # answer tokens are text (token type 0): they attend causally
+    answer_token_types = MappingProxyType({"token_type_ids": 0})
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the Gemma turn format; a prompt holding
@@ -164,20 +154,11 @@ class Gemma3Adapter(HFDecoderOnlyAdapter):
             placeholder=loaded.processor.boi_token,
         )
 
-    def processor_inputs(
-        self, loaded: LoadedModel, text: str, images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The processor's tensors with the pan-and-scan settings; the chat template
-        writes ``<bos>`` itself, so the tokenizer adds none then."""
-        return dict(
-            loaded.processor(
-                text=text,
-                images=list(images),
-                return_tensors="pt",
-                add_special_tokens=not starts_with_bos(loaded.tokenizer, text),
-                **pan_and_scan_settings(loaded.processor),
-            )
-        )
+    def processor_options(self, loaded: LoadedModel, text: str) -> dict[str, Any]:
+        """The shared options (no second ``<bos>`` after the chat template's own) and
+        the pan-and-scan settings."""
+        options = super().processor_options(loaded, text)
+        return {**options, **pan_and_scan_settings(loaded.processor)}
 
     def prepare_perturbed(
         self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]
@@ -197,13 +178,3 @@ class Gemma3Adapter(HFDecoderOnlyAdapter):
             },
             image_sizes=tuple(image.size for image in images),
         )
-
-    def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
-        """Answer tokens are text (token type 0): they attend causally."""
-        token_types = prepared.inputs["token_type_ids"]
-        answer_types = torch.zeros(
-            (token_types.shape[0], answer_length),
-            dtype=token_types.dtype,
-            device=token_types.device,
-        )
-        return {"token_type_ids": torch.cat([token_types, answer_types], dim=1)}

@@ -37,9 +37,8 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import tiled_image_facts, token_runs
+from dexar_core.hf.facts import PlaceholderRule, tiled_image_facts, token_runs
 from dexar_core.hf.generative import image_prompt
-from dexar_core.hf.loading import model_class_by_type
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 
@@ -90,20 +89,14 @@ def tile_places(index: int, tile_markers: Sequence[str]) -> tuple[int, int]:
     return rows, cols
 
 
-class TiledImageTokens:
-    """Idefics3 / SmolVLM image tokens: per image, a tile grid (if split) then a global view.
-
-    An :class:`~dexar_core.hf.facts.ImageTokenRule` giving one or two records per image.
-    """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
+class TiledImageTokens(PlaceholderRule):
+    """Idefics3 / SmolVLM image tokens: per image, a tile grid (if split) then a global view."""
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
     ) -> tuple[ImageFacts, ...]:
-        """See :meth:`ImageTokenRule.image_facts`; each image's views in prompt order."""
+        """See :meth:`ImageTokenRule.image_facts`: per image its assembled tiles, if
+        split, then its global view, each view told by the text marker before it."""
         config = loaded.model.config
         tokenizer = loaded.tokenizer
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
@@ -155,14 +148,8 @@ class Idefics3Adapter(HFDecoderOnlyAdapter):
     name = "idefics3"
     model_class = MODEL_CLASSES["idefics3"]
     language_model_path = "model.text_model"
+    model_classes = MODEL_CLASSES
     image_tokens = TiledImageTokens()
-
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load an Idefics3 or SmolVLM checkpoint with the matching model class."""
-        self.model_class = model_class_by_type(self.name, path, MODEL_CLASSES, **options)
-        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
 
     def prepare(self, loaded: LoadedModel, images: Sequence[Any], prompt: str) -> PreparedPrompt:
         """Refuse videos (see :data:`VIDEO_REFUSAL`), then prepare the images."""

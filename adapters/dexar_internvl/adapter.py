@@ -30,7 +30,7 @@ import numpy as np
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.facts import tiled_image_facts, token_runs
+from dexar_core.hf.facts import PlaceholderRule, tiled_image_facts, token_runs
 from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
 from dexar_core.images import Video
@@ -57,20 +57,15 @@ def tile_arrangement(image_processor: Any, width: int, height: int) -> tuple[int
     return int(rows), int(cols)
 
 
-class InternVLImageTokens:
-    """InternVL's image tokens: per image one block, its tiles row-major then the thumbnail.
-
-    An :class:`~dexar_core.hf.facts.ImageTokenRule` giving one or two records per image.
-    """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
+class InternVLImageTokens(PlaceholderRule):
+    """InternVL's image tokens: per image one block, its tiles row-major then the thumbnail."""
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
     ) -> tuple[ImageFacts, ...]:
-        """See :meth:`ImageTokenRule.image_facts`; each image's views in prompt order."""
+        """See :meth:`ImageTokenRule.image_facts`: per image its assembled tiles and its
+        thumbnail (one grid where the image is one tile), its block cut by the tile count
+        the image processor's settings give."""
         config = loaded.model.config
         vision = config.vision_config
         patch_rows = _first(vision.image_size) // _first(vision.patch_size)

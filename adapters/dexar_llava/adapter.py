@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import ImageTokenConvention
 from dexar_core.hf.generative import chat_template_prompt
-from dexar_core.hf.loading import saved_model_type
+from dexar_core.hf.loading import ServedModelType
 from dexar_core.records import LoadedModel
 
 
@@ -34,47 +33,16 @@ class LlavaAdapter(HFDecoderOnlyAdapter):
     name = "llava"
     model_class = "LlavaForConditionalGeneration"
     image_tokens = ImageTokenConvention(leading_tokens=cls_feature)
-
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a LLaVA-1.5 checkpoint; other model types are sent to their adapter."""
-        refuse_other_model_type(
-            path,
-            adapter="llava",
-            family="LLaVA-1.5-style models",
-            model_type="llava",
-            instead="For LLaVA-NeXT (model_type 'llava_next') use the llava_next adapter "
-            "(`--adapter llava_next`, or let dexar choose).",
-        )
-        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
+    served_model_type = ServedModelType(
+        family="LLaVA-1.5-style models",
+        model_type="llava",
+        instead="For LLaVA-NeXT (model_type 'llava_next') use the llava_next adapter "
+        "(`--adapter llava_next`, or let dexar choose).",
+    )
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA-1.5 form; a prompt with ``<image>`` is kept."""
         return llava_prompt(loaded, prompt, num_images)
-
-
-def refuse_other_model_type(
-    path: str, *, adapter: str, family: str, model_type: str, instead: str
-) -> None:
-    """Refuse a checkpoint whose saved ``model_type`` is not the one ``adapter`` serves.
-
-    Args:
-        path: the checkpoint folder or hub id.
-        adapter: the adapter's name.
-        family: what it serves, in words (``"LLaVA-NeXT image models"``).
-        model_type: the ``model_type`` it serves; a config without one is let through.
-        instead: what to use for the other model type.
-
-    Raises:
-        UnsupportedModelError: naming both model types and what to use.
-    """
-    saved = saved_model_type(path)
-    if saved not in (None, model_type):
-        raise UnsupportedModelError(
-            f"the {adapter} adapter serves {family} (model_type {model_type!r}); {path!r} is "
-            f"{saved!r}. {instead}"
-        )
 
 
 def llava_prompt(loaded: LoadedModel, prompt: str, num_images: int) -> str:

@@ -23,10 +23,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
+from dexar_core.hf.loading import ServedModelType
 from dexar_core.records import ImageFacts, LoadedModel
-from dexar_llava.adapter import llava_prompt, refuse_other_model_type
+from dexar_llava.adapter import llava_prompt
 
 
 @attrs.frozen(kw_only=True)
@@ -136,16 +138,12 @@ def tile_facts(index: int, block: np.ndarray, side: int, grid: HighResolutionGri
 
 
 @attrs.frozen
-class AnyResolutionImageTokens:
+class AnyResolutionImageTokens(PlaceholderRule):
     """LLaVA-NeXT's image tokens: per image, a base grid then the unpadded tile grid.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule` giving two records per image; the
     newline token ending each row of the tile grid belongs to neither.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
@@ -154,23 +152,12 @@ class AnyResolutionImageTokens:
         config = loaded.model.config
         check_supported(config)
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         grids = [high_resolution_grid(config, height, width) for height, width in sizes]
         counts = [side * side + grid.rows * (grid.cols + 1) for grid in grids]
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} image tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one image placeholder per image "
-                "in the prompt (or none, to let dexar apply the template), with the processor "
-                "saved with the model."
-            )
+        blocks = image_blocks(inputs, int(config.image_token_id), counts, images)
         facts: list[ImageFacts] = []
-        start = 0
-        for index, (image, grid) in enumerate(zip(images, grids)):
-            block = positions[start : start + counts[index]]
-            start += counts[index]
+        for index, (image, grid, block) in enumerate(zip(images, grids, blocks)):
             facts.append(base_facts(index, block, side, image, name=f"image {index}, base"))
             facts.append(tile_facts(index, block, side, grid))
         return tuple(facts)
@@ -183,22 +170,16 @@ class LlavaNextAdapter(HFDecoderOnlyAdapter):
     model_class = "LlavaNextForConditionalGeneration"
     image_tokens = AnyResolutionImageTokens()
     pixel_keys = ("pixel_values",)
+    served_model_type = ServedModelType(
+        family="LLaVA-NeXT image models",
+        model_type="llava_next",
+        instead="LLaVA-NeXT-Video pools each frame's features to a smaller grid and is not "
+        "supported; explain its frames as images with an image LLaVA-NeXT checkpoint.",
+    )
 
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a LLaVA-NeXT checkpoint; its video and unsupported variants are refused."""
-        refuse_other_model_type(
-            path,
-            adapter="llava_next",
-            family="LLaVA-NeXT image models",
-            model_type="llava_next",
-            instead="LLaVA-NeXT-Video pools each frame's features to a smaller grid and is not "
-            "supported; explain its frames as images with an image LLaVA-NeXT checkpoint.",
-        )
-        loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
-        check_supported(loaded.model.config)
-        return loaded
+    def check_config(self, config: Any) -> None:
+        """See :meth:`HFGenerativeAdapter.check_config`: :func:`check_supported`."""
+        check_supported(config)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the LLaVA form; a prompt with ``<image>`` is kept."""

@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
-from dexar_core.errors import InputError, UnsupportedModelError
+from dexar_core.errors import UnsupportedModelError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
 from dexar_core.hf.generative import image_prompt
-from dexar_core.hf.loading import saved_model_type, to_model
+from dexar_core.hf.loading import ServedModelType, to_model
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_llava.next import HighResolutionGrid, base_facts, high_resolution_grid, tile_facts
@@ -65,13 +65,9 @@ def shrunk_grid(config: Any, height: int, width: int) -> HighResolutionGrid:
 
 
 @attrs.frozen
-class OneVisionImageTokens:
+class OneVisionImageTokens(PlaceholderRule):
     """LLaVA-OneVision's image tokens (an :class:`~dexar_core.hf.facts.ImageTokenRule`):
     a base grid and a shrunk tile grid for a lone image, a base grid for each of several."""
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """See :meth:`ImageTokenRule.image_token_ids`."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
@@ -79,8 +75,6 @@ class OneVisionImageTokens:
         """See :meth:`ImageTokenRule.image_facts`; each image's block in prompt order."""
         config = loaded.model.config
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         # the model tiles an image only where it is its prompt's one image
         tiled = [int(n) for n in inputs["batch_num_images"].tolist()] == [1]
@@ -88,20 +82,13 @@ class OneVisionImageTokens:
         counts = (
             [side * side + grid.rows * (grid.cols + 1) for grid in grids]
             if tiled
-            else [side * side + 1] * len(images)
+            else [side * side + 1] * len(sizes)
         )
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} image tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one <image> per image in the "
-                "prompt (or none, to let dexar apply the template), with the processor saved "
-                "with the model."
-            )
+        blocks = image_blocks(
+            inputs, int(config.image_token_id), counts, images, placeholder="<image>"
+        )
         facts: list[ImageFacts] = []
-        start = 0
-        for index, image in enumerate(images):
-            block = positions[start : start + counts[index]]
-            start += counts[index]
+        for index, (image, block) in enumerate(zip(images, blocks)):
             name = f"image {index}, base" if tiled else f"image {index}"
             facts.append(base_facts(index, block, side, image, name=name))
             if tiled:
@@ -115,20 +102,15 @@ class LlavaOnevisionAdapter(HFDecoderOnlyAdapter):
     name = "llava_onevision"
     model_class = "LlavaOnevisionForConditionalGeneration"
     image_tokens = OneVisionImageTokens()
+    served_model_type = ServedModelType(
+        family="LLaVA-OneVision",
+        model_type="llava_onevision",
+        instead="`dexar plugins` lists the adapter for each model type.",
+    )
 
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a LLaVA-OneVision checkpoint, its anyres-max setting checked."""
-        model_type = saved_model_type(path)
-        if model_type not in (None, "llava_onevision"):
-            raise UnsupportedModelError(
-                f"the llava_onevision adapter serves model_type 'llava_onevision'; {path!r} "
-                f"is {model_type!r}. `dexar plugins` lists the adapter for each model type."
-            )
-        loaded = super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
-        max_tiles(loaded.model.config)
-        return loaded
+    def check_config(self, config: Any) -> None:
+        """See :meth:`HFGenerativeAdapter.check_config`: the anyres-max setting is read."""
+        max_tiles(config)
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the Qwen2 form; a prompt with ``<image>`` is kept."""

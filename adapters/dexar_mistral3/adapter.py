@@ -22,13 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 
-from dexar_core.errors import InputError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
-from dexar_core.hf.generative import image_prompt, starts_with_bos
+from dexar_core.hf.facts import PlaceholderRule, image_blocks
+from dexar_core.hf.generative import image_prompt
 from dexar_core.hf.loading import to_model
-from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
+from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt, PromptFacts
 
 FALLBACK_TEMPLATE = "[INST]{images}{prompt}[/INST]"
 """The Mistral instruct turn, used when the processor has no chat template."""
@@ -41,16 +40,12 @@ def merged_grid(config: Any, height: int, width: int) -> tuple[int, int]:
 
 
 @attrs.frozen
-class MergedPatchRows:
+class MergedPatchRows(PlaceholderRule):
     """Mistral 3's image tokens: per image, rows of ``[IMG]`` each ended by a separator.
 
     An :class:`~dexar_core.hf.facts.ImageTokenRule`; the grid of each image comes from
     the processor's ``image_sizes``, its positions from the ``[IMG]`` tokens in order.
     """
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The ``[IMG]`` placeholder."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
@@ -59,27 +54,20 @@ class MergedPatchRows:
         config = loaded.model.config
         sizes = [tuple(int(v) for v in size) for size in inputs["image_sizes"].tolist()]
         grids = [merged_grid(config, height, width) for height, width in sizes]
-        ids = inputs["input_ids"][0].cpu().numpy()
-        positions = np.flatnonzero(ids == int(config.image_token_id))
         counts = [rows * cols for rows, cols in grids]
-        if len(sizes) != len(images) or positions.size != sum(counts):
-            raise InputError(
-                f"the prompt holds {positions.size} [IMG] tokens but {len(images)} image(s) "
-                f"of {counts} tokens were given; put exactly one [IMG] per image in the "
-                "prompt (or none, to let dexar apply the template), with the processor saved "
-                "with the model."
-            )
-        bounds = np.cumsum([0, *counts])
+        blocks = image_blocks(
+            inputs, int(config.image_token_id), counts, images, placeholder="[IMG]"
+        )
         return tuple(
             ImageFacts(
                 name=f"image {index}",
                 image_index=index,
-                positions=positions[bounds[index] : bounds[index + 1]],
+                positions=block,
                 rows=rows,
                 cols=cols,
                 pixel_box=(0.0, 0.0, float(image.size[0]), float(image.size[1])),
             )
-            for index, (image, (rows, cols)) in enumerate(zip(images, grids))
+            for index, (image, (rows, cols), block) in enumerate(zip(images, grids, blocks))
         )
 
 
@@ -89,45 +77,20 @@ class Mistral3Adapter(HFDecoderOnlyAdapter):
     name = "mistral3"
     model_class = "Mistral3ForConditionalGeneration"
     image_tokens = MergedPatchRows()
+    template_writes_bos = True
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Apply the chat template, or the ``[INST]`` turn; a prompt with ``[IMG]`` is kept."""
         return image_prompt(loaded.processor, prompt, num_images, FALLBACK_TEMPLATE)
 
-    def processor_inputs(
-        self, loaded: LoadedModel, text: str, images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The processor's tensors; no second ``<s>`` after the template's own."""
-        return dict(
-            loaded.processor(
-                text=text,
-                images=list(images),
-                return_tensors="pt",
-                add_special_tokens=not starts_with_bos(loaded.tokenizer, text),
-            )
-        )
-
-    def prepared(
-        self,
-        loaded: LoadedModel,
-        images: Sequence[Any],
-        prompt: str,
-        *,
-        text: str,
-        inputs: Mapping[str, Any],
-        bare_inputs: Mapping[str, Any],
-    ) -> PreparedPrompt:
-        """The shared prepared prompt, with the row ends among the image-block tokens
-        (so they are in neither V nor ``T_set``, and never generated)."""
-        prepared = super().prepared(
-            loaded, images, prompt, text=text, inputs=inputs, bare_inputs=bare_inputs
-        )
+    def completed_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], facts: PromptFacts
+    ) -> PromptFacts:
+        """The shared facts, with the row ends among the image-block tokens (so they are
+        in neither V nor ``T_set``, and never generated)."""
         processor = loaded.processor
         row_ends = {int(processor.image_break_token_id), int(processor.image_end_token_id)}
-        facts = attrs.evolve(
-            prepared.facts, image_token_ids=prepared.facts.image_token_ids | row_ends
-        )
-        return attrs.evolve(prepared, facts=facts)
+        return attrs.evolve(facts, image_token_ids=facts.image_token_ids | row_ends)
 
     def prepare_perturbed(
         self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]

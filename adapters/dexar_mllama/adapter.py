@@ -38,6 +38,7 @@ import torch
 
 from dexar_core.errors import InputError, LayoutError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import PlaceholderRule
 from dexar_core.hf.generative import chat_template_prompt
 from dexar_core.interfaces import VisualTokenLocator
 from dexar_core.records import (
@@ -115,13 +116,9 @@ def grid_keys(layout: Mapping[str, Any], image_index: int, max_tiles: int) -> np
     return (image_index * max_tiles + tile) * (per_tile * per_tile + 1) + within
 
 
-class MllamaTiles:
+class MllamaTiles(PlaceholderRule):
     """The keys of mllama's cross-attention: one grid per image over its tiles (an
     :class:`~dexar_core.hf.facts.ImageTokenRule`; positions index the vision keys)."""
-
-    def image_token_ids(self, config: Any) -> frozenset[int]:
-        """The ``<|image|>`` marker."""
-        return frozenset({int(config.image_token_id)})
 
     def image_facts(
         self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
@@ -229,15 +226,9 @@ class MllamaAdapter(HFDecoderOnlyAdapter):
             return templated
         return FALLBACK_TEMPLATE.format(images=IMAGE_TOKEN * num_images, prompt=prompt)
 
-    def processor_inputs(
-        self, loaded: LoadedModel, text: str, images: Sequence[Any]
-    ) -> dict[str, Any]:
-        """The processor's outputs; the prompt already holds the BOS, so none is added."""
-        return dict(
-            loaded.processor(
-                text=text, images=list(images), add_special_tokens=False, return_tensors="pt"
-            )
-        )
+    def processor_options(self, loaded: LoadedModel, text: str) -> dict[str, Any]:
+        """The prompt already holds the BOS, so the processor adds none."""
+        return {"add_special_tokens": False}
 
     def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
         """Answer tokens see the tiles the prompt's last token sees."""
@@ -245,26 +236,15 @@ class MllamaAdapter(HFDecoderOnlyAdapter):
         answer = mask[:, -1:].expand(-1, answer_length, -1, -1)
         return {"cross_attention_mask": torch.cat([mask, answer], dim=1)}
 
-    def prepared(
-        self,
-        loaded: LoadedModel,
-        images: Sequence[Any],
-        prompt: str,
-        *,
-        text: str,
-        inputs: Mapping[str, Any],
-        bare_inputs: Mapping[str, Any],
-    ) -> PreparedPrompt:
-        """See :meth:`HFGenerativeAdapter.prepared`; the facts add the key length."""
-        prepared = super().prepared(
-            loaded, images, prompt, text=text, inputs=inputs, bare_inputs=bare_inputs
-        )
+    def completed_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], facts: PromptFacts
+    ) -> PromptFacts:
+        """See :meth:`HFGenerativeAdapter.completed_facts`; the facts add the key length."""
         pixels = inputs["pixel_values"]
         keys = int(pixels.shape[1] * pixels.shape[2]) * int(
             loaded.model.model.vision_model.num_patches
         )
-        facts = CrossAttentionFacts(**attrs.asdict(prepared.facts, recurse=False), key_length=keys)
-        return attrs.evolve(prepared, facts=facts)
+        return CrossAttentionFacts(**attrs.asdict(facts, recurse=False), key_length=keys)
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]

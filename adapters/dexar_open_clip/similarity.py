@@ -26,7 +26,7 @@ All layers and prompts take one forward of the image tower and one backward
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -36,9 +36,9 @@ import torch.nn.functional as F
 
 from dexar_core.engine.layers import frozen_parameters
 from dexar_core.errors import DexarError, MethodError
-from dexar_core.interfaces import ROW_METHODS, GradientExtractor
+from dexar_core.interfaces import ROW_METHODS, GradientExtractor, GradientRequest
 from dexar_core.methods.legrad import MEAN_TOKEN_POOLING
-from dexar_core.records import AttentionGradients, ExplainedUnits, LoadedModel, PreparedPrompt
+from dexar_core.records import AttentionGradients, LoadedModel, PreparedPrompt
 from dexar_core.values import VisualLayout
 from dexar_open_clip.adapter import vision_tower
 
@@ -65,17 +65,7 @@ class PooledSimilarityTargets(GradientExtractor):
         """See :meth:`GradientExtractor.num_layers`: the vision transformer's blocks."""
         return len(vision_tower(loaded.model).transformer.resblocks)
 
-    def attention_gradients(
-        self,
-        loaded: LoadedModel,
-        prepared: PreparedPrompt,
-        layout: VisualLayout,
-        units: ExplainedUnits,
-        layers: Sequence[int],
-        *,
-        chunk_size: int | None = None,
-        needs: Collection[str] = (),
-    ) -> AttentionGradients:
+    def attention_gradients(self, request: GradientRequest) -> AttentionGradients:
         """See :meth:`GradientExtractor.attention_gradients`; the units are the prompts.
 
         Every prompt shares the one forward and backward, so ``chunk_size`` does not
@@ -85,6 +75,7 @@ class PooledSimilarityTargets(GradientExtractor):
             MethodError: a need other than ``raw_gradients`` and ``mean_token_target``:
                 the method reads what a contrastive model does not have.
         """
+        needs = request.needs
         missing = sorted(set(needs) - set(NEEDS))
         if missing:
             raise MethodError(
@@ -93,10 +84,10 @@ class PooledSimilarityTargets(GradientExtractor):
                 f"not have; use a method that reads the explained rows ({ROW_METHODS})."
             )
         record, _ = similarity_gradients(
-            loaded,
-            prepared,
-            layout,
-            layers,
+            request.loaded,
+            request.prepared,
+            request.layout,
+            request.layers,
             raw_gradients="raw_gradients" in needs,
             mean_tokens="mean_token_target" in needs,
         )

@@ -38,12 +38,11 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import torch
 
-from dexar_core.errors import CheckpointError, InputError, LayoutError, UnsupportedModelError
+from dexar_core.errors import InputError, LayoutError
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
+from dexar_core.hf.facts import equal_grids
 from dexar_core.hf.generative import chat_template_prompt
-from dexar_core.hf.load_options import config_options
 from dexar_core.images import Video
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_qwen_vl.resolution import resize_settings, resized_size
@@ -143,22 +142,17 @@ class QwenVisualTokens:
                         "the processor and the model disagree on the merge size."
                     )
                 width, height = images[index].size
-                for group in range(t):
-                    name = (
-                        f"image {number}"
-                        if kind == "image"
-                        else frames_name(number, group, temporal_patch, images[index].num_frames)
-                    )
-                    facts.append(
-                        ImageFacts(
-                            name=name,
-                            image_index=index,
-                            positions=positions[group * rows * cols : (group + 1) * rows * cols],
-                            rows=rows,
-                            cols=cols,
-                            pixel_box=(0.0, 0.0, float(width), float(height)),
-                        )
-                    )
+                whole = (0.0, 0.0, float(width), float(height))
+                names = (
+                    [f"image {number}"] * t
+                    if kind == "image"
+                    else [
+                        frames_name(number, group, temporal_patch, images[index].num_frames)
+                        for group in range(t)
+                    ]
+                )
+                views = [(name, index, whole) for name in names]
+                facts.extend(equal_grids(positions, rows, cols, views))
         facts.sort(key=lambda image: int(image.positions[0]))
         return tuple(facts)
 
@@ -185,27 +179,9 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
     accepts_video = True
     image_tokens = QwenVisualTokens()
     dropped_image_processors = DROPPED_IMAGE_PROCESSORS
-
-    def load(
-        self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
-    ) -> LoadedModel:
-        """Load a Qwen2-VL or Qwen2.5-VL checkpoint with the matching model class."""
-        from transformers import AutoConfig
-
-        try:
-            model_type = AutoConfig.from_pretrained(path, **config_options(options)).model_type
-        except (OSError, ValueError) as error:
-            raise CheckpointError(
-                f"the qwen_vl adapter could not read the config of {path!r}: {error}. Give a "
-                "folder holding config.json, or a hub id in your local cache."
-            ) from error
-        if model_type not in MODEL_CLASSES:
-            raise UnsupportedModelError(
-                f"the qwen_vl adapter serves model types {sorted(MODEL_CLASSES)}; {path!r} is "
-                f"{model_type!r}. Use the adapter for that architecture (`dexar plugins`)."
-            )
-        self.model_class = MODEL_CLASSES[model_type]
-        return super().load(path, device=device, dtype=dtype, device_map=device_map, **options)
+    model_classes = MODEL_CLASSES
+    # answer tokens are text for M-RoPE: mm_token_type_ids grows with zeros
+    answer_token_types = MappingProxyType({"mm_token_type_ids": 0})
 
     # --- prompt -------------------------------------------------------------------------
 
@@ -282,12 +258,6 @@ class QwenVLAdapter(HFDecoderOnlyAdapter):
             # dexar explains the frames it was given: never let the processor drop some.
             kwargs["do_sample_frames"] = False
         return dict(loaded.processor(**kwargs))
-
-    def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
-        """Answer tokens are text for M-RoPE: ``mm_token_type_ids`` grows with zeros."""
-        types = prepared.inputs["mm_token_type_ids"]
-        answer = torch.zeros((1, answer_length), dtype=types.dtype, device=types.device)
-        return {"mm_token_type_ids": torch.cat([types, answer], dim=1)}
 
     def resume_prompt(self, loaded: LoadedModel, prompt_inputs: Mapping[str, Any]) -> None:
         """See :meth:`GenerativeAdapter.resume_prompt`: the rows after a cached prompt

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
-
 import torch
 
-from dexar_core.interfaces import GradientExtractor
-from dexar_core.records import (
-    AttentionGradients,
-    DecoderParts,
-    ExplainedUnits,
-    LoadedModel,
-    PreparedPrompt,
-)
-
-if TYPE_CHECKING:
-    from dexar_core.values import VisualLayout
+from dexar_core.interfaces import GradientExtractor, GradientRequest
+from dexar_core.records import AttentionGradients, DecoderParts, LoadedModel
 
 
 class LogitLensGradients(GradientExtractor):
@@ -33,31 +21,22 @@ class LogitLensGradients(GradientExtractor):
         """See :meth:`GradientExtractor.num_layers`: the decoder's layers."""
         return int(loaded.adapter.decoder_parts(loaded.model).num_layers)
 
-    def attention_gradients(
-        self,
-        loaded: LoadedModel,
-        prepared: PreparedPrompt,
-        layout: VisualLayout,
-        units: ExplainedUnits,
-        layers: Sequence[int],
-        *,
-        chunk_size: int | None = None,
-        needs: Collection[str] = (),
-    ) -> AttentionGradients:
+    def attention_gradients(self, request: GradientRequest) -> AttentionGradients:
         """See :meth:`GradientExtractor.attention_gradients`; the units are answer tokens."""
         from dexar_core.engine.one_pass import attention_gradients
 
+        loaded, prepared = request.loaded, request.prepared
         adapter = loaded.adapter
-        forced = adapter.teacher_forced(loaded, prepared, units.ids)
-        layout = adapter.layout_for_answer(loaded, prepared, forced, layout)
+        forced = adapter.teacher_forced(loaded, prepared, request.units.ids)
+        layout = adapter.layout_for_answer(loaded, prepared, forced, request.layout)
         return attention_gradients(
             loaded,
             forced,
             layout.with_length(forced.key_length),
-            layers,
-            chunk_size=chunk_size,
-            needs=needs,
-            prefill=units.prefill,
+            request.layers,
+            chunk_size=request.chunk_size,
+            needs=request.needs,
+            prefill=request.units.prefill,
         )
 
     def logit_lens_targets(

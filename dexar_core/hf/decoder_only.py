@@ -9,8 +9,9 @@ mask are shared here and in :mod:`dexar_core.hf.generative`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
     language_model_path: str = "model.language_model"
     """Where the decoder stack (a module with ``layers`` and ``norm``) sits in the model."""
     accepts_video: bool = False
-    pixel_keys = ("pixel_values", "pixel_values_videos")
+    pixel_keys: tuple[str, ...] = ("pixel_values", "pixel_values_videos")
     batches = True
     padded_keys: tuple[str, ...] = (
         "input_ids",
@@ -52,6 +53,9 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
     )
     """The inputs over the prompt's tokens, padded on the left in a batch (the others,
     pixels and grids, are concatenated; :mod:`dexar_core.hf.batched`)."""
+    answer_token_types: Mapping[str, int] = MappingProxyType({})
+    """The token-type inputs the model takes (``token_type_ids``, ...), each with the type
+    of an answer token: the teacher-forced pass grows them over the answer."""
     prompt_cache: bool = True
     """Whether the explanation may run the prompt once without grad into a KV cache and
     the answer rows after it (``TeacherForcedPass.prompt_inputs``). Exact where the
@@ -157,8 +161,16 @@ class HFDecoderOnlyAdapter(HFGenerativeAdapter):
         )
 
     def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
-        """Inputs other than ids and mask that grow with the answer (e.g. token types)."""
-        return {}
+        """Inputs other than ids and mask that grow with the answer: by default the token
+        types :attr:`answer_token_types` names, each grown by the answer's type."""
+        extended = {}
+        for key, token_type in self.answer_token_types.items():
+            types = prepared.inputs[key]
+            answer = torch.full(
+                (types.shape[0], answer_length), token_type, dtype=types.dtype, device=types.device
+            )
+            extended[key] = torch.cat([types, answer], dim=1)
+        return extended
 
     def decoder_parts(self, model: Any) -> DecoderParts:
         """See :meth:`GenerativeAdapter.decoder_parts`."""

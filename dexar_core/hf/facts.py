@@ -15,7 +15,9 @@ needs nothing from the adapter.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, Protocol
 
 import attrs
@@ -26,6 +28,9 @@ from dexar_core.hf.loading import resized_image_box
 from dexar_core.interfaces import VisualTokenLocator
 from dexar_core.records import ImageFacts, LoadedModel, PreparedPrompt
 from dexar_core.values import VisualLayout
+
+Box = tuple[float, ...]
+"""A pixel box ``(left, top, right, bottom)`` on the original image."""
 
 
 class ImageTokenRule(Protocol):
@@ -44,6 +49,24 @@ class ImageTokenRule(Protocol):
             InputError: the prompt's image tokens do not match the images.
         """
         ...
+
+
+class PlaceholderRule(ABC):
+    """An :class:`ImageTokenRule` whose one placeholder is ``config.image_token_id``.
+
+    Most families' processors write that token for every image token; a family's rule
+    then states only where the placeholders lie (:meth:`image_facts`).
+    """
+
+    def image_token_ids(self, config: Any) -> frozenset[int]:
+        """See :meth:`ImageTokenRule.image_token_ids`: ``config.image_token_id``."""
+        return frozenset({int(config.image_token_id)})
+
+    @abstractmethod
+    def image_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], images: Sequence[Any]
+    ) -> tuple[ImageFacts, ...]:
+        """See :meth:`ImageTokenRule.image_facts`."""
 
 
 def patch_grid(config: Any, height: int, width: int) -> tuple[int, int]:
@@ -119,6 +142,56 @@ class ImageTokenConvention:
             )
             for index, image in enumerate(images)
         )
+
+
+def image_blocks(
+    inputs: Mapping[str, Any],
+    token: int,
+    counts: Sequence[int],
+    images: Sequence[Any],
+    *,
+    placeholder: str = "image placeholder",
+) -> list[np.ndarray]:
+    """The prompt's positions of ``token``, one block of ``counts[i]`` per image, in order.
+
+    Args:
+        inputs: the processor's outputs.
+        token: the image placeholder id.
+        counts: how many tokens each image's block holds, from the processor's outputs.
+        images: the images given.
+        placeholder: the placeholder a user writes in the prompt, for the error.
+
+    Raises:
+        InputError: the blocks do not match the images or the prompt's tokens.
+    """
+    positions = np.flatnonzero(inputs["input_ids"][0].cpu().numpy() == token)
+    if len(counts) != len(images) or positions.size != sum(counts):
+        raise InputError(
+            f"the prompt holds {positions.size} image tokens but {len(images)} image(s) of "
+            f"{list(counts)} tokens were given; put exactly one {placeholder} per image in "
+            "the prompt (or none, to let dexar apply the template), with the processor "
+            "saved with the model."
+        )
+    bounds = np.cumsum([0, *counts])
+    return [positions[start:stop] for start, stop in pairwise(bounds)]
+
+
+def equal_grids(
+    positions: np.ndarray, rows: int, cols: int, views: Sequence[tuple[str, int, Box]]
+) -> list[ImageFacts]:
+    """One ``rows x cols`` grid per view, ``positions`` cut into equal consecutive blocks.
+
+    Each view is ``(name, image_index, pixel_box)``, in the order its block comes (an
+    image and its crops, a video's temporal patches); ``positions`` holds
+    ``len(views) * rows * cols`` entries.
+    """
+    blocks = np.split(positions, len(views)) if views else []
+    return [
+        ImageFacts(
+            name=name, image_index=index, positions=block, rows=rows, cols=cols, pixel_box=box
+        )
+        for (name, index, box), block in zip(views, blocks)
+    ]
 
 
 def token_runs(ids: np.ndarray, token: int) -> list[np.ndarray]:

@@ -21,7 +21,13 @@ import torch
 from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.hf.capture import TransformersAttentionCapture
 from dexar_core.hf.facts import ImageTokenConvention, ImageTokenRule, PromptLocator
-from dexar_core.hf.loading import load_pretrained, template_mask, to_model
+from dexar_core.hf.loading import (
+    ServedModelType,
+    load_pretrained,
+    model_class_by_type,
+    template_mask,
+    to_model,
+)
 from dexar_core.interfaces import GenerativeAdapter
 from dexar_core.records import LoadedModel, PreparedPrompt, PromptFacts
 
@@ -78,6 +84,14 @@ class HFGenerativeAdapter(GenerativeAdapter):
     image_tokens: ImageTokenRule = ImageTokenConvention()
     pixel_keys: tuple[str, ...] = ("pixel_values",)
     dropped_image_processors: Mapping[str, str] = MappingProxyType({})
+    served_model_type: ServedModelType | None = None
+    """The one saved ``model_type`` :meth:`load` accepts (None: any)."""
+    model_classes: Mapping[str, str] = MappingProxyType({})
+    """For an adapter that serves several model types, the ``model_class`` of each:
+    :meth:`load` sets it from the checkpoint's ``config.model_type``."""
+    template_writes_bos: bool = False
+    """Whether the chat template writes the tokenizer's BOS token itself: then the
+    processor adds none to a text that begins with it (:func:`starts_with_bos`)."""
 
     def __init__(self) -> None:
         self.capture = TransformersAttentionCapture(self.decoder_parts)
@@ -91,8 +105,22 @@ class HFGenerativeAdapter(GenerativeAdapter):
     def processor_inputs(
         self, loaded: LoadedModel, text: str, images: Sequence[Any]
     ) -> dict[str, Any]:
-        """Run the processor; an adapter adds or drops model-specific keyword arguments."""
-        return dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
+        """Run the processor with :meth:`processor_options`; an adapter whose processor
+        takes its inputs otherwise (videos, nested images) overrides this."""
+        options = self.processor_options(loaded, text)
+        return dict(
+            loaded.processor(text=text, images=list(images), return_tensors="pt", **options)
+        )
+
+    def processor_options(self, loaded: LoadedModel, text: str) -> dict[str, Any]:
+        """Keyword arguments the processor gets besides the text and the images.
+
+        With :attr:`template_writes_bos`, no second BOS after the template's own; an
+        adapter adds its model's own (image processor settings).
+        """
+        if self.template_writes_bos:
+            return {"add_special_tokens": not starts_with_bos(loaded.tokenizer, text)}
+        return {}
 
     def generation_config(self, model: Any) -> Any:
         """The generation config whose stop tokens (and decoder start) generation uses."""
@@ -101,10 +129,26 @@ class HFGenerativeAdapter(GenerativeAdapter):
     def load(
         self, path: str, *, device: str | None, dtype: Any, device_map: Any, **options: Any
     ) -> LoadedModel:
-        """See :meth:`ModelAdapter.load`."""
-        return load_pretrained(
+        """See :meth:`ModelAdapter.load`: another model type than
+        :attr:`served_model_type` is refused, the class is the checkpoint's one of
+        :attr:`model_classes`, and the loaded config passes :meth:`check_config`."""
+        if self.served_model_type is not None:
+            self.served_model_type.refuse_other(self.name, path)
+        if self.model_classes:
+            self.model_class = model_class_by_type(self.name, path, self.model_classes, **options)
+        loaded = load_pretrained(
             self, path, device=device, dtype=dtype, device_map=device_map, **options
         )
+        self.check_config(loaded.model.config)
+        return loaded
+
+    def check_config(self, config: Any) -> None:
+        """Refuse a loaded model whose config this adapter cannot explain; by default
+        every config passes.
+
+        Raises:
+            UnsupportedModelError: what the config holds and what to use instead.
+        """
 
     def encode_answer(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer: str
@@ -141,6 +185,7 @@ class HFGenerativeAdapter(GenerativeAdapter):
             template_mask=template_mask(ids, bare_ids, prompt, loaded.tokenizer),
             image_token_ids=self.image_tokens.image_token_ids(config),
         )
+        facts = self.completed_facts(loaded, inputs, facts)
         return PreparedPrompt(
             inputs=to_model(dict(inputs), loaded.model, self.pixel_keys),
             prompt=prompt,
@@ -148,6 +193,18 @@ class HFGenerativeAdapter(GenerativeAdapter):
             image_sizes=tuple(image.size for image in images),
             facts=facts,
         )
+
+    def completed_facts(
+        self, loaded: LoadedModel, inputs: Mapping[str, Any], facts: PromptFacts
+    ) -> PromptFacts:
+        """The prompt's facts as the family states them; by default the common ones.
+
+        :meth:`prepared` states the images' token blocks, the template mask and the
+        placeholder ids from the processor's ``inputs``; an adapter whose model needs
+        more (tokens of an image block on no patch, the key length of a
+        cross-attention) returns them added here.
+        """
+        return facts
 
     def prepare_perturbed(
         self, loaded: LoadedModel, prepared: PreparedPrompt, images: Sequence[Any]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 
@@ -79,7 +80,35 @@ def saved_model_type(path: str) -> str | None:
         return None
 
 
-def model_class_by_type(adapter: str, path: str, classes: dict[str, str], **options: Any) -> str:
+@attrs.frozen(kw_only=True)
+class ServedModelType:
+    """The one saved ``model_type`` an adapter serves, and what to use for another.
+
+    Attributes:
+        family: what it serves, in words (``"LLaVA-NeXT image models"``).
+        model_type: the ``model_type`` it serves; a config without one is let through.
+        instead: what to use for another model type.
+    """
+
+    family: str
+    model_type: str
+    instead: str
+
+    def refuse_other(self, adapter: str, path: str) -> None:
+        """Refuse the checkpoint at ``path`` where its saved ``model_type`` is another.
+
+        Raises:
+            UnsupportedModelError: naming both model types and what to use.
+        """
+        saved = saved_model_type(path)
+        if saved not in (None, self.model_type):
+            raise UnsupportedModelError(
+                f"the {adapter} adapter serves {self.family} (model_type "
+                f"{self.model_type!r}); {path!r} is {saved!r}. {self.instead}"
+            )
+
+
+def model_class_by_type(adapter: str, path: str, classes: Mapping[str, str], **options: Any) -> str:
     """The transformers class of the checkpoint at ``path``, by its ``config.model_type``.
 
     Raises:

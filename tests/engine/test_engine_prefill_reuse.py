@@ -17,6 +17,7 @@ import pytest
 from llava_fixtures import noise_image, tiny_llava
 
 from dexar_core.api import explain
+from dexar_core.interfaces import GradientRequest
 from dexar_core.records import LoadedModel
 from dexar_plugins.testing.tolerance import assert_float32_close
 
@@ -73,10 +74,9 @@ def _check_reuse(loaded: LoadedModel, chunk_size: int | None = None) -> None:
     assert units.prefill is not None and units.generated
     assert units.prefill.length == prepared.inputs["input_ids"].shape[1]
     lengths: list[int] = []
+    request = GradientRequest(loaded, prepared, layout, units, layers, chunk_size=chunk_size)
     with _calls(tower) as explanation_calls, _calls(parts.layers[0], lengths):
-        reused = adapter.gradients.attention_gradients(
-            loaded, prepared, layout, units, layers, chunk_size=chunk_size
-        )
+        reused = adapter.gradients.attention_gradients(request)
     # One vision-tower pass per free run (generation's); the explanation runs the answer
     # rows alone, chunk by chunk, and no prompt forward.
     assert len(generation_calls) == 1 and not explanation_calls
@@ -85,13 +85,11 @@ def _check_reuse(loaded: LoadedModel, chunk_size: int | None = None) -> None:
         min(size, len(units.ids) - start) for start in range(0, len(units.ids), size)
     ]
     recomputed = adapter.gradients.attention_gradients(
-        loaded, prepared, layout, attrs.evolve(units, prefill=None), layers, chunk_size=chunk_size
+        attrs.evolve(request, units=attrs.evolve(units, prefill=None))
     )
     _assert_same_record(reused, recomputed)
     # The prefill stays whole: the same units explain again to the same record.
-    again = adapter.gradients.attention_gradients(
-        loaded, prepared, layout, units, layers, chunk_size=chunk_size
-    )
+    again = adapter.gradients.attention_gradients(request)
     _assert_same_record(again, reused)
 
 
@@ -116,11 +114,12 @@ def test_a_prefill_serves_only_the_inputs_it_ran_on():
     units = adapter.explained_units(loaded, prepared, answer=None, max_new_tokens=4)
     other = adapter.prepare(loaded, [noise_image(5)], PROMPT)
     layout = adapter.locator.locate(other)
+    request = GradientRequest(loaded, other, layout, units, (0, 1))
     with _calls(_vision_tower(loaded.model)) as calls:
-        record = adapter.gradients.attention_gradients(loaded, other, layout, units, (0, 1))
+        record = adapter.gradients.attention_gradients(request)
     assert len(calls) == 1
     expected = adapter.gradients.attention_gradients(
-        loaded, other, layout, attrs.evolve(units, prefill=None), (0, 1)
+        attrs.evolve(request, units=attrs.evolve(units, prefill=None))
     )
     _assert_same_record(record, expected)
 

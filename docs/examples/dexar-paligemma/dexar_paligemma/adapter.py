@@ -13,10 +13,10 @@ Gemma 2 decoder soft-caps its final logits (``final_logit_softcapping``), which
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import attrs
-import torch
 
 from dexar_core.hf.decoder_only import HFDecoderOnlyAdapter
 from dexar_core.hf.facts import ImageTokenConvention, whole_image
@@ -35,6 +35,8 @@ class PaliGemmaAdapter(HFDecoderOnlyAdapter):
         pixel_box=whole_image,
         hint="put one '<image>' per image at the start of the prompt, or none",
     )
+    # answer tokens are token type 1: they attend causally, outside the prefix
+    answer_token_types = MappingProxyType({"token_type_ids": 1})
 
     def format_prompt(self, loaded: LoadedModel, prompt: str, num_images: int) -> str:
         """Image tokens first, then the prompt; the processor adds ``<bos>`` and ``\\n``."""
@@ -50,16 +52,6 @@ class PaliGemmaAdapter(HFDecoderOnlyAdapter):
         inputs = dict(loaded.processor(text=text, images=list(images), return_tensors="pt"))
         inputs.pop("labels", None)
         return inputs
-
-    def extend_inputs(self, prepared: PreparedPrompt, answer_length: int) -> dict[str, Any]:
-        """Answer tokens are token type 1: they attend causally, outside the prefix."""
-        token_types = prepared.inputs["token_type_ids"]
-        answer_types = torch.ones(
-            (token_types.shape[0], answer_length),
-            dtype=token_types.dtype,
-            device=token_types.device,
-        )
-        return {"token_type_ids": torch.cat([token_types, answer_types], dim=1)}
 
     def teacher_forced(
         self, loaded: LoadedModel, prepared: PreparedPrompt, answer_ids: Sequence[int]
