@@ -44,6 +44,15 @@ class DeclaredCase:
     image_size: tuple[int, int]
     case_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
 
+    def with_options(self, **options: Any) -> DeclaredCase:
+        """The same case on a variant of the tiny model: these builder options changed.
+
+        Example:
+            ``spec.conformance.with_options(gemma2=True)()`` builds the PaliGemma
+            example's case on a PaliGemma 2.
+        """
+        return attrs.evolve(self, options={**self.options, **options})
+
     def __call__(self) -> ConformanceCase:
         """Build the tiny model, a fresh adapter and the case."""
         from dexar_plugins.testing.subject import ConformanceCase
