@@ -292,8 +292,8 @@ class Manifest:
             except TypeError as exc:
                 raise section.error(
                     "recipe",
-                    f"does not build a {recipe_class.__name__} ({exc}); give the fields "
-                    "that class takes.",
+                    f"does not build the recipe {recipe_class.__name__} ({exc}); give the "
+                    "fields that class takes.",
                 ) from exc
         values["path"] = self.folder / values["path"]
         if "example_image" in values:
