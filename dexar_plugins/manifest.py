@@ -169,10 +169,9 @@ class Section:
         for key, value in self.values.items():
             if key not in kinds:
                 close = difflib.get_close_matches(key, kinds, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else ""
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise self.error(
-                    key,
-                    f"is no key of this table; {hint} The keys are: {', '.join(kinds)}.",
+                    key, f"is no key of this table; {hint}the keys are: {', '.join(kinds)}."
                 )
             if not kinds[key].accepts(value):
                 raise self.error(
@@ -204,6 +203,10 @@ class Section:
                 "correct the module name, or install the distribution that provides it.",
             )
         return reference
+
+    def refusal(self, error: PluginError) -> PluginError:
+        """A spec's own refusal of the table's values, with the file and the table."""
+        return PluginError(f"{self.file}: {self.where}: {error}")
 
     def inner(self, key: str) -> Section:
         """The table under ``key``."""
@@ -298,7 +301,10 @@ class Manifest:
         values["path"] = self.folder / values["path"]
         if "example_image" in values:
             values["example_image"] = self.folder / values["example_image"]
-        return EmbeddedModelSpec(**values, recipe=recipe)
+        try:
+            return EmbeddedModelSpec(**values, recipe=recipe)
+        except PluginError as exc:
+            raise section.refusal(exc) from exc
 
 
 def _entries(file: Path, table: Mapping[str, Any], array: str) -> tuple[Section, ...]:
@@ -323,19 +329,24 @@ def _adapter_spec(section: Section) -> AdapterSpec:
         values["conformance"] = section.reference("conformance")
     elif "conformance" in values:
         values["conformance"] = _declared_case(section.inner("conformance"), values["factory"])
-    return AdapterSpec(**values)
+    try:
+        return AdapterSpec(**values)
+    except PluginError as exc:
+        raise section.refusal(exc) from exc
 
 
 def _declared_case(section: Section, adapter: Callable[[], Any]) -> DeclaredCase:
     values = section.checked(CONFORMANCE_KEYS, REQUIRED["conformance"])
+    builder = section.reference("builder")
+    del values["builder"]
     height, width = values.pop("image_size")
     return DeclaredCase(
-        builder=section.reference("builder"),
+        builder=builder,
         options=_plain(values.pop("options", {})),
         adapter=adapter,
         model_id=values.pop("model_id"),
         image_size=(height, width),
-        case_options={key: value for key, value in values.items() if key != "builder"},
+        case_options=values,
     )
 
 

@@ -215,6 +215,10 @@ MISTAKES = {
         "adapters[0] ('x').factory = 'no_such_dexar_module.a:B' names the module "
         "'no_such_dexar_module.a', which is not installed",
     ),
+    "a spec refusing the values": (
+        '[[adapters]]\nname = "x"\nfactory = "json:loads"\n',
+        "adapters[0] ('x'): AdapterSpec 'x' serves no model: give model_types or architectures.",
+    ),
     "recipe without class": (
         '[[embedded_models]]\nname = "m"\npath = "m"\nadapter = "x"\n'
         '[embedded_models.recipe]\nname = "m"\n',
