@@ -6,6 +6,8 @@ arrays are stored read-only and compared with ``numpy.array_equal``.
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -310,6 +312,68 @@ def _str_tuple(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+IMPORT_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+"""The form of an :class:`ImportReference`: ``"package.module:attribute"``."""
+
+
+def _reference_form(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not IMPORT_REFERENCE.match(value):
+        raise PluginError(
+            f"{instance.origin}: {value!r} is no import reference; write it as "
+            '"package.module:attribute", e.g. "dexar_myvlm.adapter:MyVlmAdapter".'
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ImportReference:
+    """A callable named by ``"module:attribute"``, imported only when it is called.
+
+    A plugin can then say what it provides without importing its code: dexar lists it,
+    and the module (with torch and transformers) is imported when the callable is used.
+
+    Attributes:
+        path: ``"package.module:attribute"``.
+        origin: where the reference is written (a manifest's file and key, or the spec
+            field), named by the errors.
+    """
+
+    path: str = attrs.field(validator=_reference_form)
+    origin: str = attrs.field(default="an import reference", eq=False, repr=False)
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import the module and return the attribute.
+
+        Raises:
+            PluginError: the module does not import, has no such attribute, or the
+                attribute is not callable; the message names :attr:`origin`.
+        """
+        module_name, attribute = self.path.split(":")
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(
+                f"{self.origin}: {self.path!r} does not import ({type(exc).__name__}: {exc}); "
+                "correct the module or attribute name, or install what the module needs."
+            ) from exc
+        if not callable(target):
+            raise PluginError(
+                f"{self.origin}: {self.path!r} names {target!r}, which is not callable; name "
+                "a function or a class."
+            )
+        return target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call what :attr:`path` names with these arguments."""
+        return self.resolve()(*args, **kwargs)
+
+
+def _importable(value: Any) -> Any:
+    """A ``"module:attribute"`` string as an :class:`ImportReference`; else the value."""
+    if isinstance(value, str):
+        return ImportReference(path=value, origin="AdapterSpec")
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class AdapterSpec:
     """What an adapter plugin registers through the ``dexar_adapters`` hook.
@@ -318,7 +382,9 @@ class AdapterSpec:
         name: unique adapter name, e.g. ``"llava"``.
         model_types: Hugging Face ``config.model_type`` values served.
         architectures: model class names (``config.architectures`` entries) served.
-        factory: zero-argument callable returning a fresh ``ModelAdapter``.
+        factory: zero-argument callable returning a fresh ``ModelAdapter``. This and
+            the other callables may be given as ``"module:attribute"`` strings, which
+            become :class:`ImportReference` objects imported when first called.
         priority: the highest priority wins when several adapters serve one model.
         description: one line for ``dexar plugins``.
         conformance: zero-argument callable returning a
@@ -341,17 +407,23 @@ class AdapterSpec:
     name: str = attrs.field(validator=_nonempty_name)
     model_types: tuple[str, ...] = attrs.field(converter=_str_tuple, default=())
     architectures: tuple[str, ...] = attrs.field(converter=_str_tuple, default=())
-    factory: Callable[[], ModelAdapter] = attrs.field(validator=_callable)
+    factory: Callable[[], ModelAdapter] = attrs.field(converter=_importable, validator=_callable)
     priority: int = 0
     description: str = ""
     conformance: Callable[[], Any] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_callable)
+        default=None,
+        converter=_importable,
+        validator=attrs.validators.optional(_callable),
     )
     refuse_layout: Callable[[str, Mapping[str, Any]], str | None] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_callable)
+        default=None,
+        converter=_importable,
+        validator=attrs.validators.optional(_callable),
     )
     mend_layout: Callable[[str, Any, Any], Sequence[str]] | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_callable)
+        default=None,
+        converter=_importable,
+        validator=attrs.validators.optional(_callable),
     )
 
     def __attrs_post_init__(self) -> None:

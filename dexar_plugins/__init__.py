@@ -1,8 +1,10 @@
 """The dexar plugin system: hooks, entry-point loading, and the adapter registry.
 
-Adapter packages write ``from dexar_plugins import hookimpl``; callers look things up
-with :func:`resolve_adapter`, :func:`get_method` and :func:`get_embedded_model`, or
-build their own :class:`Catalog` with :func:`build_catalog`.
+Adapter packages declare what they register in a manifest and hand pluggy its hooks
+with :func:`manifest_hooks` (or write ``@hookimpl`` functions themselves); callers look
+things up with :func:`resolve_adapter`, :func:`get_method` and
+:func:`get_embedded_model`, or build their own :class:`Catalog` with
+:func:`build_catalog`.
 """
 
 from dexar_plugins.hookspecs import hookimpl, hookspec
@@ -22,6 +24,7 @@ from dexar_plugins.manager import (
     default_catalog,
     reset_default_catalog,
 )
+from dexar_plugins.manifest import manifest_hooks
 from dexar_plugins.registry import (
     AdapterOverlap,
     InventoryRow,
@@ -60,6 +63,7 @@ __all__ = [
     "list_embedded_models",
     "list_methods",
     "load_plugins",
+    "manifest_hooks",
     "plugin_inventory",
     "plugin_of_error",
     "reset_default_catalog",

@@ -11,6 +11,9 @@ object) exposed under the ``dexar`` entry-point group whose functions carry
     def dexar_adapters():
         return [AdapterSpec(name="myvlm", model_types=("myvlm",), factory=MyAdapter)]
 
+A package may instead declare its adapters and embedded models as data in a manifest
+and bind the hooks :func:`dexar_plugins.manifest.manifest_hooks` makes from it.
+
 The signatures here are the contract; ``docs/plugins.md`` repeats each one and a test
 keeps the two in step.
 """

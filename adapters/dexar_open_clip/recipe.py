@@ -240,10 +240,6 @@ def _words() -> Any:
     return build_word_tokenizer()
 
 
-RECIPE = ContrastiveRecipe()
-"""How ``shapes-clip`` is trained."""
-
-
 def evaluate(
     loaded: Any, *, retrieval_items: int = 500, grounding_items: int = 300, layers: Any = "all"
 ) -> dict:

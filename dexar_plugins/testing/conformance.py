@@ -24,7 +24,7 @@ This module needs torch and transformers; pytest is imported only by the test me
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -217,38 +217,18 @@ class AdapterConformance:
                 pytrace=False,
             )
 
-    def test_spec_is_valid(self) -> None:
-        """See :func:`check_spec_is_valid`."""
-        self.run_conformance_check("spec_is_valid")
 
-    def test_entry_point_loads(self) -> None:
-        """See :func:`check_entry_point_loads`."""
-        self.run_conformance_check("entry_point_loads")
+def _check_test(check: Check) -> Callable[[AdapterConformance], None]:
+    """The test method of one check, ``test_<check name>``, documented by its summary."""
 
-    def test_registry_resolves_model(self) -> None:
-        """See :func:`check_registry_resolves_model`."""
-        self.run_conformance_check("registry_resolves_model")
+    def test(self: AdapterConformance) -> None:
+        self.run_conformance_check(check.name)
 
-    def test_capture_is_transparent(self) -> None:
-        """See :func:`check_capture_is_transparent`."""
-        self.run_conformance_check("capture_is_transparent")
+    test.__name__ = test.__qualname__ = f"test_{check.name}"
+    test.__doc__ = f"Conformance check ``{check.name}``: {check.summary}."
+    return test
 
-    def test_capture_leaves_nothing_behind(self) -> None:
-        """See :func:`check_capture_leaves_nothing_behind`."""
-        self.run_conformance_check("capture_leaves_nothing_behind")
 
-    def test_attention_rows_are_distributions(self) -> None:
-        """See :func:`check_attention_rows_are_distributions`."""
-        self.run_conformance_check("attention_rows_are_distributions")
-
-    def test_grids_cover_visual_positions(self) -> None:
-        """See :func:`check_grids_cover_visual_positions`."""
-        self.run_conformance_check("grids_cover_visual_positions")
-
-    def test_gradients_equal_reference(self) -> None:
-        """See :func:`check_gradients_equal_reference`."""
-        self.run_conformance_check("gradients_equal_reference")
-
-    def test_heatmap_invariants(self) -> None:
-        """See :func:`check_heatmap_invariants`."""
-        self.run_conformance_check("heatmap_invariants")
+# One test method per check, made from CHECKS, so a new check is a new test.
+for _check in CHECKS.values():
+    setattr(AdapterConformance, f"test_{_check.name}", _check_test(_check))

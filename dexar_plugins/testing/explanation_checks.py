@@ -105,20 +105,22 @@ def check_grids_cover_visual_positions(subject: ConformanceSubject) -> None:
         )
     find_dependent = subject.dependent_positions or image_dependent_positions
     dependent = np.asarray(find_dependent(subject), dtype=np.int64)
-    missed = np.setdiff1d(dependent, visual)
-    if missed.size:
-        raise _fail(
-            name,
-            f"the image reaches key positions {_positions(missed)} that no grid cell names: "
-            "the grids miss visual positions (a row, a tile, or a count off by one).",
-        )
-    blind = np.setdiff1d(visual, dependent)
-    if blind.size:
-        raise _fail(
-            name,
-            f"grid cells name positions {_positions(blind)} whose input does not depend on "
-            "the image: the grids name text or template tokens.",
-        )
+    # Either way round, a position in one set and not the other is the failure.
+    mismatches = (
+        (
+            np.setdiff1d(dependent, visual),
+            "the image reaches key positions {} that no grid cell names: the grids miss "
+            "visual positions (a row, a tile, or a count off by one).",
+        ),
+        (
+            np.setdiff1d(visual, dependent),
+            "grid cells name positions {} whose input does not depend on the image: the "
+            "grids name text or template tokens.",
+        ),
+    )
+    for positions, problem in mismatches:
+        if positions.size:
+            raise _fail(name, problem.format(_positions(positions)))
 
 
 # --- the gradients and the maps ---------------------------------------------------------

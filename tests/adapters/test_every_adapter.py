@@ -102,14 +102,14 @@ def blip2_t5_case() -> ConformanceCase:
 
 def qwen2_5_vl_case() -> ConformanceCase:
     """The Qwen-VL case on Qwen2.5-VL (the spec's own case is Qwen2-VL)."""
-    from dexar_qwen_vl import conformance_case
+    from dexar_qwen_vl.conformance import conformance_case
 
     return conformance_case("2.5")
 
 
 def qwen3_vl_case() -> ConformanceCase:
     """The Qwen-VL case on Qwen3-VL: DeepStack into the first decoder layers."""
-    from dexar_qwen_vl import conformance_case
+    from dexar_qwen_vl.conformance import conformance_case
 
     return conformance_case("3")
 

@@ -42,8 +42,8 @@ def test_the_guide_includes_the_example_files():
     assert {
         f"{example}pyproject.toml",
         f"{example}dexar_paligemma/__init__.py",
+        f"{example}dexar_paligemma/dexar_plugin.toml",
         f"{example}dexar_paligemma/adapter.py",
-        f"{example}dexar_paligemma/tiny.py",
         f"{example}tests/test_conformance.py",
     } <= paths
 

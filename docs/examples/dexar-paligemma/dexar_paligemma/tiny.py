@@ -128,35 +128,3 @@ def build_tiny_paligemma(
     )
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
     return model, processor
-
-
-# --8<-- [start:case]
-def tiny_case(*, gemma2: bool = False) -> Any:
-    """The conformance case: a tiny PaliGemma, a non-square noise image, a question.
-
-    Args:
-        gemma2: check a PaliGemma 2 (Gemma 2 decoder) instead of a PaliGemma.
-
-    Returns:
-        A :class:`dexar_plugins.testing.conformance.ConformanceCase`.
-    """
-    import numpy as np
-    from PIL import Image
-
-    from dexar_core.records import LoadedModel
-    from dexar_paligemma.adapter import PaliGemmaAdapter
-    from dexar_plugins.testing.conformance import ConformanceCase
-
-    model, processor = build_tiny_paligemma(seed=0, gemma2=gemma2)
-    pixels = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    return ConformanceCase(
-        loaded=LoadedModel(
-            model=model, processor=processor, adapter=PaliGemmaAdapter(), model_id="tiny"
-        ),
-        images=Image.fromarray(pixels),
-        prompt="answer en what color is the circle?",
-        answer="a red circle",
-    )
-
-
-# --8<-- [end:case]

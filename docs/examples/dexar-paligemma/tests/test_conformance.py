@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dexar_paligemma.tiny import tiny_case
-
 from dexar_plugins.testing.conformance import AdapterConformance, ConformanceCase
 
 
 # --8<-- [start:tests]
 class TestPaliGemmaConformance(AdapterConformance):
-    """PaliGemma 1 (Gemma decoder, SDPA), built by the spec's conformance factory."""
+    """PaliGemma 1 (Gemma decoder, SDPA), the case the manifest declares."""
 
     adapter_name = "paligemma"
 
@@ -20,7 +18,7 @@ class TestPaliGemma2Conformance(AdapterConformance):
     adapter_name = "paligemma"
 
     def build_case(self) -> ConformanceCase:
-        return tiny_case(gemma2=True)
+        return self.adapter_spec().conformance.with_options(gemma2=True)()
 
 
 # --8<-- [end:tests]
