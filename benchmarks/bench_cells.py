@@ -67,17 +67,17 @@ DRY_RUN_SHAPE = dict(
 def build_llava(preset: dict[str, Any], image_tokens: int, device: str, dtype: str, seed: int):
     """A random-weight ``LlavaForConditionalGeneration`` and processor for ``image_tokens``."""
     import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import LlamaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
+    from dexar_core.zoo.tiny_models import TinySizes, decoder_config
     from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
-    from dexar_llava.tiny import CHAT_TEMPLATE
+    from dexar_llava.tiny import (
+        CHAT_TEMPLATE,
+        clip_image_processor,
+        clip_tower_config,
+        llava_config,
+        llava_processor,
+    )
 
     side = math.isqrt(image_tokens)
     if side * side != image_tokens:
@@ -89,37 +89,27 @@ def build_llava(preset: dict[str, Any], image_tokens: int, device: str, dtype: s
         image_token=IMAGE_TOKEN,
         model_max_length=1 << 16,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=preset["vision_hidden"],
-        intermediate_size=preset["vision_intermediate"],
-        num_hidden_layers=preset["vision_layers"],
-        num_attention_heads=preset["vision_heads"],
+    # the tower and the decoder of a preset differ in width (a 7B decoder, a CLIP-L tower)
+    tower = TinySizes(
         image_size=image_size,
         patch_size=preset["patch"],
-        projection_dim=preset["vision_hidden"],
+        hidden_size=preset["vision_hidden"],
+        heads=preset["vision_heads"],
+        vision_layers=preset["vision_layers"],
+        mlp_ratio=preset["vision_intermediate"] // preset["vision_hidden"],
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=preset["hidden"],
+    decoder = tower.evolve(
+        hidden_size=preset["hidden"], heads=preset["heads"], text_layers=preset["text_layers"]
+    )
+    text = decoder_config(
+        LlamaConfig,
+        decoder,
+        tokenizer,
+        max_positions=8192,
         intermediate_size=preset["intermediate"],
-        num_hidden_layers=preset["text_layers"],
-        num_attention_heads=preset["heads"],
-        num_key_value_heads=preset["heads"],
-        max_position_embeddings=8192,
-        tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.image_token_id,
-        image_seq_length=image_tokens,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=preset["feature_layer"],
-        projector_hidden_act="gelu",
-        pad_token_id=tokenizer.pad_token_id,
+    config = llava_config(
+        clip_tower_config(tower), text, tokenizer, feature_layer=preset["feature_layer"]
     )
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
@@ -129,19 +119,13 @@ def build_llava(preset: dict[str, Any], image_tokens: int, device: str, dtype: s
     model.eval()
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(model.generation_config, key, getattr(tokenizer, key))
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            do_resize=True,
-            size={"height": image_size, "width": image_size},
-            do_center_crop=False,
-            crop_size={"height": image_size, "width": image_size},
-        ),
-        tokenizer=tokenizer,
+    processor = llava_processor(
+        LlavaProcessor,
+        clip_image_processor(image_size),
+        tokenizer,
         patch_size=preset["patch"],
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
+        strategy="default",
         chat_template=CHAT_TEMPLATE,
-        image_token=IMAGE_TOKEN,
     )
     return model, processor, image_size
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+from dexar_core.zoo.tiny_models import SQUARE_64, instantiate, special_token_fields, tiny_tokenizer
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN
 
 if TYPE_CHECKING:
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
@@ -47,20 +46,21 @@ def format_prompt(question: str) -> str:
     return PROMPT_TEMPLATE.format(question=question)
 
 
+SIZES = SQUARE_64.evolve(
+    arguments=("image_size", "patch_size", "text_layers", "vision_layers", "hidden_size", "heads")
+)
+"""The tiny BLIP-2's sizes: width 128 everywhere, two layers of each part, 64 px images."""
+
+
 def build_tiny_blip2(
     *,
     seed: int = 0,
     language_model: str = "opt",
     vocabulary: Iterable[str] | None = None,
-    image_size: int = 64,
-    patch_size: int = 8,
     num_query_tokens: int = 32,
-    text_layers: int = 2,
     qformer_layers: int = 2,
-    vision_layers: int = 2,
-    hidden_size: int = 128,
-    heads: int = 4,
     attn_implementation: str = "sdpa",
+    **sizes: Any,
 ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
     """Build a randomly initialised tiny BLIP-2 and its processor, offline.
 
@@ -71,15 +71,14 @@ def build_tiny_blip2(
         vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
             defaults to the shapes benchmark's vocabulary. ``question`` and ``answer``
             are always added.
-        image_size: Side of the square input image in pixels.
-        patch_size: Side of a vision patch; must divide ``image_size``.
         num_query_tokens: Learned query tokens of the Q-Former (32 in released models).
-        text_layers: Language-model layers (T5: encoder and decoder each).
         qformer_layers: Q-Former layers, each with cross-attention to the patches.
-        vision_layers: Vision-tower layers.
-        hidden_size: Width of the vision tower, the Q-Former and the language model.
-        heads: Attention heads everywhere.
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+        **sizes: Over :data:`SIZES`: ``image_size`` (the square input's side),
+            ``patch_size`` (divides it), ``text_layers`` (language-model layers; T5:
+            encoder and decoder each), ``vision_layers``, ``hidden_size`` (the width of
+            the vision tower, the Q-Former and the language model) and ``heads``
+            (everywhere).
 
     Returns:
         ``(model, processor)``: a ``Blip2ForConditionalGeneration`` in eval mode and a
@@ -94,17 +93,10 @@ def build_tiny_blip2(
             f"build_tiny_blip2: expected language_model to be one of {LANGUAGE_MODELS}, "
             f"found {language_model!r}."
         )
-    check_sizes(
-        "build_tiny_blip2",
-        {
-            "image_size": image_size,
-            "patch_size": patch_size,
-            "hidden_size": hidden_size,
-            "heads": heads,
-            "num_query_tokens": num_query_tokens,
-        },
-        divides=[("patch_size", "image_size"), ("heads", "hidden_size")],
+    size = SIZES.given(
+        "build_tiny_blip2", sizes, num_query_tokens=num_query_tokens, qformer_layers=qformer_layers
     )
+    hidden_size, heads, text_layers = size.hidden_size, size.heads, size.text_layers
 
     from tokenizers import AddedToken
     from transformers import (
@@ -119,9 +111,12 @@ def build_tiny_blip2(
         T5Config,
     )
 
-    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    tokenizer = build_word_tokenizer(
-        words, image_token=None, add_bos=language_model == "opt", padding_side="left"
+    tokenizer = tiny_tokenizer(
+        vocabulary,
+        *PROMPT_WORDS,
+        image_token=None,
+        add_bos=language_model == "opt",
+        padding_side="left",
     )
     tokenizer.add_tokens(
         [AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True
@@ -129,12 +124,7 @@ def build_tiny_blip2(
     image_token_id = tokenizer.get_vocab()[IMAGE_TOKEN]
 
     vision_config = Blip2VisionConfig(
-        hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
+        **size.vision_tower_fields(),
         # the default (1e-10, for loading pretrained towers) leaves a fresh tower blind
         initializer_range=0.02,
     )
@@ -143,7 +133,7 @@ def build_tiny_blip2(
         hidden_size=hidden_size,
         num_hidden_layers=qformer_layers,
         num_attention_heads=heads,
-        intermediate_size=4 * hidden_size,
+        intermediate_size=size.intermediate_size,
         encoder_hidden_size=hidden_size,
         cross_attention_frequency=1,
         max_position_embeddings=64,
@@ -156,14 +146,12 @@ def build_tiny_blip2(
             word_embed_proj_dim=hidden_size,
             num_hidden_layers=text_layers,
             num_attention_heads=heads,
-            ffn_dim=4 * hidden_size,
+            ffn_dim=size.intermediate_size,
             # the query tokens, a short question and a three-object caption
             max_position_embeddings=num_query_tokens + 96,
             dropout=0.0,
             attention_dropout=0.0,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            **special_token_fields(tokenizer),
             tie_word_embeddings=False,
         )
     else:
@@ -176,7 +164,7 @@ def build_tiny_blip2(
             vocab_size=len(tokenizer),
             d_model=hidden_size,
             d_kv=hidden_size // heads,
-            d_ff=4 * hidden_size,
+            d_ff=size.intermediate_size,
             num_layers=text_layers,
             num_decoder_layers=text_layers,
             num_heads=heads,
@@ -210,9 +198,8 @@ def build_tiny_blip2(
         if language_model == "t5":
             generation_config.decoder_start_token_id = tokenizer.pad_token_id
 
-    image_processor = BlipImageProcessor(
-        do_resize=True, size={"height": image_size, "width": image_size}
-    )
+    side = size.image_size
+    image_processor = BlipImageProcessor(do_resize=True, size={"height": side, "width": side})
     processor = Blip2Processor(
         image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=num_query_tokens
     )

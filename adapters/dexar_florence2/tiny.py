@@ -16,12 +16,17 @@ projector prepends the global pooled token, and the processor writes
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+from dexar_core.zoo.tiny_models import (
+    SQUARE_64,
+    instantiate,
+    special_token_fields,
+    square_resize,
+    tiny_tokenizer,
+)
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN
 
 if TYPE_CHECKING:
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
@@ -50,16 +55,21 @@ def format_prompt(question: str) -> str:
     return question
 
 
+# the DaViT stages stride 8 in all: the patch side of SQUARE_64
+SIZES = SQUARE_64.evolve(
+    arguments=("image_size", "text_layers", "hidden_size", "heads"),
+    divides=(("heads", "hidden_size"),),
+)
+"""The tiny Florence-2's sizes: 64 px images (an 8 x 8 grid), a BART of width 128."""
+
+
 def build_tiny_florence2(
     *,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
-    image_size: int = 64,
-    text_layers: int = 2,
-    hidden_size: int = 128,
-    heads: int = 4,
     vision_dims: tuple[int, ...] = (32, 64),
     attn_implementation: str = "sdpa",
+    **sizes: Any,
 ) -> tuple[Florence2ForConditionalGeneration, Florence2Processor]:
     """Build a randomly initialised tiny Florence-2 and its processor, offline.
 
@@ -68,13 +78,13 @@ def build_tiny_florence2(
         vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
             defaults to the shapes benchmark's vocabulary. The caption task prompts'
             words are always added.
-        image_size: Side of the square input image in pixels; a multiple of 8.
-        text_layers: BART encoder layers, and as many decoder layers.
-        hidden_size: Width of the BART model (and the projector's output).
-        heads: Attention heads of the BART layers.
         vision_dims: Channels of each DaViT stage: one stage (patch 8) or two (stride 4,
             then 2).
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+        **sizes: Over :data:`SIZES`: ``image_size`` (the square input's side, a multiple
+            of 8), ``text_layers`` (BART encoder layers, and as many decoder layers),
+            ``hidden_size`` (the BART's width and the projector's output) and ``heads``
+            (the BART's).
 
     Returns:
         ``(model, processor)``: a ``Florence2ForConditionalGeneration`` in eval mode and a
@@ -88,10 +98,10 @@ def build_tiny_florence2(
         raise InputError(
             f"build_tiny_florence2: expected one or two DaViT stage widths, found {vision_dims!r}."
         )
-    sizes = {"image_size": image_size, "hidden_size": hidden_size, "heads": heads}
-    sizes.update({"text_layers": text_layers})
-    sizes.update({f"vision_dims[{i}]": dim for i, dim in enumerate(vision_dims)})
-    check_sizes("build_tiny_florence2", sizes, divides=[("heads", "hidden_size")])
+    stages = {f"vision_dims[{i}]": dim for i, dim in enumerate(vision_dims)}
+    size = SIZES.given("build_tiny_florence2", sizes, **stages)
+    image_size, hidden_size, heads = size.image_size, size.hidden_size, size.heads
+    text_layers, ffn_dim = size.text_layers, size.intermediate_size
     if image_size % 8:
         raise InputError(
             f"build_tiny_florence2: expected image_size to be a multiple of 8 (the DaViT "
@@ -107,8 +117,7 @@ def build_tiny_florence2(
         Florence2VisionConfig,
     )
 
-    words = [*TASK_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
+    tokenizer = tiny_tokenizer(vocabulary, *TASK_WORDS, image_token=IMAGE_TOKEN)
     grid = image_size // 8
     image_tokens = grid * grid + 1
 
@@ -135,16 +144,14 @@ def build_tiny_florence2(
         decoder_layers=text_layers,
         encoder_attention_heads=heads,
         decoder_attention_heads=heads,
-        encoder_ffn_dim=4 * hidden_size,
-        decoder_ffn_dim=4 * hidden_size,
+        encoder_ffn_dim=ffn_dim,
+        decoder_ffn_dim=ffn_dim,
         # The encoder reads the image tokens and a short prompt; the decoder's longest
         # answer is a three-object caption.
         max_position_embeddings=image_tokens + 64,
         dropout=0.0,
         attention_dropout=0.0,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **special_token_fields(tokenizer),
         # BART (and Florence-2) decoders start from </s>
         decoder_start_token_id=tokenizer.eos_token_id,
         forced_eos_token_id=None,
@@ -159,13 +166,7 @@ def build_tiny_florence2(
     model = instantiate(Florence2ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
     model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
 
-    image_processor = CLIPImageProcessor(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},
-        do_center_crop=False,
-        crop_size={"height": image_size, "width": image_size},
-        image_seq_length=image_tokens,
-    )
+    image_processor = CLIPImageProcessor(**square_resize(image_size), image_seq_length=image_tokens)
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
     return model, processor
 

@@ -12,11 +12,16 @@ follows the published files more closely (ids, vocabulary size, weight layout).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import build_word_tokenizer, with_special_tokens
+from dexar_core.zoo.tiny_models import (
+    TWO_HEADS,
+    check_sizes,
+    instantiate,
+    special_token_fields,
+    tiny_tokenizer,
+)
+from dexar_core.zoo.tokenizer import with_special_tokens
 
 if TYPE_CHECKING:
     from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
@@ -47,45 +52,42 @@ def _spread_projection(model: Gemma3ForConditionalGeneration) -> None:
     model.model.multi_modal_projector.mm_input_projection_weight.normal_(mean=0.0, std=0.02)
 
 
+SIZES = TWO_HEADS.evolve(divides=(("patch_size", "image_size"), ("heads", "hidden_size")))
+"""The tiny Gemma 3's sizes: 112 px images (8x8 patches), width 32, two layers of each."""
+
+
 def build_tiny_gemma3(
     *,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
-    image_size: int = 112,
     tokens_per_side: int = 4,
-    hidden_size: int = 32,
-    layers: int = 2,
     sliding_window: int = 512,
+    **sizes: Any,
 ) -> tuple[Gemma3ForConditionalGeneration, Gemma3Processor]:
     """Build a randomly initialised tiny Gemma 3 and its processor, offline.
 
     Args:
         seed: seed of the weight initialisation.
         vocabulary: words the tokenizer knows; the shapes benchmark's by default.
-        image_size: side of the square the image processor resizes to (a multiple of 14).
         tokens_per_side: side of the pooled soft-token grid (divides ``image_size / 14``).
-        hidden_size: width of the tower and of the decoder.
-        layers: layers of each; sliding-window and global decoder layers alternate.
         sliding_window: the sliding-window layers' window.
+        **sizes: over :data:`SIZES`: ``image_size`` (the square the image processor
+            resizes to, a multiple of 14), ``hidden_size`` (the tower's and the
+            decoder's width) and ``layers`` (of each; sliding-window and global decoder
+            layers alternate).
 
     Returns:
-        ``(model, processor)``, the model in eval mode.
+        ``(model, processor)``: a ``Gemma3ForConditionalGeneration`` in eval mode and its
+        ``Gemma3Processor``.
 
     Raises:
         InputError: a size that is not positive or does not divide as it must.
     """
+    size = SIZES.given("build_tiny_gemma3", sizes, sliding_window=sliding_window)
     check_sizes(
         "build_tiny_gemma3",
-        {
-            "patch": PATCH_SIZE,
-            "image_size": image_size,
-            "patches_per_side": image_size // PATCH_SIZE or 1,
-            "tokens_per_side": tokens_per_side,
-            "hidden_size": hidden_size,
-            "layers": layers,
-            "sliding_window": sliding_window,
-        },
-        divides=[("patch", "image_size"), ("tokens_per_side", "patches_per_side")],
+        {"patches_per_side": size.image_size // PATCH_SIZE, "tokens_per_side": tokens_per_side},
+        divides=[("tokens_per_side", "patches_per_side")],
     )
     from transformers import (
         Gemma3Config,
@@ -94,39 +96,23 @@ def build_tiny_gemma3(
         Gemma3Processor,
     )
 
-    words = ["model", *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
     tokenizer = with_special_tokens(
-        build_word_tokenizer(words, bos_token="<bos>", eos_token="<eos>", image_token=None),
+        tiny_tokenizer(vocabulary, "model", bos_token="<bos>", eos_token="<eos>", image_token=None),
         MARKERS,
         ("<start_of_turn>", "<end_of_turn>"),
     )
     ids = {name: getattr(tokenizer, f"{name}_id") for name in MARKERS}
+    head_dim = size.hidden_size // 2
     config = Gemma3Config(
         text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": hidden_size // 2,
-            "query_pre_attn_scalar": hidden_size // 2,
+            **size.language_model_fields(tokenizer, max_positions=1024),
+            "head_dim": head_dim,
+            "query_pre_attn_scalar": head_dim,
             "sliding_window": sliding_window,
             "sliding_window_pattern": 2,
-            "max_position_embeddings": 1024,
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
+            **special_token_fields(tokenizer),
         },
-        vision_config={
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": PATCH_SIZE,
-            "vision_use_head": False,
-        },
+        vision_config={**size.vision_tower_fields(), "vision_use_head": False},
         mm_tokens_per_image=tokens_per_side**2,
         boi_token_index=ids["boi_token"],
         eoi_token_index=ids["eoi_token"],
@@ -140,7 +126,7 @@ def build_tiny_gemma3(
         initialise=_spread_projection,
     )
     image_processor = Gemma3ImageProcessor(
-        size={"height": image_size, "width": image_size},
+        size={"height": size.image_size, "width": size.image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )

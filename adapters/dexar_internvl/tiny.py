@@ -11,11 +11,9 @@ width and the tile side (448 pixels there) are scaled down.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import build_word_tokenizer
+from dexar_core.zoo.tiny_models import TILE_SIZES, check_sizes, instantiate, tiny_tokenizer
 
 if TYPE_CHECKING:
     from transformers import InternVLForConditionalGeneration, InternVLProcessor
@@ -38,27 +36,22 @@ CHAT_TEMPLATE = (
 """The Qwen chat form of the ``-hf`` checkpoints, one ``<IMG_CONTEXT>`` line per image."""
 
 
+SIZES = TILE_SIZES
+"""The tiny InternVL's sizes: 32 px tiles of 4x4 patches, width 64, a one-layer tower."""
+
+
 def build_tiny_internvl(
-    *,
-    seed: int = 0,
-    vocabulary: Iterable[str] | None = None,
-    tile_size: int = 32,
-    patch_size: int = 8,
-    text_layers: int = 2,
-    hidden_size: int = 64,
-    heads: int = 4,
+    *, seed: int = 0, vocabulary: Iterable[str] | None = None, **sizes: Any
 ) -> tuple[InternVLForConditionalGeneration, InternVLProcessor]:
     """Build a randomly initialised tiny InternVL and its processor, offline.
 
     Args:
         seed: Seed of the weight initialisation; the same seed gives the same weights.
         vocabulary: Words the tokenizer knows; defaults to the shapes benchmark's.
-        tile_size: Side of one tile and of the thumbnail, in pixels.
-        patch_size: The vision tower's patch side; ``tile_size / patch_size`` must be even
-            (pixel shuffle by 2).
-        text_layers: Number of Qwen2 decoder layers.
-        hidden_size: Width of both the vision tower and the language model.
-        heads: Attention heads per layer (the language model's key/value heads are half).
+        **sizes: Over :data:`SIZES`: ``tile_size`` (one tile's and the thumbnail's side,
+            in pixels), ``patch_size`` (the tower's; ``tile_size / patch_size`` must be
+            even, for the pixel shuffle by 2), ``text_layers`` (Qwen2), ``hidden_size``
+            (both widths) and ``heads`` (the language model's key/value heads are half).
 
     Returns:
         ``(model, processor)``: an ``InternVLForConditionalGeneration`` in eval mode and its
@@ -67,22 +60,12 @@ def build_tiny_internvl(
     Raises:
         InputError: a size is not a positive integer or does not divide as it must.
     """
+    size = SIZES.given("build_tiny_internvl", sizes)
+    tile_size, patch_size = size.image_size, size.patch_size
     check_sizes(
         "build_tiny_internvl",
-        {
-            "tile_size": tile_size,
-            "patch_size": patch_size,
-            "pixel_shuffle": 2,
-            "patch_rows": tile_size // patch_size,
-            "text_layers": text_layers,
-            "hidden_size": hidden_size,
-            "heads": heads,
-        },
-        divides=[
-            ("patch_size", "tile_size"),
-            ("pixel_shuffle", "patch_rows"),
-            ("heads", "hidden_size"),
-        ],
+        {"pixel_shuffle": 2, "patch_rows": tile_size // patch_size},
+        divides=[("pixel_shuffle", "patch_rows")],
     )
     from transformers import (
         InternVLConfig,
@@ -92,9 +75,10 @@ def build_tiny_internvl(
     )
     from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 
-    words = ["user", "assistant", *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
     # InternVL's processor reads its image tokens by name from the tokenizer
-    tokenizer = build_word_tokenizer(words, image_token=None, named_tokens=IMAGE_TOKENS)
+    tokenizer = tiny_tokenizer(
+        vocabulary, "user", "assistant", image_token=None, named_tokens=IMAGE_TOKENS
+    )
     side = tile_size // patch_size // 2
     processor = InternVLProcessor(
         image_processor=GotOcr2ImageProcessorPil(
@@ -108,24 +92,17 @@ def build_tiny_internvl(
         image_seq_length=side * side,
         chat_template=CHAT_TEMPLATE,
     )
-    width = {"hidden_size": hidden_size, "intermediate_size": 2 * hidden_size}
+    text_fields = size.language_model_fields(
+        tokenizer,
+        # 12 tiles and the thumbnail, twice over, and the text
+        max_positions=2 * 13 * side * side + 256,
+    )
     config = InternVLConfig(
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "num_hidden_layers": text_layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": max(1, heads // 2),
-            # 12 tiles and the thumbnail, twice over, and the text
-            "max_position_embeddings": 2 * 13 * side * side + 256,
-            **width,
-        },
+        text_config={"model_type": "qwen2", **text_fields},
         vision_config={
-            "num_hidden_layers": 1,
-            "num_attention_heads": heads,
+            **size.vision_tower_fields(),
             "image_size": [tile_size, tile_size],
             "patch_size": [patch_size, patch_size],
-            **width,
         },
         image_token_id=processor.image_token_id,
         image_seq_length=side * side,

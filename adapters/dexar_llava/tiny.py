@@ -19,12 +19,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
+from dexar_core.zoo.tiny_models import (
+    SQUARE_64,
+    decoder_config,
+    instantiate,
+    square_resize,
+    tiny_tokenizer,
+)
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN
 
 if TYPE_CHECKING:
-    from transformers import CLIPVisionConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from dexar_core.zoo.tiny_models import TinySizes
 
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
 """The prompt every tiny and embedded LLaVA is trained and queried with."""
@@ -63,18 +76,16 @@ def format_prompt(question: str) -> str:
     return PROMPT_TEMPLATE.format(question=question)
 
 
+SIZES = SQUARE_64
+"""The tiny LLaVA's sizes: CLIP and Llama of width 128, two layers each, 64 px images."""
+
+
 def build_tiny_llava(
     *,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
-    image_size: int = 64,
-    patch_size: int = 8,
-    text_layers: int = 2,
-    vision_layers: int = 2,
-    hidden_size: int = 128,
-    heads: int = 4,
-    kv_heads: int | None = None,
     attn_implementation: str = "sdpa",
+    **sizes: Any,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """Build a randomly initialised tiny LLaVA and its processor, offline.
 
@@ -83,15 +94,11 @@ def build_tiny_llava(
         vocabulary: Words the tokenizer knows (besides special tokens and punctuation);
             defaults to the shapes benchmark's vocabulary. The prompt words ``user`` and
             ``assistant`` are always added.
-        image_size: Side of the square input image in pixels, after resizing.
-        patch_size: Side of a vision patch; must divide ``image_size``.
-        text_layers: Number of Llama decoder layers.
-        vision_layers: Number of CLIP encoder layers.
-        hidden_size: Width of both the vision tower and the language model.
-        heads: Attention heads per layer (vision and text).
-        kv_heads: Key/value heads of the language model (grouped-query attention);
-            ``None`` for one per attention head.
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+        **sizes: Over :data:`SIZES`: ``image_size`` (the square input's side after
+            resizing), ``patch_size`` (divides it), ``text_layers`` (Llama),
+            ``vision_layers`` (CLIP), ``hidden_size`` (both widths), ``heads`` (both) and
+            ``kv_heads`` (the Llama's key/value heads; ``None`` for one per head).
 
     Returns:
         ``(model, processor)``: a ``LlavaForConditionalGeneration`` in eval mode and a
@@ -102,140 +109,68 @@ def build_tiny_llava(
         InputError: If the sizes are not positive, ``patch_size`` does not divide
             ``image_size``, or ``heads`` / ``kv_heads`` do not divide the widths.
     """
-    kv = heads if kv_heads is None else kv_heads
-    check_sizes(
-        "build_tiny_llava",
-        {
-            "image_size": image_size,
-            "patch_size": patch_size,
-            "hidden_size": hidden_size,
-            "heads": heads,
-            "kv_heads": kv,
-        },
-        divides=[("patch_size", "image_size"), ("heads", "hidden_size"), ("kv_heads", "heads")],
-    )
+    size = SIZES.given("build_tiny_llava", sizes)
+    from transformers import LlamaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from transformers import (
-        CLIPImageProcessor,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
-    grid = image_size // patch_size
-    image_tokens = grid * grid
-
-    vision_config = clip_tower_config(
-        hidden_size=hidden_size,
-        layers=vision_layers,
-        heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
-    text_config = language_config(
-        LlamaConfig,
-        tokenizer,
-        hidden_size=hidden_size,
-        layers=text_layers,
-        heads=heads,
-        kv_heads=kv,
-        # The prompt is the image tokens plus a short question; the longest answer
-        # is a three-object caption.
-        max_positions=image_tokens + 192,
-    )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=tokenizer.image_token_id,
-        image_seq_length=image_tokens,
-        vision_feature_select_strategy="default",
-        # The last vision layer's output; the default (-2) would leave the last layer
-        # of a tiny tower unused.
-        vision_feature_layer=-1,
-        projector_hidden_act="gelu",
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer = tiny_tokenizer(vocabulary, *PROMPT_WORDS, image_token=IMAGE_TOKEN)
+    image_tokens = (size.image_size // size.patch_size) ** 2
+    # The prompt is the image tokens plus a short question; the longest answer is a
+    # three-object caption.
+    text_config = decoder_config(LlamaConfig, size, tokenizer, max_positions=image_tokens + 192)
+    # The last vision layer's output; the default (-2) would leave the last layer of a
+    # tiny tower unused.
+    config = llava_config(clip_tower_config(size), text_config, tokenizer, feature_layer=-1)
     config._attn_implementation = attn_implementation
 
     model = instantiate(LlavaForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
-
-    image_processor = CLIPImageProcessor(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},
-        do_center_crop=False,
-        crop_size={"height": image_size, "width": image_size},
-    )
     processor = llava_processor(
         LlavaProcessor,
-        image_processor,
+        clip_image_processor(size.image_size),
         tokenizer,
-        patch_size=patch_size,
+        patch_size=size.patch_size,
         strategy="default",
         chat_template=CHAT_TEMPLATE,
     )
     return model, processor
 
 
-def clip_tower_config(
-    *, hidden_size: int, layers: int, heads: int, image_size: int, patch_size: int
-) -> CLIPVisionConfig:
-    """A CLIP vision tower of the given size, as the LLaVA families use (any tile side)."""
+def clip_tower_config(sizes: TinySizes) -> CLIPVisionConfig:
+    """A CLIP vision tower of these sizes, as the LLaVA families use (any tile side)."""
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(
-        **layer_sizes(hidden_size, layers, heads),
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=hidden_size,
-    )
+    return CLIPVisionConfig(**sizes.vision_tower_fields(), projection_dim=sizes.hidden_size)
 
 
-def layer_sizes(hidden_size: int, layers: int, heads: int) -> dict[str, int]:
-    """The sizes of a tiny tower or language model: its width, an MLP four times as wide."""
-    return {
-        "hidden_size": hidden_size,
-        "intermediate_size": 4 * hidden_size,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-    }
+def clip_image_processor(side: int) -> CLIPImageProcessor:
+    """The CLIP image processor resizing straight to ``side x side`` (no centre crop)."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(**square_resize(side))
 
 
-def language_config(
-    config_class: Any,
-    tokenizer: Any,
-    *,
-    hidden_size: int,
-    layers: int,
-    heads: int,
-    kv_heads: int,
-    max_positions: int,
-    **published: Any,
-) -> Any:
-    """The language model of a tiny LLaVA of either family (Llama, Mistral), untied.
+def llava_config(
+    vision_config: Any, text_config: Any, tokenizer: Any, *, feature_layer: int
+) -> LlavaConfig:
+    """The config of a LLaVA-1.5 of these towers: CLS dropped, a GELU projector.
 
     Args:
-        config_class: the text config class, e.g. ``LlamaConfig`` or ``MistralConfig``.
-        tokenizer: the word-level tokenizer, whose size and special ids it takes.
-        hidden_size: width; the MLP is four times as wide.
-        layers: decoder layers.
-        heads: attention heads.
-        kv_heads: key/value heads (grouped-query attention).
-        max_positions: the longest sequence the model must take.
-        **published: fields the published family sets (Mistral's ``rope_theta``...).
+        vision_config: the CLIP tower's config.
+        text_config: the language model's config.
+        tokenizer: the word-level tokenizer, whose image and pad ids it takes.
+        feature_layer: the vision layer whose output the projector reads.
     """
-    return config_class(
-        **layer_sizes(hidden_size, layers, heads),
-        vocab_size=len(tokenizer),
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
+    from transformers import LlavaConfig
+
+    grid = vision_config.image_size // vision_config.patch_size
+    return LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.image_token_id,
+        image_seq_length=grid * grid,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=feature_layer,
+        projector_hidden_act="gelu",
         pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        **published,
     )
 
 

@@ -13,13 +13,12 @@ the tile side (1x2, 2x1, 2x2, 3x1 and 1x3 tiles). Only depth, width and the tile
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
 from dexar_core.errors import InputError
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer
-from dexar_llava.tiny import clip_tower_config, language_config, llava_processor
+from dexar_core.zoo.tiny_models import SQUARE_64, decoder_config, instantiate, tiny_tokenizer
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN
+from dexar_llava.tiny import clip_tower_config, llava_processor
 
 if TYPE_CHECKING:
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
@@ -49,34 +48,36 @@ PROMPT_WORDS: tuple[str, ...] = ("inst",)
 """Words of the prompt format (``[INST]`` splits into ``[``, ``inst``, ``]``)."""
 
 
+SIZES = SQUARE_64.evolve(
+    arguments=("tile_size", "text_layers", "vision_layers", "hidden_size", "heads", "kv_heads"),
+    image_size=56,
+    patch_size=PATCH_SIZE,
+    hidden_size=64,
+    kv_heads=2,
+)
+"""The tiny LLaVA-NeXT's sizes: 56 px tiles, width 64, two layers, the published 4:1 heads."""
+
+
 def build_tiny_llava_next(
     *,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
-    tile_size: int = 56,
-    text_layers: int = 2,
-    vision_layers: int = 2,
-    hidden_size: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
     vision_feature_select_strategy: str = "default",
+    **sizes: Any,
 ) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
     """Build a randomly initialised tiny LLaVA-NeXT and its processor, offline.
 
     Args:
         seed: Seed of the weight initialisation; the same seed gives the same weights.
         vocabulary: Words the tokenizer knows; defaults to the shapes benchmark's.
-        tile_size: Side of one any-resolution tile and of the base image, in pixels; a
-            multiple of the patch side 14 (the published model uses 336).
-        text_layers: Number of Mistral decoder layers.
-        vision_layers: Number of CLIP encoder layers (at least 2: the published
-            ``vision_feature_layer`` is -2).
-        hidden_size: Width of both the vision tower and the language model.
-        heads: Attention heads per layer.
-        kv_heads: Key/value heads of the language model (the published ratio is 4).
         vision_feature_select_strategy: the config's and processor's strategy; only
             ``"default"`` is what the published model and dexar use (others exist to test
             the refusal).
+        **sizes: Over :data:`SIZES`: ``tile_size`` (one any-resolution tile's and the base
+            image's side, a multiple of the patch side 14; 336 in the published model),
+            ``text_layers`` (Mistral), ``vision_layers`` (CLIP, at least 2: the published
+            ``vision_feature_layer`` is -2), ``hidden_size`` (both widths), ``heads`` and
+            ``kv_heads`` (the Mistral's key/value heads; the published ratio is 4).
 
     Returns:
         ``(model, processor)``: a ``LlavaNextForConditionalGeneration`` in eval mode and
@@ -86,21 +87,11 @@ def build_tiny_llava_next(
         InputError: If ``tile_size`` is not a positive multiple of 14, fewer than two
             vision layers are asked for, or the heads do not divide the width.
     """
-    check_sizes(
-        "build_tiny_llava_next",
-        {
-            "tile_size": tile_size,
-            "patch_size": PATCH_SIZE,
-            "hidden_size": hidden_size,
-            "heads": heads,
-            "kv_heads": kv_heads,
-        },
-        divides=[("patch_size", "tile_size"), ("heads", "hidden_size"), ("kv_heads", "heads")],
-    )
-    if vision_layers < 2:
+    size = SIZES.given("build_tiny_llava_next", sizes)
+    if size.vision_layers < 2:
         raise InputError(
             f"build_tiny_llava_next: expected at least 2 vision layers (the features come "
-            f"from the second-to-last), found {vision_layers}."
+            f"from the second-to-last), found {size.vision_layers}."
         )
 
     from transformers import (
@@ -111,34 +102,24 @@ def build_tiny_llava_next(
         MistralConfig,
     )
 
-    words = [*PROMPT_WORDS, *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    tokenizer = build_word_tokenizer(words, image_token=IMAGE_TOKEN)
+    tokenizer = tiny_tokenizer(vocabulary, *PROMPT_WORDS, image_token=IMAGE_TOKEN)
+    tile_size = size.image_size
     pinpoints = [[rows * tile_size, cols * tile_size] for rows, cols in TILE_PINPOINTS]
     side = tile_size // PATCH_SIZE
     # The longest prompt: the base image, a 3x1 or 1x3 tile grid with its row ends, text.
     longest_image = side * side + 3 * side * (side + 1)
 
-    vision_config = clip_tower_config(
-        hidden_size=hidden_size,
-        layers=vision_layers,
-        heads=heads,
-        image_size=tile_size,
-        patch_size=PATCH_SIZE,
-    )
-    text_config = language_config(
+    text_config = decoder_config(
         MistralConfig,
+        size,
         tokenizer,
-        hidden_size=hidden_size,
-        layers=text_layers,
-        heads=heads,
-        kv_heads=kv_heads,
         max_positions=2 * longest_image + 192,
         rms_norm_eps=1e-5,
         rope_theta=1000000.0,
         sliding_window=None,
     )
     config = LlavaNextConfig(
-        vision_config=vision_config,
+        vision_config=clip_tower_config(size),
         text_config=text_config,
         image_token_index=tokenizer.image_token_id,
         image_grid_pinpoints=pinpoints,

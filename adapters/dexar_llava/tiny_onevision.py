@@ -12,11 +12,10 @@ published 384 px is not, so the grids' pixel boxes are tested as published).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import IMAGE_TOKEN, build_word_tokenizer, with_special_tokens
+from dexar_core.zoo.tiny_models import TWO_HEADS, check_sizes, instantiate, tiny_tokenizer
+from dexar_core.zoo.tokenizer import IMAGE_TOKEN, with_special_tokens
 
 if TYPE_CHECKING:
     from transformers import LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
@@ -32,43 +31,33 @@ CHAT_TEMPLATE = (
 """The published Qwen2 turn: images first, then the text on a new line."""
 
 
+SIZES = TWO_HEADS.evolve(arguments=("tile_size", "hidden_size", "layers"), image_size=60)
+"""The tiny LLaVA-OneVision's sizes: 60 px tiles (no multiple of 14, as 384 is not)."""
+
+
 def build_tiny_llava_onevision(
-    *,
-    seed: int = 0,
-    vocabulary: Iterable[str] | None = None,
-    tile_size: int = 60,
-    max_tiles: int = 9,
-    hidden_size: int = 32,
-    layers: int = 2,
+    *, seed: int = 0, vocabulary: Iterable[str] | None = None, max_tiles: int = 9, **sizes: Any
 ) -> tuple[LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor]:
     """Build a randomly initialised tiny LLaVA-OneVision and its processor, offline.
 
     Args:
         seed: seed of the weight initialisation.
         vocabulary: words the tokenizer knows; the shapes benchmark's by default.
-        tile_size: side of a tile and of the base image in pixels (at least 14).
         max_tiles: N of ``anyres_max_N``: grids of more tiles' worth are shrunk.
-        hidden_size: width of the tower and of the decoder.
-        layers: layers of each.
+        **sizes: over :data:`SIZES`: ``tile_size`` (a tile's and the base image's side
+            in pixels, at least 14), ``hidden_size`` (the tower's and the decoder's
+            width) and ``layers`` (of each).
 
     Returns:
-        ``(model, processor)``, the model in eval mode.
+        ``(model, processor)``: a ``LlavaOnevisionForConditionalGeneration`` in eval
+        mode and its ``LlavaOnevisionProcessor``.
 
     Raises:
         InputError: a size that is not positive or does not divide as it must.
     """
-    check_sizes(
-        "build_tiny_llava_onevision",
-        {
-            "tile_size": tile_size,
-            "side": tile_size // PATCH_SIZE,
-            "max_tiles": max_tiles,
-            "hidden_size": hidden_size,
-            "layers": layers,
-            "two": 2,
-        },
-        divides=[("two", "hidden_size")],
-    )
+    size = SIZES.given("build_tiny_llava_onevision", sizes, max_tiles=max_tiles)
+    tile_size, side = size.image_size, size.image_size // PATCH_SIZE
+    check_sizes("build_tiny_llava_onevision", {"side": side})
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -78,38 +67,21 @@ def build_tiny_llava_onevision(
     )
 
     tokenizer = with_special_tokens(
-        build_word_tokenizer(
-            SHAPES_VOCABULARY if vocabulary is None else vocabulary, image_token=IMAGE_TOKEN
-        ),
+        tiny_tokenizer(vocabulary, image_token=IMAGE_TOKEN),
         {"video_token": "<video>"},
         ("<|im_start|>", "<|im_end|>"),
     )
     pinpoints = [
         [rows * tile_size, cols * tile_size] for rows in range(1, 7) for cols in range(1, 7)
     ]
-    side = tile_size // PATCH_SIZE
+    text_fields = size.language_model_fields(tokenizer, max_positions=4096)
     config = LlavaOnevisionConfig(
         vision_config={
             "model_type": "siglip_vision_model",
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "image_size": tile_size,
-            "patch_size": PATCH_SIZE,
+            **size.vision_tower_fields(),
             "vision_use_head": False,
         },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 4096,
-            "tie_word_embeddings": False,
-        },
+        text_config={"model_type": "qwen2", **text_fields, "tie_word_embeddings": False},
         image_token_index=tokenizer.image_token_id,
         video_token_index=tokenizer.video_token_id,
         image_grid_pinpoints=pinpoints,

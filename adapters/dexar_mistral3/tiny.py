@@ -11,11 +11,10 @@ scaled down. The mirror in tests/mirrors/fixtures follows the published files cl
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import build_word_tokenizer, with_special_tokens
+from dexar_core.zoo.tiny_models import TWO_HEADS, instantiate, tiny_tokenizer
+from dexar_core.zoo.tokenizer import with_special_tokens
 
 if TYPE_CHECKING:
     from transformers import Mistral3ForConditionalGeneration, PixtralProcessor
@@ -32,34 +31,34 @@ CHAT_TEMPLATE = (
 """The published turn format without its default system message."""
 
 
+SIZES = TWO_HEADS.evolve(
+    arguments=("longest_edge", "hidden_size", "layers"),
+    # two heads of an even size: the 2-D RoPE splits each head in halves
+    divides=(("four", "hidden_size"),),
+)
+"""The tiny Mistral 3's sizes: images up to 112 px, width 32, two layers of each."""
+
+
 def build_tiny_mistral3(
-    *,
-    seed: int = 0,
-    vocabulary: Iterable[str] | None = None,
-    longest_edge: int = 112,
-    hidden_size: int = 32,
-    layers: int = 2,
+    *, seed: int = 0, vocabulary: Iterable[str] | None = None, **sizes: Any
 ) -> tuple[Mistral3ForConditionalGeneration, PixtralProcessor]:
     """Build a randomly initialised tiny Mistral 3 and its processor, offline.
 
     Args:
         seed: seed of the weight initialisation.
         vocabulary: words the tokenizer knows; the shapes benchmark's by default.
-        longest_edge: the longest image side after the processor's resize, in pixels.
-        hidden_size: width of the tower and of the decoder.
-        layers: layers of each.
+        **sizes: over :data:`SIZES`: ``longest_edge`` (the longest image side after the
+            processor's resize, in pixels), ``hidden_size`` (the Pixtral tower's and the
+            decoder's width) and ``layers`` (of each).
 
     Returns:
-        ``(model, processor)``, the model in eval mode.
+        ``(model, processor)``: a ``Mistral3ForConditionalGeneration`` in eval mode and
+        its ``PixtralProcessor``.
 
     Raises:
         InputError: a size that is not positive or does not divide as it must.
     """
-    check_sizes(
-        "build_tiny_mistral3",
-        {"longest_edge": longest_edge, "hidden_size": hidden_size, "layers": layers, "four": 4},
-        divides=[("four", "hidden_size")],
-    )
+    size = SIZES.given("build_tiny_mistral3", sizes, four=4)
     from transformers import (
         Mistral3Config,
         Mistral3ForConditionalGeneration,
@@ -68,40 +67,26 @@ def build_tiny_mistral3(
     )
 
     tokenizer = with_special_tokens(
-        build_word_tokenizer(
-            SHAPES_VOCABULARY if vocabulary is None else vocabulary, image_token="[IMG]"
-        ),
+        tiny_tokenizer(vocabulary, image_token="[IMG]"),
         unnamed=("[IMG_BREAK]", "[IMG_END]", "[INST]", "[/INST]"),
     )
+    head_dim = size.hidden_size // 2
     config = Mistral3Config(
         text_config={
             "model_type": "mistral",
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "head_dim": hidden_size // 2,
-            "max_position_embeddings": 1024,
+            **size.language_model_fields(tokenizer, max_positions=1024),
+            "head_dim": head_dim,
             "sliding_window": None,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 2,
-            "head_dim": hidden_size // 2,
-            "image_size": longest_edge,
-            "patch_size": PATCH_SIZE,
-        },
+        vision_config={**size.vision_tower_fields(), "head_dim": head_dim},
         image_token_index=tokenizer.image_token_id,
         spatial_merge_size=MERGE,
     )
     model = instantiate(Mistral3ForConditionalGeneration, config, seed=seed, tokenizer=tokenizer)
     image_processor = PixtralImageProcessor(
-        size={"longest_edge": longest_edge}, patch_size={"height": PATCH_SIZE, "width": PATCH_SIZE}
+        size={"longest_edge": size.image_size},
+        patch_size={"height": PATCH_SIZE, "width": PATCH_SIZE},
     )
     processor = PixtralProcessor(
         image_processor=image_processor,

@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dexar_core.datasets.shapes import VOCABULARY as SHAPES_VOCABULARY
-from dexar_core.zoo.tiny_models import check_sizes, instantiate
-from dexar_core.zoo.tokenizer import build_word_tokenizer
+from dexar_core.zoo.tiny_models import TILE_SIZES, instantiate, special_token_fields, tiny_tokenizer
 
 IMAGE_TOKEN = "<|image|>"
 BEGIN, END_OF_TURN = "<|begin_of_text|>", "<|eot_id|>"
@@ -54,74 +52,64 @@ def open_cross_attention_gates(model: Any) -> None:
                 parameter.normal_(mean=0.0, std=1.0)
 
 
+SIZES = TILE_SIZES.evolve(
+    arguments=("tile_size", "text_layers", "vision_layers", "hidden_size", "heads"),
+    image_size=56,
+    patch_size=14,
+    text_layers=10,
+    vision_layers=2,
+)
+"""The tiny mllama's sizes: 56 px tiles, ten decoder layers (two cross-attend), width 64."""
+
+
 def build_tiny_mllama(
     *,
     seed: int = 0,
     vocabulary: Iterable[str] | None = None,
-    tile_size: int = 56,
-    text_layers: int = 10,
-    vision_layers: int = 2,
-    hidden_size: int = 64,
-    heads: int = 4,
     attn_implementation: str = "sdpa",
+    **sizes: Any,
 ) -> tuple[Any, Any]:
     """Build a randomly initialised tiny mllama and its processor, offline.
 
     Args:
         seed: seed of the weight initialisation.
         vocabulary: words the tokenizer knows; defaults to the shapes benchmark's.
-        tile_size: side of a tile in pixels (a multiple of the patch, 14).
-        text_layers: decoder layers; layers 3, 8, 13, ... below it cross-attend.
-        vision_layers: local vision encoder layers (the global encoder has one).
-        hidden_size: width of the language model.
-        heads: attention heads of the language model (key/value heads: half).
         attn_implementation: ``"sdpa"`` or ``"eager"``.
+        **sizes: over :data:`SIZES`: ``tile_size`` (a tile's side in pixels, a multiple
+            of the patch, 14), ``text_layers`` (layers 3, 8, 13, ... below it
+            cross-attend), ``vision_layers`` (of the local encoder; the global one has
+            one), ``hidden_size`` and ``heads`` (of the language model; key/value heads:
+            half).
 
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
     import transformers
 
-    check_sizes(
-        "build_tiny_mllama",
-        {
-            "tile_size": tile_size,
-            "patch": 14,
-            "text_layers": text_layers,
-            "heads": heads,
-            "hidden_size": hidden_size,
-            "vision_layers": vision_layers,
-        },
-        divides=[("patch", "tile_size"), ("heads", "hidden_size")],
-    )
-    words = ["user assistant", *(SHAPES_VOCABULARY if vocabulary is None else vocabulary)]
-    tokenizer = build_word_tokenizer(
-        words, bos_token=BEGIN, eos_token=END_OF_TURN, image_token=IMAGE_TOKEN
+    size = SIZES.given("build_tiny_mllama", sizes)
+    tokenizer = tiny_tokenizer(
+        vocabulary,
+        "user assistant",
+        bos_token=BEGIN,
+        eos_token=END_OF_TURN,
+        image_token=IMAGE_TOKEN,
     )
     tokenizer.add_special_tokens({"additional_special_tokens": [START_HEADER, END_HEADER]})
-    token_id = tokenizer.convert_tokens_to_ids
+    text_fields = size.language_model_fields(
+        tokenizer,
+        max_positions=1024,
+        cross_attention_layers=list(range(3, size.text_layers, 5)),
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+    )
     vision_width = 32
     config = transformers.MllamaConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": text_layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": max(1, heads // 2),
-            "cross_attention_layers": list(range(3, text_layers, 5)),
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
-            "pad_token_id": token_id(tokenizer.pad_token),
-            "bos_token_id": token_id(BEGIN),
-            "eos_token_id": token_id(END_OF_TURN),
-        },
+        text_config={**text_fields, **special_token_fields(tokenizer)},
         vision_config={
-            "image_size": tile_size,
+            "image_size": size.image_size,
             "patch_size": 14,
             "hidden_size": vision_width,
             "intermediate_size": 2 * vision_width,
-            "num_hidden_layers": vision_layers,
+            "num_hidden_layers": size.vision_layers,
             "num_global_layers": 1,
             "attention_heads": 2,
             "intermediate_layers_indices": [0],
@@ -141,7 +129,7 @@ def build_tiny_mllama(
     )
     processor = transformers.MllamaProcessor(
         image_processor=transformers.MllamaImageProcessorPil(
-            size={"height": tile_size, "width": tile_size}, max_image_tiles=4
+            size={"height": size.image_size, "width": size.image_size}, max_image_tiles=4
         ),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
