@@ -84,7 +84,7 @@ def trapezoid_auc(fractions: Sequence[float], values: Sequence[float]) -> float:
 def curve_numbers(
     fractions: Sequence[float], scores: Sequence[float], clean_score: float
 ) -> dict[str, Any]:
-    """A curve's normalised scores, their AUC, log-ratios and log-ratio area (method §11).
+    """A curve's normalised scores, their AUC, log-ratios and log-ratio area (docs/method.md §11).
 
     ``normalised_r = score_r / score_0`` and ``log_ratio_r = ln(score_r / score_0)``, each
     integrated over ``fractions`` by :func:`trapezoid_auc`. For a perplexity the log-ratio

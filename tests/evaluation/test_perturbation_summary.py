@@ -19,28 +19,25 @@ from dexar_core.metrics.perturbation import FRACTIONS, curve_numbers
 CLEAN = 2.0
 
 
+ANSWERED = {"kind": "color", "question": "q", "expected": "red", "answer": "red", "correct": True}
+
+
+def item_result(index, aucs, areas):
+    """An explained item that was scored by perturbation only."""
+    return ItemResult(index=index, **ANSWERED, perturbation=aucs, perturbation_log_ratio=areas)
+
+
 def scored(index, curves):
     """An item whose ``curves[line][order]`` are perplexities at FRACTIONS (clean CLEAN)."""
     numbers = {
         line: {order: curve_numbers(FRACTIONS, ppl, CLEAN) for order, ppl in orders.items()}
         for line, orders in curves.items()
     }
-    return ItemResult(
-        index=index,
-        kind="color",
-        question="q",
-        expected="red",
-        answer="red",
-        correct=True,
-        perturbation={
-            line: {order: n["auc"] for order, n in orders.items()}
-            for line, orders in numbers.items()
-        },
-        perturbation_log_ratio={
-            line: {order: n["log_ratio_area"] for order, n in orders.items()}
-            for line, orders in numbers.items()
-        },
+    aucs, areas = (
+        {line: {order: n[key] for order, n in orders.items()} for line, orders in numbers.items()}
+        for key in ("auc", "log_ratio_area")
     )
+    return item_result(index, aucs, areas)
 
 
 def rising(factor):
@@ -116,16 +113,7 @@ def with_areas(index, method, baseline):
         "method": dict(zip(("positive", "negative"), method, strict=True)),
         "random_smooth": dict(zip(("positive", "negative"), baseline, strict=True)),
     }
-    return ItemResult(
-        index=index,
-        kind="color",
-        question="q",
-        expected="red",
-        answer="red",
-        correct=True,
-        perturbation=lines,
-        perturbation_log_ratio=lines,
-    )
+    return item_result(index, lines, lines)
 
 
 def test_win_rates_count_ties_half_and_follow_each_orders_better_side():
