@@ -244,8 +244,9 @@ class Summary:
             items that have reference answers).
         kind_counts: items per question kind and ``"all"``.
         confidence: the 95% percentile-bootstrap interval ``[low, high]`` of every mean,
-            rate and AUROC above, nested as the numbers are (``confidence["segmentation"]
-            ["method"]["epg"]``); items are resampled, ``resamples`` times.
+            median, rate and AUROC above, nested as the numbers are
+            (``confidence["segmentation"]["method"]["epg"]``); items are resampled,
+            ``resamples`` times.
         resamples: bootstrap resamples behind ``confidence``.
         perturbation_measure: what the perturbation AUCs normalise: ``perplexity``
             (generative models, nPPL: positive higher is better) or ``similarity``
