@@ -15,6 +15,12 @@ clean score and integrate the curve over r (trapezoids):
   the similarity fall fast when its top patches go, so here the positive AUC is
   *lower* is better and the negative AUC *higher* is better.
 
+Beside each AUC, the area under the log-ratio curve ``ln(score_r / score_0)``
+(:func:`dexar_core.metrics.perturbation.curve_numbers`), which is kept for perplexities
+only: there it is the mean per-token NLL increase, and a few items whose perplexity
+explodes cannot dominate its mean; a similarity crosses 0 once the objects are gone,
+where no log-ratio exists (and ``sim_r / sim_0`` does not explode).
+
 The normalised curve is undefined (NaN, left out of the means) when the clean score is
 not positive.
 """
@@ -34,8 +40,8 @@ from dexar_core.metrics import random_smooth_map
 from dexar_core.metrics.perturbation import (
     FRACTIONS,
     checked_fractions,
+    curve_numbers,
     level_images,
-    trapezoid_auc,
 )
 from dexar_core.records import ExplainedUnits
 from dexar_core.values import Grid
@@ -67,6 +73,9 @@ class UnitScoreCurve:
         clean_score: the score on the unperturbed image.
         normalised: ``score_r / score_0`` (exactly 1 at r = 0; NaN when ``score_0 <= 0``).
         auc: trapezoid area under ``normalised`` over ``fractions``.
+        log_ratio: ``ln(score_r / score_0)`` (exactly 0 at r = 0; NaN where a score is
+            not positive).
+        log_ratio_area: trapezoid area under ``log_ratio`` over ``fractions``.
     """
 
     measure: str
@@ -77,6 +86,8 @@ class UnitScoreCurve:
     clean_score: float
     normalised: tuple[float, ...]
     auc: float
+    log_ratio: tuple[float, ...]
+    log_ratio_area: float
 
 
 def explained_units(explanation: Explanation) -> ExplainedUnits:
@@ -175,10 +186,6 @@ def unit_score_curves(
     curves = []
     for number, (_, order) in enumerate(rankings):
         curve_scores = [clean_score, *perturbed_scores[number * steps : (number + 1) * steps]]
-        if clean_score > 0:
-            normalised = [value / clean_score for value in curve_scores]
-        else:
-            normalised = [float("nan")] * len(curve_scores)
         curves.append(
             UnitScoreCurve(
                 measure=loaded.adapter.perturbation_measure,
@@ -187,8 +194,7 @@ def unit_score_curves(
                 fractions=tuple(levels),
                 scores=tuple(curve_scores),
                 clean_score=clean_score,
-                normalised=tuple(normalised),
-                auc=trapezoid_auc(levels, normalised),
+                **curve_numbers(levels, curve_scores, clean_score),
             )
         )
     return curves
@@ -208,16 +214,18 @@ def perturbation_scores(
     seed: int,
     replacement: str = "mean",
 ) -> dict[str, Any]:
-    """The positive and negative normalised-score AUCs of the sequence map and of chance.
+    """The positive and negative AUCs and log-ratio areas of the sequence map and of chance.
 
     The chance line ranks the patches by a random smooth map on each grid, seeded as the
     segmentation chance map is (:func:`chance_seed`). The four curves' perturbed images
-    are scored together (:func:`unit_score_curves`).
+    are scored together (:func:`unit_score_curves`). The log-ratio areas are kept for
+    the ``perplexity`` measure only (see the module's note).
 
     Returns:
         ``{"perturbation": {"method" | "random_smooth": {order: auc}},
-        "perturbation_curves": {order: normalised score per fraction}}``, the fields of
-        :class:`ItemResult` they fill.
+        "perturbation_log_ratio": {"method" | "random_smooth": {order: area}} (empty
+        for a similarity), "perturbation_curves": {order: normalised score per
+        fraction}}``, the fields of :class:`ItemResult` they fill.
     """
     lines = (
         ("method", [np.asarray(m) for m in explanation.sequence_maps]),
@@ -234,9 +242,16 @@ def perturbation_scores(
         replacement=replacement,
     )
     aucs: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
+    areas: dict[str, dict[str, float]] = {"method": {}, "random_smooth": {}}
     kept: dict[str, tuple[float, ...]] = {}
     for (line, _, order), curve in zip(drawn, curves, strict=True):
         aucs[line][order] = curve.auc
-        if line == "method":  # the chance map's curves are kept only as AUCs
+        areas[line][order] = curve.log_ratio_area
+        if line == "method":  # the chance map's curves are kept only as areas
             kept[order] = curve.normalised
-    return {"perturbation": aucs, "perturbation_curves": kept}
+    perplexity = loaded.adapter.perturbation_measure == "perplexity"
+    return {
+        "perturbation": aucs,
+        "perturbation_log_ratio": areas if perplexity else {},
+        "perturbation_curves": kept,
+    }

@@ -129,6 +129,9 @@ class ItemResult:
         token_grounding: one record per object-word token.
         perturbation: ``{"method" | "random_smooth": {"positive", "negative"}}``: the
             normalised-perplexity AUCs of the sequence map and of a random smooth map.
+        perturbation_log_ratio: the same layout: the areas under ``ln(PPL_r / PPL_0)``
+            (docs/method.md §11); empty for a similarity measure and in records written
+            before it was measured.
         perturbation_curves: ``{"positive", "negative"}``: the method's ``nPPL_r`` at
             r = 0, 0.1, ..., 0.9.
         seconds: time spent on the item.
@@ -150,6 +153,7 @@ class ItemResult:
     chance: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
     token_grounding: tuple[TokenGrounding, ...] = ()
     perturbation: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
+    perturbation_log_ratio: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
     perturbation_curves: Mapping[str, tuple[float, ...]] = attrs.field(factory=dict)
     seconds: float = 0.0
     error: str | None = None
@@ -189,7 +193,7 @@ class ItemResult:
         fields["tokens"] = tuple(fields.get("tokens", ()))
         fields["word_classes"] = tuple(fields.get("word_classes", ()))
         fields["token_weights"] = tuple(_number(w) for w in fields.get("token_weights", ()))
-        for name in ("segmentation", "chance", "perturbation"):
+        for name in ("segmentation", "chance", "perturbation", "perturbation_log_ratio"):
             fields[name] = _numbers(fields.get(name) or {})
         fields["perturbation_curves"] = {
             order: tuple(_number(v) for v in curve)
@@ -227,12 +231,21 @@ class Summary:
             within-answer figure averages the AUROCs of the ``answers`` that hold both
             classes. None where undefined.
         perturbation: ``{"method" | "random_smooth": {"positive" | "negative": mean AUC}}``.
+        perturbation_log_ratio: the same layout: the mean areas under
+            ``ln(PPL_r / PPL_0)`` (docs/method.md §11), over the items that have one (NaN
+            for a similarity measure).
+        perturbation_median: ``{"auc" | "log_ratio": {line: {order: median}}}``.
+        perturbation_win_rate: ``{"auc" | "log_ratio": {"random_smooth": {order:
+            share}}}``: the share of items on which the method's number is better than
+            the baseline's on the same item (``perturbation_measure`` says which side is
+            better), ties counted half.
         accuracy: answer accuracy per question kind present and ``"all"`` (over the
             items that have reference answers).
         kind_counts: items per question kind and ``"all"``.
         confidence: the 95% percentile-bootstrap interval ``[low, high]`` of every mean,
-            rate and AUROC above, nested as the numbers are (``confidence["segmentation"]
-            ["method"]["epg"]``); items are resampled, ``resamples`` times.
+            median, rate and AUROC above, nested as the numbers are
+            (``confidence["segmentation"]["method"]["epg"]``); items are resampled,
+            ``resamples`` times.
         resamples: bootstrap resamples behind ``confidence``.
         perturbation_measure: what the perturbation AUCs normalise: ``perplexity``
             (generative models, nPPL: positive higher is better) or ``similarity``
@@ -256,6 +269,9 @@ class Summary:
     grounding: Mapping[str, Any]
     delta_auroc: Mapping[str, Any]
     perturbation: Mapping[str, Mapping[str, float]]
+    perturbation_log_ratio: Mapping[str, Mapping[str, float]]
+    perturbation_median: Mapping[str, Mapping[str, Mapping[str, float]]]
+    perturbation_win_rate: Mapping[str, Mapping[str, Mapping[str, float]]]
     accuracy: Mapping[str, float]
     kind_counts: Mapping[str, int]
     confidence: Mapping[str, Any]

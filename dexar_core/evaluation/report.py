@@ -12,7 +12,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dexar_core.evaluation.run import CHANCE_LINES, SEGMENTATION_METRICS, Summary
+from dexar_core.evaluation.run import (
+    CHANCE_LINES,
+    PERTURBATION_ORDERS,
+    SEGMENTATION_METRICS,
+    Summary,
+)
 
 __all__ = ["format_report"]
 
@@ -143,21 +148,74 @@ def _delta(summaries: Mapping[str, Summary]) -> str:
 
 
 def _perturbation(summaries: Mapping[str, Summary], first: Summary) -> str:
-    def row(name: str, summary: Summary, line: str) -> tuple[str, ...]:
-        numbers, bounds = summary.perturbation[line], summary.confidence["perturbation"][line]
-        return (name, _cell(numbers, bounds, "positive"), _cell(numbers, bounds, "negative"))
+    """The mean AUCs and log-ratio areas, then each method's per-item medians and win rates.
 
-    rows = [row(method, s, "method") for method, s in summaries.items()]
-    rows.append(row(LINE_NAMES["random_smooth"], first, "random_smooth"))
+    A similarity has no log-ratio (docs/method.md §11): its per-item table reads the AUCs.
+    """
     if first.perturbation_measure == "similarity":  # similarity falls as perplexity rises
-        headers = (
+        fields: tuple[str, ...] = ("perturbation",)
+        headers: tuple[str, ...] = (
             "perturbation, sim_r/sim_0 AUC",
             "positive (lower better)",
             "negative (higher better)",
         )
+        form, label = "auc", "sim_r/sim_0 AUC"
+        reading = "medians and win rates of the AUC"
     else:
-        headers = ("perturbation, nPPL AUC", "positive (higher better)", "negative (lower better)")
-    return _table(headers, rows)
+        fields = ("perturbation", "perturbation_log_ratio")
+        headers = (
+            "perturbation, nPPL AUC",
+            "positive (higher better)",
+            "negative (lower better)",
+            "log-ratio positive (higher)",
+            "log-ratio negative (lower)",
+        )
+        form, label = "log_ratio", "log-ratio"
+        reading = (
+            "log-ratio: the area over r of ln(PPL_r / PPL_0) = the mean per-token NLL rise "
+            "in nats, 0 when the removal changes nothing; unlike the nPPL AUC, a few items "
+            "whose perplexity explodes cannot dominate it"
+        )
+
+    def row(name: str, summary: Summary, line: str) -> tuple[str, ...]:
+        pairs = (
+            _orders(getattr(summary, field), summary.confidence[field], line) for field in fields
+        )
+        return (name, *(cell for pair in pairs for cell in pair))
+
+    rows = [row(method, s, "method") for method, s in summaries.items()]
+    rows.append(row(LINE_NAMES["random_smooth"], first, "random_smooth"))
+    per_item = [
+        (
+            method,
+            *_orders(
+                s.perturbation_median[form], s.confidence["perturbation_median"][form], "method"
+            ),
+            *_orders(
+                s.perturbation_win_rate[form],
+                s.confidence["perturbation_win_rate"][form],
+                "random_smooth",
+            ),
+        )
+        for method, s in summaries.items()
+    ]
+    per_item_headers = (
+        f"per item, {label}",
+        "median positive",
+        "median negative",
+        "positive beats random smooth",
+        "negative beats random smooth",
+    )
+    note = f"({reading}. Win rates: paired per item, ties counted half.)"
+    return f"{_table(headers, rows)}\n\n{_table(per_item_headers, per_item)}\n{note}"
+
+
+def _orders(numbers: Mapping[str, Any], bounds: Mapping[str, Any], line: str) -> tuple[str, str]:
+    """The positive and negative cells of one line of a perturbation section."""
+    positive, negative = (
+        _cell(numbers[line], bounds[line], order) for order in PERTURBATION_ORDERS
+    )
+    return positive, negative
 
 
 def _cell(numbers: Mapping[str, Any], bounds: Mapping[str, Sequence[float]], key: str) -> str:

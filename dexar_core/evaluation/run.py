@@ -337,10 +337,10 @@ def evaluate(
             seed=seed,
             metrics=chosen,
             resamples=resamples,
+            perturbation_measure=loaded.adapter.perturbation_measure,
         )
         summary = attrs.evolve(
             summary,
-            perturbation_measure=loaded.adapter.perturbation_measure,
             not_applicable=NOT_APPLICABLE_TO_PROMPTS if units == PROMPTS else {},
         )
         if out is not None and team.is_main:

@@ -32,6 +32,11 @@ __all__ = ["summarise"]
 
 LINES = ("method", *CHANCE_LINES)
 PERTURBATION_LINES = ("method", "random_smooth")
+PERTURBATION_BETTER = {
+    "perplexity": {"positive": 1.0, "negative": -1.0},
+    "similarity": {"positive": -1.0, "negative": 1.0},
+}
+"""Per measure and order, +1 where a higher AUC (log-ratio area) is better, -1 where lower."""
 
 Numbers = dict[str, Any]
 
@@ -47,6 +52,7 @@ def summarise(
     seed: int,
     metrics: Sequence[str] = ("segmentation", "grounding"),
     resamples: int = RESAMPLES,
+    perturbation_measure: str = "perplexity",
 ) -> Summary:
     """Aggregate per-item results into the :class:`Summary` (see its attributes).
 
@@ -60,10 +66,17 @@ def summarise(
         seed: the run's seed; the bootstrap draws from it.
         metrics: the metric families measured.
         resamples: bootstrap resamples (0: no intervals, every one NaN).
+        perturbation_measure: what the perturbation curves score (``perplexity`` or
+            ``similarity``); it decides which side of a win rate is the better one.
     """
     if not results:
         raise InputError("summarise: no item result; evaluate at least one item.")
-    columns = _Columns(results)
+    if perturbation_measure not in PERTURBATION_BETTER:
+        raise InputError(
+            f"summarise: perturbation_measure must be one of {tuple(PERTURBATION_BETTER)}, "
+            f"got {perturbation_measure!r}."
+        )
+    columns = _Columns(results, PERTURBATION_BETTER[perturbation_measure])
     everything = np.arange(len(results))
     numbers = columns.numbers(everything)
     if resamples > 0:
@@ -101,6 +114,9 @@ def summarise(
         },
         delta_auroc={**numbers["delta_auroc"], **columns.delta_counts()},
         perturbation=numbers["perturbation"],
+        perturbation_log_ratio=numbers["perturbation_log_ratio"],
+        perturbation_median=numbers["perturbation_median"],
+        perturbation_win_rate=numbers["perturbation_win_rate"],
         accuracy=numbers["accuracy"],
         kind_counts={
             kind: len(results) if kind == "all" else int(np.sum(kinds == kind))
@@ -108,14 +124,16 @@ def summarise(
         },
         confidence=_nest(intervals),
         resamples=resamples,
+        perturbation_measure=perturbation_measure,
     )
 
 
 class _Columns:
     """Per-item arrays of everything the summary's numbers are made of."""
 
-    def __init__(self, results: Sequence[ItemResult]) -> None:
+    def __init__(self, results: Sequence[ItemResult], better: Mapping[str, float]) -> None:
         count = len(results)
+        self.better = better
         scored = np.array([r.error is None for r in results])
         self.scored = scored
         self.segmentation = {
@@ -123,8 +141,11 @@ class _Columns:
             for line in LINES
         }
         self.perturbation = {
-            line: {order: np.full(count, np.nan) for order in PERTURBATION_ORDERS}
-            for line in PERTURBATION_LINES
+            form: {
+                line: {order: np.full(count, np.nan) for order in PERTURBATION_ORDERS}
+                for line in PERTURBATION_LINES
+            }
+            for form in ("auc", "log_ratio")
         }
         self.tokens = np.zeros(count)
         self.hits = {line: np.zeros(count) for line in LINES}
@@ -141,9 +162,11 @@ class _Columns:
                 scores = result.segmentation if line == "method" else result.chance.get(line, {})
                 for metric, value in scores.items():
                     self.segmentation[line][metric][row] = _finite_or_nan(value)
-            for line, aucs in result.perturbation.items():
-                for order, value in aucs.items():
-                    self.perturbation[line][order][row] = _finite_or_nan(value)
+            forms = {"auc": result.perturbation, "log_ratio": result.perturbation_log_ratio}
+            for form, lines in forms.items():
+                for line, areas in lines.items():
+                    for order, value in areas.items():
+                        self.perturbation[form][line][order][row] = _finite_or_nan(value)
             for token in result.token_grounding:
                 self.tokens[row] += 1
                 hits = (token.pointing_game, token.uniform_pointing_chance)
@@ -198,9 +221,13 @@ class _Columns:
                 "auroc": self._pooled_auroc(rows),
                 "auroc_within_answer": _mean(self.within_auroc[rows]),
             },
-            "perturbation": {
-                line: {order: _mean(values[rows]) for order, values in aucs.items()}
-                for line, aucs in self.perturbation.items()
+            "perturbation": self._per_line("auc", rows, _mean),
+            "perturbation_log_ratio": self._per_line("log_ratio", rows, _mean),
+            "perturbation_median": {
+                form: self._per_line(form, rows, _median) for form in self.perturbation
+            },
+            "perturbation_win_rate": {
+                form: self._win_rates(form, rows) for form in self.perturbation
             },
             "accuracy": {
                 kind: _mean(self.correct[rows] if kind == "all" else self._of_kind(rows, kind))
@@ -215,6 +242,32 @@ class _Columns:
             "object_words": positives,
             "function_words": int(self.token_labels.size - positives),
             "answers": int(np.isfinite(self.within_auroc).sum()),
+        }
+
+    def _per_line(
+        self, form: str, rows: npt.NDArray[np.intp], statistic: Any
+    ) -> dict[str, dict[str, float]]:
+        """``{line: {order: statistic}}`` of one perturbation form over the items ``rows``."""
+        return {
+            line: {order: statistic(values[rows]) for order, values in orders.items()}
+            for line, orders in self.perturbation[form].items()
+        }
+
+    def _win_rates(self, form: str, rows: npt.NDArray[np.intp]) -> dict[str, dict[str, float]]:
+        """``{baseline: {order: share}}``: the items on which the method beats each baseline.
+
+        Paired per item; a tie counts half, and an item where either number is undefined
+        is left out.
+        """
+        lines = self.perturbation[form]
+        return {
+            baseline: {
+                order: _win_rate(
+                    lines["method"][order][rows], lines[baseline][order][rows], self.better[order]
+                )
+                for order in PERTURBATION_ORDERS
+            }
+            for baseline in PERTURBATION_LINES[1:]
         }
 
     def _of_kind(self, rows: npt.NDArray[np.intp], kind: str) -> npt.NDArray[np.float64]:
@@ -237,8 +290,28 @@ def _finite_or_nan(value: float) -> float:
 
 def _mean(values: npt.NDArray[np.float64]) -> float:
     """Mean of the finite values; NaN when there is none."""
+    return _of_finite(values, np.mean)
+
+
+def _median(values: npt.NDArray[np.float64]) -> float:
+    """Median of the finite values; NaN when there is none."""
+    return _of_finite(values, np.median)
+
+
+def _of_finite(values: npt.NDArray[np.float64], statistic: Any) -> float:
     finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan
+    return float(statistic(finite)) if finite.size else math.nan
+
+
+def _win_rate(
+    method: npt.NDArray[np.float64], baseline: npt.NDArray[np.float64], better: float
+) -> float:
+    """The share of items where ``better * (method - baseline) > 0``, ties counted half."""
+    both = np.isfinite(method) & np.isfinite(baseline)
+    if not both.any():
+        return math.nan
+    lead = better * (method[both] - baseline[both])
+    return float(np.mean((lead > 0) + 0.5 * (lead == 0)))
 
 
 def _ratio(numerator: float, denominator: float) -> float:

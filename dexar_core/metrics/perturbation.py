@@ -6,8 +6,10 @@ of the original image, through each grid's pixel box, by the processor's normali
 mean (or a blurred copy of the image); the same answer is teacher-forced on the
 perturbed image and its perplexity divided by the clean one: ``nPPL_r = PPL_r / PPL_0``.
 The insertion curve starts from the fully replaced image and puts the top-r patches
-back. AUCs are trapezoids over r. One teacher-forced forward per level, several levels
-per batch.
+back. AUCs are trapezoids over r. Beside the AUC, the log-ratio curve
+``ln(PPL_r / PPL_0)`` (the mean per-token NLL increase, in nats) and its trapezoid area,
+which a few items whose perplexity explodes cannot dominate (:func:`curve_numbers`). One
+teacher-forced forward per level, several levels per batch.
 
 Only what the model saw is perturbed and ranked (:mod:`dexar_core.seen`): a cell's box is
 replaced only where it lies on the part of the image the processor kept, a blur is taken
@@ -57,6 +59,9 @@ class PerturbationCurve:
         clean_perplexity: PPL_0, on the unperturbed image.
         normalised: ``PPL_r / PPL_0`` (exactly 1 at r = 0 for removal orders).
         auc: trapezoid area under ``normalised`` over ``fractions``.
+        log_ratio: ``ln(PPL_r / PPL_0)``, the mean per-token NLL increase in nats
+            (exactly 0 at r = 0 for removal orders).
+        log_ratio_area: trapezoid area under ``log_ratio`` over ``fractions``.
     """
 
     order: str
@@ -66,12 +71,44 @@ class PerturbationCurve:
     clean_perplexity: float
     normalised: tuple[float, ...]
     auc: float
+    log_ratio: tuple[float, ...]
+    log_ratio_area: float
 
 
 def trapezoid_auc(fractions: Sequence[float], values: Sequence[float]) -> float:
     """Area under ``values`` over ``fractions`` by the trapezoid rule."""
     x, y = np.asarray(fractions, float), np.asarray(values, float)
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def curve_numbers(
+    fractions: Sequence[float], scores: Sequence[float], clean_score: float
+) -> dict[str, Any]:
+    """A curve's normalised scores, their AUC, log-ratios and log-ratio area (docs/method.md §11).
+
+    ``normalised_r = score_r / score_0`` and ``log_ratio_r = ln(score_r / score_0)``, each
+    integrated over ``fractions`` by :func:`trapezoid_auc`. For a perplexity the log-ratio
+    is the mean per-token NLL on the perturbed image minus that on the clean one, so an
+    item whose perplexity grows a million-fold adds ``ln(1e6) = 13.8`` nats to a level, not
+    a million. Both are NaN where ``score_0 <= 0``; a log-ratio is NaN where ``score_r <= 0``.
+
+    Returns:
+        ``{"normalised", "auc", "log_ratio", "log_ratio_area"}``, as the curve records
+        hold them.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    ratios = values / clean_score if clean_score > 0 else np.full(values.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(ratios)
+    logs[~(ratios > 0)] = np.nan  # ln 0 = -inf and ln of a negative are no ratio
+    normalised: list[float] = ratios.tolist()
+    log_ratio: list[float] = logs.tolist()
+    return {
+        "normalised": tuple(normalised),
+        "auc": trapezoid_auc(fractions, normalised),
+        "log_ratio": tuple(log_ratio),
+        "log_ratio_area": trapezoid_auc(fractions, log_ratio),
+    }
 
 
 def patch_boxes(grid: Grid) -> np.ndarray:
@@ -402,15 +439,13 @@ def perturbation_curve(
     clean_perplexity = perplexities[0]
     if order == "insertion":
         perplexities = perplexities[1:]
-    normalised = [value / clean_perplexity for value in perplexities]
     return PerturbationCurve(
         order=order,
         replacement=replacement,
         fractions=tuple(levels),
         perplexities=tuple(perplexities),
         clean_perplexity=clean_perplexity,
-        normalised=tuple(normalised),
-        auc=trapezoid_auc(levels, normalised),
+        **curve_numbers(levels, perplexities, clean_perplexity),
     )
 
 

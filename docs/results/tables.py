@@ -5,7 +5,8 @@ Usage: python docs/results/tables.py RUN_DIR[+RUN_DIR ...] ...
 Each RUN_DIR is one model's `dexar evaluate --out` folder (its summary.json holds every
 method); several folders of the same model and items joined by ``+`` make one table.
 Prints, per model, one row per method and the chance lines, each number with its 95%
-bootstrap interval, and for perturbation the medians and paired win rates.
+bootstrap interval, and for perturbation the log-ratio areas beside the AUCs, then the
+medians and paired win rates of both from the summary (docs/method.md §11).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 COLUMNS = (
     ("soft IoU", ("segmentation", "method", "soft_iou")),
@@ -26,6 +25,8 @@ COLUMNS = (
     ("delta AUROC", ("delta_auroc", "auroc")),
     ("positive AUC", ("perturbation", "method", "positive")),
     ("negative AUC", ("perturbation", "method", "negative")),
+    ("positive log-ratio", ("perturbation_log_ratio", "method", "positive")),
+    ("negative log-ratio", ("perturbation_log_ratio", "method", "negative")),
 )
 CHANCE = {"uniform map": "uniform", "random smooth map": "random_smooth"}
 """The chance lines' rows and their key in a summary, standing where a column has "method"."""
@@ -80,51 +81,44 @@ def methods_of(runs: list[Path]) -> dict[str, dict[str, Any]]:
     return found
 
 
+PERTURBATION_TESTS = ("positive", "negative")
+
 DELTA_METHODS = ("dexar", "dexar_nohead")
 """Methods with a token weight delta; the others weigh every token 1 (AUROC 0.5 by design)."""
 
 
-def perturbation_items(folder: Path) -> list[dict[str, Any]]:
-    """Per-item perturbation AUCs of one method's run (items without them left out)."""
-    items_file = folder / "items.jsonl"
-    if not items_file.is_file():
-        return []
-    rows = [json.loads(line) for line in items_file.read_text().splitlines() if line.strip()]
-    return [row["perturbation"] for row in rows if row.get("perturbation")]
-
-
-def robust_perturbation(
-    folders: dict[str, Path], summaries: dict[str, dict[str, Any]]
-) -> list[str]:
-    """Medians and paired win rates against the random smooth map, per method.
+def robust_perturbation(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """Medians and paired win rates against the random smooth map, per method and form.
 
     nPPL AUCs are heavy-tailed (one item whose perplexity explodes moves the mean), so
-    the median and the share of items where the method beats the chance map on that
-    same item say more than the mean on a few items.
+    the medians and the share of items where the method beats the chance map on that
+    same item (ties half; the summary's ``perturbation_median`` and
+    ``perturbation_win_rate``) say more than the mean on a few items.
     """
-    similarity = next(iter(summaries.values())).get("perturbation_measure") == "similarity"
-    sign = -1.0 if similarity else 1.0  # +1: a higher positive AUC is better
-    lines = [
-        "",
-        "| method | median positive | median negative | items where positive beats chance "
-        "| items where negative beats chance |",
-        "|---|---|---|---|---|",
-    ]
-    for method in summaries:
-        rows = perturbation_items(folders[method])
-        if not rows:
-            continue
-        positive = np.array([row["method"]["positive"] for row in rows], dtype=float)
-        negative = np.array([row["method"]["negative"] for row in rows], dtype=float)
-        chance_positive = np.array([row["random_smooth"]["positive"] for row in rows])
-        chance_negative = np.array([row["random_smooth"]["negative"] for row in rows])
-        wins_positive = np.mean(sign * (positive - chance_positive) > 0)
-        wins_negative = np.mean(sign * (chance_negative - negative) > 0)
-        lines.append(
-            f"| {method} | {np.nanmedian(positive):.3f} | {np.nanmedian(negative):.3f} "
-            f"| {wins_positive:.0%} | {wins_negative:.0%} |"
+    forms = [
+        (form, name)
+        for form, name in (("auc", "AUC"), ("log_ratio", "log-ratio"))
+        if any(
+            isinstance(dig(s, ("perturbation_median", form, "method", "positive")), (int, float))
+            for s in summaries.values()
         )
-    return lines if len(lines) > 3 else []
+    ]
+    if not forms:
+        return []
+    sections = (("perturbation_median", "method", "median {order} {name}"),)
+    sections += (("perturbation_win_rate", "random_smooth", "{order} {name} beats chance"),)
+    columns = [
+        (header.format(order=order, name=name), (section, form, line, order))
+        for section, line, header in sections
+        for form, name in forms
+        for order in PERTURBATION_TESTS
+    ]
+    lines = ["", "| method | " + " | ".join(header for header, _ in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1) + "|")
+    for method, summary in summaries.items():
+        cells = [cell(summary, path) for _, path in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def table(argument: str) -> str:
@@ -132,7 +126,6 @@ def table(argument: str) -> str:
     summaries = methods_of(runs)
     if not summaries:
         return f"{argument}: no summaries\n"
-    folders = {folder.name: folder for run in runs for folder in run.iterdir() if folder.is_dir()}
     used = [
         (name, path)
         for name, path in COLUMNS
@@ -163,7 +156,7 @@ def table(argument: str) -> str:
         cells = [cell(first, chance_path(path, key)) for _, path in used]
         lines.append(f"| *{line}* | " + " | ".join(cells) + " |")
     if any(name == "positive AUC" for name, _ in used):
-        lines += robust_perturbation(folders, summaries)
+        lines += robust_perturbation(summaries)
         if first.get("perturbation_measure") == "similarity":
             lines += [
                 "",

@@ -26,6 +26,7 @@ from dexar_core.errors import InputError
 from dexar_core.evaluation.run import check_metrics, evaluate
 from dexar_core.evaluation.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
+from dexar_core.metrics.perturbation import FRACTIONS, trapezoid_auc
 
 torch.set_num_threads(1)
 
@@ -156,7 +157,15 @@ def test_every_interval_brackets_its_number(uninterrupted):
                 assert interval[0] - 1e-12 <= value <= interval[1] + 1e-12, (*path, key)
 
     walk(numbers, bounds, ())
-    assert set(bounds) == {"segmentation", "grounding", "delta_auroc", "perturbation", "accuracy"}
+    perturbation = {"perturbation_log_ratio", "perturbation_median", "perturbation_win_rate"}
+    assert set(bounds) == {
+        "segmentation",
+        "grounding",
+        "delta_auroc",
+        "perturbation",
+        "accuracy",
+        *perturbation,
+    }
     assert bounds["segmentation"]["uniform"]["epg"][0] < bounds["segmentation"]["uniform"]["epg"][1]
 
 
@@ -186,6 +195,10 @@ def test_perturbation_curves_start_at_exactly_one(loaded, shapes, tmp_path):
     for order in ("positive", "negative"):
         assert record["perturbation_curves"][order][0] == 1.0
         assert len(record["perturbation_curves"][order]) == 10
+        log_ratio = np.log(record["perturbation_curves"][order])
+        area = record["perturbation_log_ratio"]["method"][order]
+        assert area == pytest.approx(trapezoid_auc(FRACTIONS, log_ratio), rel=1e-9, abs=1e-12)
+        assert math.isfinite(record["perturbation_log_ratio"]["random_smooth"][order])
     assert record["segmentation"] == {} and record["token_grounding"] == []
 
 

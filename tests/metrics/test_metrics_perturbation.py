@@ -1,4 +1,4 @@
-"""Perturbation curves with normalised perplexity (docs/method.md §11)."""
+"""Perturbation curves with normalised perplexity and its log-ratio (docs/method.md §11)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from PIL import Image
 from dexar_core.errors import InputError
 from dexar_core.metrics.perturbation import (
     FRACTIONS,
+    curve_numbers,
     mask_to_grid,
     patch_boxes,
     patch_ranking,
@@ -109,6 +110,46 @@ def test_trapezoid_auc_by_hand():
     assert FRACTIONS == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+def test_log_ratio_of_a_curve_at_the_clean_perplexity_is_zero():
+    numbers = curve_numbers(FRACTIONS, [3.7] * 10, 3.7)
+    assert numbers["log_ratio"] == (0.0,) * 10 and numbers["log_ratio_area"] == 0.0
+    assert numbers["normalised"] == (1.0,) * 10 and numbers["auc"] == pytest.approx(0.9)
+
+
+def test_log_ratio_by_hand():
+    numbers = curve_numbers([0, 0.5, 1], [2.0, 4.0, 8.0], 2.0)
+    assert numbers["normalised"] == (1.0, 2.0, 4.0)
+    assert numbers["auc"] == pytest.approx(0.5 * (1 + 2) / 2 + 0.5 * (2 + 4) / 2)
+    assert numbers["log_ratio"] == pytest.approx((0.0, np.log(2), np.log(4)))
+    # 0.5 (0 + ln 2) / 2 + 0.5 (ln 2 + ln 4) / 2 = ln 2
+    assert numbers["log_ratio_area"] == pytest.approx(np.log(2))
+    below = curve_numbers([0, 1], [2.0, 1.0], 2.0)  # the answer became more likely
+    assert below["log_ratio_area"] == pytest.approx(np.log(0.5) / 2) and below["log_ratio_area"] < 0
+
+
+def test_log_ratio_area_rises_with_every_perturbed_perplexity():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        scores = np.exp(rng.normal(1.0, 2.0, size=len(FRACTIONS)))
+        base = curve_numbers(FRACTIONS, scores, scores[0])["log_ratio_area"]
+        for level in range(1, len(FRACTIONS)):
+            higher = scores.copy()
+            higher[level] *= 1.5
+            assert curve_numbers(FRACTIONS, higher, scores[0])["log_ratio_area"] > base
+            lower = scores.copy()
+            lower[level] /= 1.5
+            assert curve_numbers(FRACTIONS, lower, scores[0])["log_ratio_area"] < base
+
+
+def test_log_ratio_is_undefined_where_a_score_is_not_positive():
+    crossed = curve_numbers([0, 0.5, 1], [0.3, 0.1, -0.05], 0.3)  # a similarity past 0
+    assert crossed["log_ratio"][:2] == pytest.approx((0.0, np.log(1 / 3)))
+    assert np.isnan(crossed["log_ratio"][2]) and np.isnan(crossed["log_ratio_area"])
+    assert crossed["auc"] == pytest.approx(0.5 * (1 + 1 / 3) / 2 + 0.5 * (1 / 3 - 1 / 6) / 2)
+    dead = curve_numbers([0, 1], [0.0, 0.2], 0.0)
+    assert all(np.isnan(dead[key]) for key in ("auc", "log_ratio_area"))
+
+
 @pytest.fixture(scope="module")
 def loaded():
     return tiny_llava(seed=0)
@@ -138,6 +179,11 @@ def test_curve_starts_at_exactly_one(loaded, setup, order):
     assert curve.fractions == FRACTIONS and len(curve.perplexities) == 10
     assert all(np.isfinite(curve.normalised)) and all(v > 0 for v in curve.perplexities)
     assert curve.auc == pytest.approx(trapezoid_auc(FRACTIONS, curve.normalised))
+    assert curve.log_ratio[0] == 0.0
+    assert curve.log_ratio == pytest.approx(
+        np.log(np.divide(curve.perplexities, curve.perplexities[0]))
+    )
+    assert curve.log_ratio_area == pytest.approx(trapezoid_auc(FRACTIONS, curve.log_ratio))
 
 
 def test_batched_levels_match_one_level_per_forward(loaded, setup):
