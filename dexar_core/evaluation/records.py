@@ -94,6 +94,14 @@ class TokenGrounding:
         uniform_iou: ``object_iou`` of the uniform map.
         random_pointing_game: the pointing game of the item's random smooth map.
         random_iou: ``object_iou`` of the item's random smooth map.
+        wrong_object_peak: whether its map's maximum lies inside another object of the
+            item (``wrong_object_peak``); None when the item has no other visible object.
+        other_objects_area: the other objects' area fraction, the wrong-object peak's
+            uniform chance; NaN without another object.
+        random_wrong_object_peak: the wrong-object peak of the item's random smooth map.
+        contrast: ``object_contrast`` of its map: mean on its object minus mean on the
+            background; below 0 the map is inverted. NaN where undefined.
+        random_contrast: ``object_contrast`` of the item's random smooth map.
     """
 
     position: int
@@ -107,6 +115,11 @@ class TokenGrounding:
     uniform_iou: float
     random_pointing_game: bool
     random_iou: float
+    wrong_object_peak: bool | None = None
+    other_objects_area: float = math.nan
+    random_wrong_object_peak: bool | None = None
+    contrast: float = math.nan
+    random_contrast: float = math.nan
 
 
 @attrs.frozen(kw_only=True)
@@ -295,7 +308,17 @@ def _token_grounding(record: Mapping[str, Any]) -> TokenGrounding:
         uniform_iou=_number(record["uniform_iou"]),
         random_pointing_game=bool(record["random_pointing_game"]),
         random_iou=_number(record["random_iou"]),
+        # records written before these fields existed read as "not measured"
+        wrong_object_peak=_flag(record.get("wrong_object_peak")),
+        other_objects_area=_number(record.get("other_objects_area")),
+        random_wrong_object_peak=_flag(record.get("random_wrong_object_peak")),
+        contrast=_number(record.get("contrast")),
+        random_contrast=_number(record.get("random_contrast")),
     )
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _number(value: Any) -> float:
