@@ -14,8 +14,9 @@ images made differently:
   each other (at least one clear pixel between any two objects; none overlap);
 - **jitter**: every shape is rotated (squares up to 25 degrees, triangles 12, circles
   become rotated ellipses), stretched by an aspect factor in [0.85, 1.18] at constant
-  area, painted in its colour name's hue jittered per channel, and anti-aliased (4x4
-  supersampling: an edge pixel blends the object's colour with the background).
+  area, painted in its colour name's colour jittered by up to 16 per channel (shapes
+  paints the exact colour), and anti-aliased (4x4 supersampling: an edge pixel blends
+  the object's colour with the background).
 
 An object's mask is the pixels it covers at least half of (its coverage >= 0.5), so
 the mask's pixel count equals the drawn area up to the anti-aliased rim. The position
@@ -26,14 +27,16 @@ objects to be confused with).
 The splits are ``val`` (to choose a method's options) and ``test`` (to report); items
 are generated from ``(seed, split, index)`` on a random stream of their own (the
 shapes benchmark's streams are never drawn), so the same arguments give the same bytes
-everywhere. Only the words are shared with shapes: the colour, shape and position names
-and the question and caption templates (:func:`dexar_core.datasets.shapes._questions`).
+everywhere. Shared with shapes is what the models must know to answer, and no drawing
+code: the colour, shape and position names, the colour each name stands for (before
+jitter), the question and caption templates (:func:`dexar_core.datasets.shapes.ask`),
+the item record (:class:`~dexar_core.datasets.shapes.ShapesItem`) and the split
+container (:class:`~dexar_core.datasets.generated.GeneratedSplit`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -41,20 +44,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from dexar_core.datasets.shapes import KINDS, POSITIONS, SHAPES, _caption, _questions
-from dexar_core.errors import DatasetError
+from dexar_core.datasets.generated import GeneratedSplit
+from dexar_core.datasets.shapes import COLORS, KINDS, POSITIONS, SHAPES, ShapesItem, ask
 
-__all__ = ["HUES", "SPLITS", "SceneItem", "SceneObject", "ScenesDataset"]
-
-HUES: dict[str, tuple[int, int, int]] = {
-    "red": (205, 40, 40),
-    "green": (45, 150, 65),
-    "blue": (45, 85, 215),
-    "yellow": (232, 205, 45),
-    "purple": (135, 60, 175),
-    "orange": (236, 125, 35),
-}
-"""The centre of each colour name's hue; each object's colour is jittered around it."""
+__all__ = ["SPLITS", "SceneItem", "SceneObject", "ScenesDataset"]
 
 SPLITS: dict[str, int] = {"val": 500, "test": 1000}
 """Split names and their default sizes."""
@@ -63,7 +56,7 @@ SPLITS: dict[str, int] = {"val": 500, "test": 1000}
 _STREAM = 0x5CE7E5  # the first entry of every scenes seed sequence after the user's seed
 _SPLIT_CODES = {"val": 1, "test": 2}
 _SUPERSAMPLE = 4  # sub-pixels per side: edge pixels get coverage in steps of 1/16
-_COLOR_JITTER = 14  # per channel, around the hue's centre
+_COLOR_JITTER = 16  # per channel, around the colour name's centre
 _MIN_SIDE = 30  # pixels: below this a 3x3 layout cannot hold the smallest objects
 _ROTATION = {"circle": 90.0, "square": 25.0, "triangle": 12.0}  # degrees, either way
 _OBJECT_COUNTS = (0.2, 0.4, 0.4)  # probabilities of one, two and three objects
@@ -97,9 +90,9 @@ class SceneObject:
 
     Attributes:
         shape: ``circle``, ``square`` or ``triangle``.
-        color: its colour name (a key of :data:`HUES`).
+        color: its colour name (a key of the shapes benchmark's ``COLORS``).
         position: the name of the layout cell holding its centre, e.g. ``"top left"``.
-        rgb: the colour it was painted in (its hue, jittered).
+        rgb: the colour it was painted in: its name's colour, jittered per channel.
         mask: ``(height, width)`` read-only boolean array: the pixels it covers at
             least half of.
         coverage: ``(height, width)`` read-only float32 array: the share of each pixel
@@ -131,53 +124,23 @@ class SceneObject:
 
 
 @attrs.frozen(kw_only=True)
-class SceneItem:
-    """One scene with one question, in the record shape the benchmark reads.
+class SceneItem(ShapesItem):
+    """One scene with one question: the shapes benchmark's item record, with its background.
+
+    The record (pixels, objects, question, answer, kind, targets, split, index, and the
+    image, caption and masks it derives) is the one every reader of generated items
+    takes (:class:`~dexar_core.datasets.shapes.ShapesItem`); here its objects are
+    :class:`SceneObject` records.
 
     Attributes:
-        pixels: ``(height, width, 3)`` read-only uint8 RGB image.
-        background: the same image before any object was painted.
-        objects: the objects in layout order (top left to bottom right).
-        question: the question or instruction.
-        answer: the exact expected answer.
-        kind: ``color``, ``shape``, ``position`` or ``caption``.
-        targets: indices into ``objects`` of the objects the answer is about.
-        split: its split.
-        index: its index in that split.
+        background: ``(height, width, 3)`` read-only uint8: the image before any object
+            was painted.
     """
 
-    pixels: np.ndarray = attrs.field(converter=_readonly_pixels, eq=_same_array)
     background: np.ndarray = attrs.field(converter=_readonly_pixels, eq=_same_array, repr=False)
-    objects: tuple[SceneObject, ...]
-    question: str
-    answer: str
-    kind: str
-    targets: tuple[int, ...]
-    split: str
-    index: int
-
-    @property
-    def image(self) -> Image.Image:
-        """The image as a new RGB PIL image."""
-        return Image.fromarray(np.array(self.pixels), mode="RGB")
-
-    @property
-    def caption(self) -> str:
-        """The caption naming every object, whatever the question kind."""
-        return _caption(self.objects)  # type: ignore[arg-type]  # same words as ShapeObject
-
-    @property
-    def union_mask(self) -> np.ndarray:
-        """The pixels of all objects together."""
-        return _readonly_mask(np.logical_or.reduce([obj.mask for obj in self.objects]))
-
-    @property
-    def target_mask(self) -> np.ndarray:
-        """The pixels of the objects the answer is about."""
-        return _readonly_mask(np.logical_or.reduce([self.objects[i].mask for i in self.targets]))
 
 
-class ScenesDataset(Sequence[SceneItem]):
+class ScenesDataset(GeneratedSplit[SceneItem]):
     """A split of the ``scenes`` image set: indexable, iterable, generated on demand.
 
     Args:
@@ -191,73 +154,23 @@ class ScenesDataset(Sequence[SceneItem]):
         DatasetError: for an unknown split or kind, a bad size or a too small image.
     """
 
-    def __init__(
-        self,
-        split: str = "test",
-        size: int | None = None,
-        *,
-        image_size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        kinds: Sequence[str] | None = None,
-    ) -> None:
-        if split not in SPLITS:
-            raise DatasetError(
-                f"ScenesDataset: expected split to be one of {list(SPLITS)}, found {split!r}; "
-                "choose options on 'val' and report on 'test'."
-            )
-        count = SPLITS[split] if size is None else size
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise DatasetError(
-                f"ScenesDataset: expected size to be a positive integer, found {size!r}."
-            )
-        sides = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(sides) != 2 or not all(isinstance(s, int) and s >= _MIN_SIDE for s in sides):
-            raise DatasetError(
-                f"ScenesDataset: expected image_size to be an integer or (height, width) of "
-                f"integers >= {_MIN_SIDE}, found {image_size!r}."
-            )
-        self.kinds = tuple(KINDS if kinds is None else kinds)
-        if not self.kinds or any(kind not in KINDS for kind in self.kinds):
-            raise DatasetError(
-                f"ScenesDataset: expected kinds from {list(KINDS)}, found {list(self.kinds)}."
-            )
-        self.split = split
-        self.size = count
-        self.image_size = (int(sides[0]), int(sides[1]))
-        self.seed = int(seed)
+    splits = SPLITS
+    min_side = _MIN_SIDE
+    known_kinds = KINDS
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[SceneItem]:
-        return map(self.__getitem__, range(self.size))
-
-    def __getitem__(self, index: int) -> SceneItem:  # type: ignore[override]
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"ScenesDataset: an item index is an integer, got {index!r}.")
-        position = int(index) + self.size if index < 0 else int(index)
-        if not 0 <= position < self.size:
-            raise IndexError(
-                f"ScenesDataset({self.split!r}): index {index} out of range for size {self.size}."
-            )
-        rng = np.random.default_rng([self.seed, _STREAM, _SPLIT_CODES[self.split], position])
+    def _item(self, index: int) -> SceneItem:
+        rng = np.random.default_rng([self.seed, _STREAM, _SPLIT_CODES[self.split], index])
         item = None
         while item is None:  # a draw that allows no question of its kind is drawn again
-            item = self._scene(rng, position)
+            item = self._scene(rng, index)
         return item
-
-    def __repr__(self) -> str:
-        return (
-            f"ScenesDataset(split={self.split!r}, size={self.size}, "
-            f"image_size={self.image_size}, seed={self.seed})"
-        )
 
     def _scene(self, rng: np.random.Generator, position: int) -> SceneItem | None:
         height, width = self.image_size
         background = _background(rng, height, width)
         count = 1 + int(rng.choice(len(_OBJECT_COUNTS), p=_OBJECT_COUNTS))
         cells = rng.permutation(len(POSITIONS))[:count]
-        colors = list(HUES)
+        colors = list(COLORS)
         objects: list[SceneObject] = []
         taken = np.zeros((height, width), dtype=bool)  # every object's support, grown by 1
         for cell in sorted(int(c) for c in cells):
@@ -276,22 +189,17 @@ class ScenesDataset(Sequence[SceneItem]):
         for obj in objects:
             alpha = obj.coverage[:, :, None].astype(np.float64)
             pixels = pixels * (1 - alpha) + np.array(obj.rgb, dtype=np.float64) * alpha
-        kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        candidates = _questions(tuple(objects), kind, None)  # type: ignore[arg-type]
-        if not candidates:
-            return None
-        question, answer, targets = candidates[int(rng.integers(len(candidates)))]
-        return SceneItem(
+        item: SceneItem | None = ask(
+            rng,
+            tuple(objects),
+            self.kinds,
+            record=SceneItem,
             pixels=np.clip(np.rint(pixels), 0, 255),
             background=background,
-            objects=tuple(objects),
-            question=question,
-            answer=answer,
-            kind=kind,
-            targets=targets,
             split=self.split,
             index=position,
         )
+        return item
 
 
 def _tint(rng: np.random.Generator) -> npt.NDArray[np.float64]:
@@ -352,7 +260,7 @@ def _place(
     cell_h, cell_w = height / 3, width / 3
     rgb = tuple(
         int(np.clip(value + rng.integers(-_COLOR_JITTER, _COLOR_JITTER + 1), 0, 255))
-        for value in HUES[color]
+        for value in COLORS[color]
     )
     rotation = float(rng.uniform(-_ROTATION[shape], _ROTATION[shape]))
     aspect = float(math.exp(rng.uniform(math.log(0.85), math.log(1.18))))
