@@ -12,7 +12,7 @@ images made differently:
 - **placements**: the centre anywhere in the middle 64% of its cell, half of the
   time pushed towards a cell border, so objects come close to the image's edges and to
   each other (at least one clear pixel between any two objects; none overlap);
-- **jitter**: every shape is rotated (squares up to 25 degrees, triangles 12, circles
+- **jitter**: every shape is rotated (squares up to 12 degrees, triangles 8, circles
   become rotated ellipses), stretched by an aspect factor in [0.85, 1.18] at constant
   area, painted in its colour name's colour jittered by up to 16 per channel (shapes
   paints the exact colour), and anti-aliased (4x4 supersampling: an edge pixel blends
@@ -58,7 +58,7 @@ _SPLIT_CODES = {"val": 1, "test": 2}
 _SUPERSAMPLE = 4  # sub-pixels per side: edge pixels get coverage in steps of 1/16
 _COLOR_JITTER = 16  # per channel, around the colour name's centre
 _MIN_SIDE = 30  # pixels: below this a 3x3 layout cannot hold the smallest objects
-_ROTATION = {"circle": 90.0, "square": 25.0, "triangle": 12.0}  # degrees, either way
+_ROTATION = {"circle": 90.0, "square": 12.0, "triangle": 8.0}  # degrees, either way
 _OBJECT_COUNTS = (0.2, 0.4, 0.4)  # probabilities of one, two and three objects
 _PLACEMENT_TRIES = 40
 
@@ -203,9 +203,9 @@ class ScenesDataset(GeneratedSplit[SceneItem]):
 
 
 def _tint(rng: np.random.Generator) -> npt.NDArray[np.float64]:
-    """A low-saturation colour: a grey level plus a chroma of 10-28 along a random hue."""
+    """A low-saturation colour: a grey level plus a chroma of 4-12 along a random hue."""
     level = rng.uniform(75, 185)
-    chroma = rng.uniform(10, 28)
+    chroma = rng.uniform(4, 12)
     hue = rng.uniform(0, 2 * math.pi)
     offsets = np.cos(hue - np.array([0.0, 2 * math.pi / 3, 4 * math.pi / 3]))
     return np.asarray(level + chroma * offsets, dtype=np.float64)
