@@ -213,11 +213,13 @@ class ShapesDataset(GeneratedSplit[ShapesItem]):
     Args:
         split: ``train``, ``val``, ``test`` or ``heldout``.
         size: number of items; defaults to the split's size in :data:`SPLITS`.
-        image_size: side of square images, or ``(height, width)``.
-        seed: seed of the whole benchmark; each split has its own stream under it.
-        kinds: question kinds to draw from (uniformly); defaults to all of :data:`KINDS`.
         occlusion: probability that a card partly hides one object of an item.
         textured: probability of a textured (noise, stripes, checker) background.
+        **options: ``image_size`` (side of square images, or ``(height, width)``;
+            64), ``seed`` (of the whole benchmark; each split has its own stream under
+            it; 0) and ``kinds`` (question kinds to draw from, uniformly; all of
+            :data:`KINDS`), as :class:`~dexar_core.datasets.generated.GeneratedSplit`
+            takes them.
 
     Raises:
         DatasetError: if the split, size, image size, kinds or probabilities are invalid.
@@ -232,13 +234,11 @@ class ShapesDataset(GeneratedSplit[ShapesItem]):
         split: str = "test",
         size: int | None = None,
         *,
-        image_size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        kinds: tuple[str, ...] | list[str] | None = None,
         occlusion: float = 0.0,
         textured: float = 0.5,
+        **options: Any,
     ) -> None:
-        super().__init__(split, size, image_size=image_size, seed=seed, kinds=kinds)
+        super().__init__(split, size, **options)
         for name, value in (("occlusion", occlusion), ("textured", textured)):
             if not 0.0 <= value <= 1.0:
                 raise DatasetError(

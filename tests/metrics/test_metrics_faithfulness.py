@@ -43,7 +43,7 @@ def test_a_map_peaking_on_another_object_counts_as_a_wrong_object_peak():
 
 
 def test_the_wrong_object_peak_counts_only_valid_pixels_and_has_the_area_as_chance():
-    named, other, _ = _scene()
+    _, other, _ = _scene()
     peak = np.zeros((20, 20))
     peak[14, 15] = 1.0
     peak[0, 19] = 0.8
