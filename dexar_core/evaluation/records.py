@@ -233,13 +233,17 @@ class Summary:
         segmentation: ``{"method" | "uniform" | "random_smooth": {metric: mean}}`` over
             the explained items.
         undefined: per metric, how many items' method scores were left out of its mean.
-        grounding: ``{"tokens": n, "absent": n, "pointing_game": {line: rate},
-            "iou": {line: mean}}``; the pointing game's ``uniform`` line is the mean
-            area fraction (the uniform pointing chance).
-        delta_auroc: ``{"auroc", "auroc_within_answer", "object_words",
-            "function_words", "answers"}``; ``auroc`` pools every token, the
-            within-answer figure averages the AUROCs of the ``answers`` that hold both
-            classes. None where undefined.
+        grounding: ``{"tokens": n, "absent": n, "wrong_object_tokens": n,
+            "pointing_game": {line: rate}, "iou": {line: mean}, "wrong_object_peak":
+            {line: rate}, "inverted": {"method" | "random_smooth": rate}}``; the
+            ``uniform`` line of the pointing game and of the wrong-object peak is the
+            mean area fraction (of the named, of the other objects); the wrong-object
+            peak counts the ``wrong_object_tokens`` of items with another object.
+        delta_auroc: ``{"auroc", "auroc_within_answer", "all_zero_share",
+            "object_words", "function_words", "answers"}``; ``auroc`` pools every
+            token, the within-answer figure averages the AUROCs of the ``answers`` that
+            hold both classes, ``all_zero_share`` is the share of explained answers
+            whose every delta is 0. None where undefined.
         perturbation: ``{"method" | "random_smooth": {"positive" | "negative": mean AUC}}``.
         accuracy: answer accuracy per question kind present and ``"all"`` (over the
             items that have reference answers).
