@@ -37,13 +37,17 @@ if TYPE_CHECKING:
 SUMMARIES_FILE = "summary.json"
 """``OUT/summary.json``: every method's summary, by method."""
 
+PAIRED_FILE = "paired.json"
+"""``OUT/paired.json``: dexar's paired differences against every other method run."""
+
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load the model, run the benchmark per method, print the report; write the outputs."""
     from dexar_core.cli.progress import quiet_third_party
     from dexar_core.datasets.benchmark import open_benchmark
     from dexar_core.evaluation.distributed import current_processes
-    from dexar_core.evaluation.report import format_report
+    from dexar_core.evaluation.records import json_ready
+    from dexar_core.evaluation.report import format_paired, format_report
     from dexar_core.evaluation.run import check_metrics, evaluate
     from dexar_core.evaluation.run_log import check_unlocked, write_atomically
     from dexar_core.explaining import check_batch_size
@@ -166,6 +170,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     write_atomically(out / SUMMARIES_FILE, json.dumps(by_method, indent=2) + "\n")
     tables = format_report(summaries, not_supported)
+    paired = _paired_differences(out, summaries, args.seed, args.resamples)
+    if paired["against"]:
+        write_atomically(out / PAIRED_FILE, json.dumps(json_ready(paired), indent=2) + "\n")
+        tables += "\n\n" + format_paired(paired["reference"], paired["against"])
     index = write_html(evaluation_index(out, tables, list(summaries)), out / "index.html")
     if args.json:
         print(json.dumps(by_method, indent=2))
@@ -173,6 +181,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(tables)
     _progress(f"dexar: wrote {out}/<method>/items.jsonl, {out}/{SUMMARIES_FILE} and {index}", team)
     return 0
+
+
+def _paired_differences(
+    out: Path, summaries: dict[str, Summary], seed: int, resamples: int
+) -> dict[str, Any]:
+    """``dexar`` (else the first method) minus every other method, paired over the items.
+
+    Read from the run folders, so a resumed run pairs exactly the items it summarised.
+    """
+    from dexar_core.evaluation.records import ItemResult
+    from dexar_core.evaluation.run_log import finished_records
+    from dexar_core.evaluation.summary import paired_differences
+
+    methods = list(summaries)
+    reference = "dexar" if "dexar" in summaries else methods[0]
+    results = {
+        method: [
+            ItemResult.from_dict(record)
+            for position, record in sorted(finished_records(out / method).items())
+            if position < summaries[method].items
+        ]
+        for method in methods
+    }
+    against = {
+        method: paired_differences(
+            results[reference], results[method], seed=seed, resamples=resamples
+        )
+        for method in methods
+        if method != reference
+    }
+    return {"reference": reference, "against": against}
 
 
 def _refuse_all_unexplained(summaries: dict[str, Summary], out: Path) -> None:

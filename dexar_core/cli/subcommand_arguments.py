@@ -138,11 +138,12 @@ EVALUATE_ARGUMENTS = (
     argument(
         "--dataset",
         default="shapes",
-        help="shapes, voc:PATH, imagenet:PATH or vqa:PATH (default: shapes)",
+        help="shapes, scenes, voc:PATH, imagenet:PATH or vqa:PATH (default: shapes)",
     ),
     argument(
         "--split",
-        help="shapes: train, val, test (default) or heldout; voc: a split list (default: val)",
+        help="shapes: train, val, test (default) or heldout; scenes: val or test (default); "
+        "voc: a split list (default: val)",
     ),
     argument(
         "--model",

@@ -9,6 +9,7 @@ the dataset has them, the union mask of its objects and the words that name obje
 ``--dataset``             question                     masks       object words
 ========================  ===========================  ==========  ================
 ``shapes``                the item's question          per object  colours, shapes
+``scenes``                the item's question          per object  colours, shapes
 ``voc:PATH``              ``describe the image.``      per class   VOC class names
 ``imagenet:PATH``         ``what is in the image?``    none        none
 ``vqa:PATH``              the line's question          none        none
@@ -28,6 +29,7 @@ import attrs
 import numpy as np
 from PIL import Image
 
+from dexar_core.datasets import scenes
 from dexar_core.datasets.imagenet import ClassifiedImage, ImageFolderDataset
 from dexar_core.datasets.shapes import (
     CAPTION_QUESTION,
@@ -50,8 +52,14 @@ __all__ = [
     "open_benchmark",
 ]
 
-DATASET_KINDS = ("shapes", "voc", "imagenet", "vqa")
-"""The dataset kinds of ``--dataset``: ``shapes``, or ``KIND:PATH`` for the others."""
+DATASET_KINDS = ("shapes", "scenes", "voc", "imagenet", "vqa")
+"""The dataset kinds of ``--dataset``: ``shapes``, ``scenes``, or ``KIND:PATH`` for the others."""
+
+GENERATED: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+    "shapes": (ShapesDataset, tuple(SPLITS)),
+    "scenes": (scenes.ScenesDataset, tuple(scenes.SPLITS)),
+}
+"""The generated image sets, opened by name alone: their reader and their splits."""
 
 IMAGENET_QUESTION = "what is in the image?"
 
@@ -186,14 +194,15 @@ def open_benchmark(
     prompt: str | None = None,
     class_index: str | None = None,
 ) -> Benchmark:
-    """Open ``shapes``, ``voc:PATH``, ``imagenet:PATH`` or ``vqa:PATH``.
+    """Open ``shapes``, ``scenes``, ``voc:PATH``, ``imagenet:PATH`` or ``vqa:PATH``.
 
     Args:
         spec: the ``--dataset`` value.
-        split: shapes: ``train``, ``val``, ``test`` (default) or ``heldout``; VOC: the
+        split: shapes: ``train``, ``val``, ``test`` (default) or ``heldout``; scenes:
+            ``val`` or ``test`` (default); VOC: the
             split list's name (default ``val``); ImageNet and VQA have none.
-        seed: the shapes benchmark's seed.
-        image_size: the shapes images' side.
+        seed: the generated sets' seed (shapes, scenes).
+        image_size: the generated images' side.
         prompt: the question for datasets without one (VOC, ImageNet).
         class_index: ImageNet: a class-index JSON (needed by a file list with names).
 
@@ -202,21 +211,22 @@ def open_benchmark(
             none, or what the reader finds wrong with the files.
     """
     kind, _, path = spec.partition(":")
-    if kind not in DATASET_KINDS or (kind == "shapes") != (path == ""):
+    if kind not in DATASET_KINDS or (kind in GENERATED) != (path == ""):
         raise DatasetError(
-            f"evaluate: cannot read dataset {spec!r}; expected 'shapes', 'voc:PATH', "
-            "'imagenet:PATH' or 'vqa:PATH' (PATH: a VOC folder, an image folder or file "
-            "list, a .jsonl file)."
+            f"evaluate: cannot read dataset {spec!r}; expected 'shapes', 'scenes', "
+            "'voc:PATH', 'imagenet:PATH' or 'vqa:PATH' (PATH: a VOC folder, an image folder "
+            "or file list, a .jsonl file)."
         )
-    if kind == "shapes":
+    if kind in GENERATED:
+        reader, splits = GENERATED[kind]
         chosen = "test" if split is None else split
-        if chosen not in SPLITS:
+        if chosen not in splits:
             raise DatasetError(
-                f"evaluate: dataset 'shapes' has no split {chosen!r}; its splits are "
-                f"{list(SPLITS)}. Pass one of them (the benchmark's figures use 'test')."
+                f"evaluate: dataset {kind!r} has no split {chosen!r}; its splits are "
+                f"{list(splits)}. Pass one of them (choose options on 'val', report 'test')."
             )
-        shapes = ShapesDataset(chosen, seed=seed, image_size=image_size)
-        return Benchmark(spec, chosen, shapes, has_masks=True, has_object_words=True)
+        generated = reader(chosen, seed=seed, image_size=image_size)
+        return Benchmark(spec, chosen, generated, has_masks=True, has_object_words=True)
     if kind == "voc":
         chosen = "val" if split is None else split
         voc = VOCSegmentation(path, chosen)

@@ -29,13 +29,13 @@ Only numpy and Pillow are used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import numpy as np
 from PIL import Image
 
+from dexar_core.datasets.generated import GeneratedSplit
 from dexar_core.errors import DatasetError
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -207,52 +207,38 @@ class ShapesItem:
         return _readonly_mask(np.any([self.objects[i].mask for i in self.targets], axis=0))
 
 
-class ShapesDataset:
+class ShapesDataset(GeneratedSplit[ShapesItem]):
     """An indexable, iterable split of the synthetic shapes benchmark.
 
     Args:
         split: ``train``, ``val``, ``test`` or ``heldout``.
         size: number of items; defaults to the split's size in :data:`SPLITS`.
-        image_size: side of square images, or ``(height, width)``.
-        seed: seed of the whole benchmark; each split has its own stream under it.
-        kinds: question kinds to draw from (uniformly); defaults to all of :data:`KINDS`.
         occlusion: probability that a card partly hides one object of an item.
         textured: probability of a textured (noise, stripes, checker) background.
+        **options: ``image_size`` (side of square images, or ``(height, width)``;
+            64), ``seed`` (of the whole benchmark; each split has its own stream under
+            it; 0) and ``kinds`` (question kinds to draw from, uniformly; all of
+            :data:`KINDS`), as :class:`~dexar_core.datasets.generated.GeneratedSplit`
+            takes them.
 
     Raises:
         DatasetError: if the split, size, image size, kinds or probabilities are invalid.
     """
+
+    splits = SPLITS
+    min_side = 3 * _MIN_CELL
+    known_kinds = KINDS
 
     def __init__(
         self,
         split: str = "test",
         size: int | None = None,
         *,
-        image_size: int | tuple[int, int] = 64,
-        seed: int = 0,
-        kinds: tuple[str, ...] | list[str] | None = None,
         occlusion: float = 0.0,
         textured: float = 0.5,
+        **options: Any,
     ) -> None:
-        if split not in SPLITS:
-            raise DatasetError(
-                f"ShapesDataset: expected split to be one of {sorted(SPLITS)}, found {split!r}."
-            )
-        size = SPLITS[split] if size is None else size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise DatasetError(
-                f"ShapesDataset: expected size to be a positive integer, found {size!r}."
-            )
-        self.split = split
-        self.size = size
-        self.image_size = _check_image_size(image_size)
-        self.seed = int(seed)
-        self.kinds = tuple(KINDS if kinds is None else kinds)
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown or not self.kinds:
-            raise DatasetError(
-                f"ShapesDataset: expected kinds from {list(KINDS)}, found {list(self.kinds)}."
-            )
+        super().__init__(split, size, **options)
         for name, value in (("occlusion", occlusion), ("textured", textured)):
             if not 0.0 <= value <= 1.0:
                 raise DatasetError(
@@ -262,29 +248,12 @@ class ShapesDataset:
         self.occlusion = float(occlusion)
         self.textured = float(textured)
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[ShapesItem]:
-        return (self[index] for index in range(self.size))
-
-    def __getitem__(self, index: int) -> ShapesItem:
-        if not -self.size <= index < self.size:
-            raise IndexError(
-                f"ShapesDataset({self.split!r}): index {index} out of range for size {self.size}."
-            )
-        index %= self.size
+    def _item(self, index: int) -> ShapesItem:
         rng = np.random.default_rng([self.seed, _SPLIT_STREAMS[self.split], index])
         while True:
             item = self._draw(rng, index)
             if item is not None:
                 return item
-
-    def __repr__(self) -> str:
-        return (
-            f"ShapesDataset(split={self.split!r}, size={self.size}, "
-            f"image_size={self.image_size}, seed={self.seed})"
-        )
 
     def _draw(self, rng: np.random.Generator, index: int) -> ShapesItem | None:
         """Draw one scene and question; ``None`` when the scene allows no question."""
@@ -302,32 +271,47 @@ class ShapesDataset:
         order = sorted(range(len(objects)), key=lambda i: POSITIONS.index(objects[i].position))
         objects_sorted = tuple(objects[i] for i in order)
         focus = order.index(0) if heldout else None
-        kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        candidates = _questions(objects_sorted, kind, focus)
-        if not candidates:
-            return None
-        question, answer, targets = candidates[int(rng.integers(len(candidates)))]
-        return ShapesItem(
+        return ask(
+            rng,
+            objects_sorted,
+            self.kinds,
+            focus,
             pixels=pixels,
-            objects=objects_sorted,
-            question=question,
-            answer=answer,
-            kind=kind,
-            targets=targets,
             split=self.split,
             index=index,
         )
 
 
-def _check_image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    """Normalise ``image_size`` to ``(height, width)`` and check it fits the layout."""
-    pair = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(pair) != 2 or not all(isinstance(side, int) and side >= 3 * _MIN_CELL for side in pair):
-        raise DatasetError(
-            f"ShapesDataset: expected image_size to be an integer or (height, width) of "
-            f"integers >= {3 * _MIN_CELL}, found {image_size!r}."
-        )
-    return int(pair[0]), int(pair[1])
+def ask(
+    rng: np.random.Generator,
+    objects: tuple[Any, ...],
+    kinds: tuple[str, ...],
+    focus: int | None = None,
+    record: type[ShapesItem] = ShapesItem,
+    **fields: Any,
+) -> Any:
+    """The item asking one question about ``objects``, or None when its kind allows none.
+
+    Draws the kind (uniformly from ``kinds``), then one of the kind's unambiguous
+    questions (:func:`_questions`); every generated set asks in these words.
+
+    Args:
+        rng: the item's random stream.
+        objects: the drawn objects in layout order; each has ``shape``, ``color``,
+            ``position`` and ``phrase``.
+        kinds: the question kinds to draw from.
+        focus: ask only about this object (the held-out split); any when None.
+        record: the item class (ShapesItem or a subclass).
+        **fields: the record's other fields (``pixels``, ``split``, ``index``, ...).
+    """
+    kind = kinds[int(rng.integers(len(kinds)))]
+    candidates = _questions(objects, kind, focus)
+    if not candidates:
+        return None
+    question, answer, targets = candidates[int(rng.integers(len(candidates)))]
+    return record(
+        objects=objects, question=question, answer=answer, kind=kind, targets=targets, **fields
+    )
 
 
 def _draw_combos(rng: np.random.Generator, heldout: bool) -> list[tuple[str, str, str]]:

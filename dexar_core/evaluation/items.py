@@ -24,12 +24,14 @@ from dexar_core.evaluation.records import ItemResult, TokenGrounding, token_word
 from dexar_core.interfaces import PROMPTS
 from dexar_core.metrics import (
     chance_scores,
+    object_contrast,
     object_iou,
     pointing_game,
     random_smooth_map,
     segmentation_scores,
     uniform_map,
     uniform_pointing_chance,
+    wrong_object_peak,
 )
 from dexar_core.seen import scored_pixels
 
@@ -206,6 +208,32 @@ def score_item(
                 uniform_iou=object_iou(uniform_map(mask.shape), mask, valid),
                 random_pointing_game=pointing_game(random_map, mask, valid),
                 random_iou=object_iou(random_map, mask, valid),
+                contrast=object_contrast(token_maps[position], mask, ~item.mask, valid),
+                random_contrast=object_contrast(random_map, mask, ~item.mask, valid),
+                **_wrong_object_scores(item, objects, token_maps[position], random_map, valid),
             )
         )
     return attrs.evolve(result, word_classes=tuple(classes), token_grounding=tuple(grounding))
+
+
+def _wrong_object_scores(
+    item: BenchmarkItem,
+    named: tuple[int, ...],
+    token_map: Any,
+    random_map: Any,
+    valid: Any,
+) -> dict[str, Any]:
+    """The wrong-object peak of a token's map and its chance lines; {} with no other object.
+
+    The other objects are those the token's word does not name, where they show a valid
+    pixel (an object the processor cropped away cannot draw the peak).
+    """
+    others = [obj for obj in item.object_masks if obj not in named]
+    other_mask = item.union_of(tuple(others)) & valid if others else None
+    if other_mask is None or not other_mask.any():
+        return {}
+    return {
+        "wrong_object_peak": wrong_object_peak(token_map, other_mask, valid),
+        "other_objects_area": uniform_pointing_chance(other_mask, valid),
+        "random_wrong_object_peak": wrong_object_peak(random_map, other_mask, valid),
+    }

@@ -8,6 +8,7 @@ numbers an uninterrupted run would.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,14 @@ class TokenGrounding:
         uniform_iou: ``object_iou`` of the uniform map.
         random_pointing_game: the pointing game of the item's random smooth map.
         random_iou: ``object_iou`` of the item's random smooth map.
+        wrong_object_peak: whether its map's maximum lies inside another object of the
+            item (``wrong_object_peak``); None when the item has no other visible object.
+        other_objects_area: the other objects' area fraction, the wrong-object peak's
+            uniform chance; NaN without another object.
+        random_wrong_object_peak: the wrong-object peak of the item's random smooth map.
+        contrast: ``object_contrast`` of its map: mean on its object minus mean on the
+            background; below 0 the map is inverted. NaN where undefined.
+        random_contrast: ``object_contrast`` of the item's random smooth map.
     """
 
     position: int
@@ -106,6 +115,11 @@ class TokenGrounding:
     uniform_iou: float
     random_pointing_game: bool
     random_iou: float
+    wrong_object_peak: bool | None = None
+    other_objects_area: float = math.nan
+    random_wrong_object_peak: bool | None = None
+    contrast: float = math.nan
+    random_contrast: float = math.nan
 
 
 @attrs.frozen(kw_only=True)
@@ -223,13 +237,17 @@ class Summary:
         segmentation: ``{"method" | "uniform" | "random_smooth": {metric: mean}}`` over
             the explained items.
         undefined: per metric, how many items' method scores were left out of its mean.
-        grounding: ``{"tokens": n, "absent": n, "pointing_game": {line: rate},
-            "iou": {line: mean}}``; the pointing game's ``uniform`` line is the mean
-            area fraction (the uniform pointing chance).
-        delta_auroc: ``{"auroc", "auroc_within_answer", "object_words",
-            "function_words", "answers"}``; ``auroc`` pools every token, the
-            within-answer figure averages the AUROCs of the ``answers`` that hold both
-            classes. None where undefined.
+        grounding: ``{"tokens": n, "absent": n, "wrong_object_tokens": n,
+            "pointing_game": {line: rate}, "iou": {line: mean}, "wrong_object_peak":
+            {line: rate}, "inverted": {"method" | "random_smooth": rate}}``; the
+            ``uniform`` line of the pointing game and of the wrong-object peak is the
+            mean area fraction (of the named, of the other objects); the wrong-object
+            peak counts the ``wrong_object_tokens`` of items with another object.
+        delta_auroc: ``{"auroc", "auroc_within_answer", "all_zero_share",
+            "object_words", "function_words", "answers"}``; ``auroc`` pools every
+            token, the within-answer figure averages the AUROCs of the ``answers`` that
+            hold both classes, ``all_zero_share`` is the share of explained answers
+            whose every delta is 0. None where undefined.
         perturbation: ``{"method" | "random_smooth": {"positive" | "negative": mean AUC}}``.
         perturbation_log_ratio: the same layout: the mean areas under
             ``ln(PPL_r / PPL_0)`` (docs/method.md §11), over the items that have one (NaN
@@ -302,7 +320,17 @@ def _token_grounding(record: Mapping[str, Any]) -> TokenGrounding:
         uniform_iou=_number(record["uniform_iou"]),
         random_pointing_game=bool(record["random_pointing_game"]),
         random_iou=_number(record["random_iou"]),
+        # records written before these fields existed read as "not measured"
+        wrong_object_peak=_flag(record.get("wrong_object_peak")),
+        other_objects_area=_number(record.get("other_objects_area")),
+        random_wrong_object_peak=_flag(record.get("random_wrong_object_peak")),
+        contrast=_number(record.get("contrast")),
+        random_contrast=_number(record.get("random_contrast")),
     )
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _number(value: Any) -> float:

@@ -19,7 +19,7 @@ from dexar_core.evaluation.run import (
     Summary,
 )
 
-__all__ = ["format_report"]
+__all__ = ["PAIRED_COLUMNS", "format_paired", "format_report"]
 
 LINE_NAMES = {"uniform": "uniform", "random_smooth": "random smooth"}
 
@@ -116,13 +116,22 @@ def _grounding(summaries: Mapping[str, Summary], first: Summary) -> str:
         numbers, bounds = summary.grounding, summary.confidence["grounding"]
         return (
             name,
-            _cell(numbers["pointing_game"], bounds["pointing_game"], line),
-            _cell(numbers["iou"], bounds["iou"], line),
+            *(
+                _cell(numbers.get(score, {}), bounds.get(score, {}), line)
+                for score in ("pointing_game", "iou", "wrong_object_peak", "inverted")
+            ),
         )
 
     rows = [row(method, s, "method") for method, s in summaries.items()]
     rows += [row(LINE_NAMES[line], first, line) for line in CHANCE_LINES]
-    text = _table((f"object-word tokens ({first.grounding['tokens']})", "pointing", "iou"), rows)
+    headers = (
+        f"object-word tokens ({first.grounding['tokens']})",
+        "pointing",
+        "iou",
+        f"wrong-object peak ({first.grounding.get('wrong_object_tokens', 0)})",
+        "inverted",
+    )
+    text = _table(headers, rows)
     if first.grounding["absent"]:
         text += f"\n({first.grounding['absent']} object words named no object of their item)"
     return text
@@ -132,15 +141,18 @@ def _delta(summaries: Mapping[str, Summary]) -> str:
     first = next(iter(summaries.values())).delta_auroc
     headers = (
         f"delta AUROC, object vs function words ({first['object_words']} object, "
-        f"{first['function_words']} function tokens)",
+        f"{first['function_words']} function tokens; chance 0.5)",
         "pooled",
         f"within answers ({first['answers']})",
+        "items with every delta 0",
     )
     rows = [
         (
             method,
-            _cell(s.delta_auroc, s.confidence["delta_auroc"], "auroc"),
-            _cell(s.delta_auroc, s.confidence["delta_auroc"], "auroc_within_answer"),
+            *(
+                _cell(s.delta_auroc, s.confidence["delta_auroc"], key)
+                for key in ("auroc", "auroc_within_answer", "all_zero_share")
+            ),
         )
         for method, s in summaries.items()
     ]
@@ -218,7 +230,59 @@ def _orders(numbers: Mapping[str, Any], bounds: Mapping[str, Any], line: str) ->
     return positive, negative
 
 
+PAIRED_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pointing", ("grounding", "pointing_game", "method")),
+    ("wrong-object peak", ("grounding", "wrong_object_peak", "method")),
+    ("inverted", ("grounding", "inverted", "method")),
+    ("delta AUROC", ("delta_auroc", "auroc")),
+    ("every delta 0", ("delta_auroc", "all_zero_share")),
+    ("sequence best_iou", ("segmentation", "method", "best_iou")),
+    ("perturbation positive", ("perturbation", "method", "positive")),
+)
+"""The paired table's columns: issue 21's faithfulness numbers and their place."""
+
+
+def format_paired(reference: str, differences: Mapping[str, Mapping[str, Any]]) -> str:
+    """The table of ``reference``'s paired differences against each other method.
+
+    Args:
+        reference: the method the differences are taken from (``dexar``).
+        differences: other method -> :func:`~dexar_core.evaluation.summary.paired_differences`
+            of ``reference`` minus that method.
+    """
+    first = next(iter(differences.values()))
+
+    def found(numbers: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+        for key in path:
+            numbers = numbers.get(key, {}) if isinstance(numbers, Mapping) else {}
+        return numbers
+
+    def measured(path: tuple[str, ...]) -> bool:  # a family not measured is NaN throughout
+        values = [found(paired["difference"], path) for paired in differences.values()]
+        return any(isinstance(value, float) and math.isfinite(value) for value in values)
+
+    columns = [(name, path) for name, path in PAIRED_COLUMNS if measured(path)]
+    rows = [
+        (
+            f"{reference} - {other}",
+            *(
+                _cell(
+                    {"d": found(paired["difference"], path)},
+                    {"d": found(paired["confidence"], path)},
+                    "d",
+                )
+                for _, path in columns
+            ),
+        )
+        for other, paired in differences.items()
+    ]
+    headers = (f"paired difference over {first['items']} items", *(name for name, _ in columns))
+    return _table(headers, rows)
+
+
 def _cell(numbers: Mapping[str, Any], bounds: Mapping[str, Sequence[float]], key: str) -> str:
+    if key not in numbers:
+        return "n/a"
     value = numbers[key]
     if value is None or not math.isfinite(value):
         return "n/a"

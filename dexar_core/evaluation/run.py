@@ -51,8 +51,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from dexar_core.datasets.benchmark import Benchmark, BenchmarkItem, as_benchmark_item
-from dexar_core.datasets.shapes import COLORS, SHAPES, SPLITS, ShapesDataset
+from dexar_core.datasets.benchmark import (
+    GENERATED,
+    Benchmark,
+    BenchmarkItem,
+    as_benchmark_item,
+    open_benchmark,
+)
+from dexar_core.datasets.scenes import ScenesDataset
+from dexar_core.datasets.shapes import COLORS, SHAPES, ShapesDataset
 from dexar_core.errors import DatasetError, DexarError, InputError
 from dexar_core.evaluation.distributed import Processes, current_processes
 from dexar_core.evaluation.items import evaluate_items, explained_prompt, score_item
@@ -117,9 +124,7 @@ __all__ = [
     "word_class",
 ]
 
-DATASETS: dict[str, tuple[Callable[..., ShapesDataset], tuple[str, ...]]] = {
-    "shapes": (ShapesDataset, tuple(SPLITS)),
-}
+DATASETS = GENERATED
 """Datasets :func:`open_dataset` opens by name (folder datasets: ``open_benchmark``)."""
 
 OBJECT_WORDS: frozenset[str] = frozenset((*COLORS, *SHAPES))
@@ -130,8 +135,10 @@ NEEDS = {"segmentation": "has_masks", "grounding": "has_object_words"}
 
 def open_dataset(
     name: str, split: str = "test", *, seed: int = 0, image_size: int = 64
-) -> ShapesDataset:
-    """Open a split of the shapes benchmark by name (other datasets: ``open_benchmark``).
+) -> ShapesDataset | ScenesDataset:
+    """Open a split of a generated image set (``shapes``, ``scenes``) by name.
+
+    Other datasets open with ``open_benchmark``.
 
     Raises:
         DatasetError: for an unknown dataset or split.
@@ -141,13 +148,10 @@ def open_dataset(
             f"evaluate: no dataset named {name!r}; the built-in datasets are "
             f"{sorted(DATASETS)}. Folders open with open_benchmark('voc:PATH'), ..."
         )
-    factory, splits = DATASETS[name]
-    if split not in splits:
-        raise DatasetError(
-            f"evaluate: dataset {name!r} has no split {split!r}; its splits are "
-            f"{list(splits)}. Pass one of them (the benchmark's figures use 'test')."
-        )
-    return factory(split, seed=seed, image_size=image_size)
+    opened: ShapesDataset | ScenesDataset = open_benchmark(
+        name, split, seed=seed, image_size=image_size
+    ).dataset
+    return opened
 
 
 def check_metrics(metrics: Sequence[str] | None, benchmark: Benchmark) -> tuple[str, ...]:

@@ -24,11 +24,12 @@ from dexar_core.evaluation.records import (
     SEGMENTATION_METRICS,
     ItemResult,
     Summary,
+    TokenGrounding,
 )
 from dexar_core.metrics import auroc
 from dexar_core.metrics.bootstrap import RESAMPLES, percentile_interval, resample_indices
 
-__all__ = ["summarise"]
+__all__ = ["paired_differences", "summarise"]
 
 LINES = ("method", *CHANCE_LINES)
 PERTURBATION_LINES = ("method", "random_smooth")
@@ -37,6 +38,7 @@ PERTURBATION_BETTER = {
     "similarity": {"positive": -1.0, "negative": 1.0},
 }
 """Per measure and order, +1 where a higher AUC (log-ratio area) is better, -1 where lower."""
+INVERTED_LINES = ("method", "random_smooth")  # a constant (uniform) map is never inverted
 
 Numbers = dict[str, Any]
 
@@ -110,6 +112,7 @@ def summarise(
         grounding={
             "tokens": sum(len(r.token_grounding) for r in scored),
             "absent": sum(r.word_classes.count("absent") for r in scored),
+            "wrong_object_tokens": int(columns.wrong_tokens.sum()),
             **numbers["grounding"],
         },
         delta_auroc={**numbers["delta_auroc"], **columns.delta_counts()},
@@ -126,6 +129,65 @@ def summarise(
         resamples=resamples,
         perturbation_measure=perturbation_measure,
     )
+
+
+def paired_differences(
+    first: Sequence[ItemResult],
+    second: Sequence[ItemResult],
+    *,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+) -> dict[str, Any]:
+    """``first - second`` on every method number of the summary, paired over items.
+
+    Two methods explained the same items (the same answers, the same masks), so their
+    difference is measured on the same resamples of items: each bootstrap draw picks
+    items once and recomputes both methods' numbers on them. The interval of a
+    difference is then much narrower than the two methods' own intervals suggest when
+    the methods agree item by item, and it is 0 wide when they are the same.
+
+    Args:
+        first: one method's results, one per item.
+        second: the other method's results on the same items (matched by ``index``).
+        seed: the bootstrap's seed.
+        resamples: bootstrap resamples (0: every interval NaN).
+
+    Returns:
+        ``{"difference": numbers, "confidence": intervals, "items": n}``: ``numbers``
+        nested as :class:`Summary` nests them (``difference["grounding"]
+        ["pointing_game"]["method"]``) without the chance lines and the accuracy, which
+        do not depend on the method; ``intervals`` the 95% ``[low, high]`` of each.
+
+    Raises:
+        InputError: the two lists hold different items, or none.
+    """
+    by_index = [{result.index: result for result in results} for results in (first, second)]
+    if not first or by_index[0].keys() != by_index[1].keys() or len(first) != len(second):
+        raise InputError(
+            f"paired_differences: the two methods must be scored on the same items, got "
+            f"{len(first)} and {len(second)} results whose indices differ; evaluate both "
+            "methods on the same dataset, split, seed and --limit."
+        )
+    order = sorted(by_index[0])
+    columns = [_Columns([results[index] for index in order]) for results in by_index]
+
+    def differences(rows: npt.NDArray[np.intp]) -> dict[tuple[str, ...], float]:
+        one, other = (_leaves(column.numbers(rows)) for column in columns)
+        return {
+            path: one[path] - other[path]
+            for path in one
+            if path[0] != "accuracy" and not set(path) & set(CHANCE_LINES)
+        }
+
+    difference = differences(np.arange(len(order)))
+    if resamples > 0:
+        samples = [differences(rows) for rows in resample_indices(len(order), resamples, seed)]
+        intervals = {
+            path: percentile_interval([sample[path] for sample in samples]) for path in difference
+        }
+    else:
+        intervals = {path: (math.nan, math.nan) for path in difference}
+    return {"difference": _nest(difference), "confidence": _nest(intervals), "items": len(order)}
 
 
 class _Columns:
@@ -152,6 +214,17 @@ class _Columns:
         self.iou_sums = {line: np.zeros(count) for line in LINES}
         self.iou_counts = {line: np.zeros(count) for line in LINES}
         self.within_auroc = np.full(count, np.nan)
+        self.wrong_tokens = np.zeros(count)  # object tokens of items with another object
+        self.wrong_hits = {line: np.zeros(count) for line in LINES}
+        self.contrast_tokens = np.zeros(count)
+        self.inverted = {line: np.zeros(count) for line in INVERTED_LINES}
+        # 1 where every delta of an explained answer is 0 (the sequence map's fallback)
+        self.all_zero = np.array(
+            [
+                float(not any(r.token_weights)) if r.error is None and r.token_weights else np.nan
+                for r in results
+            ]
+        )
         token_items: list[int] = []
         token_scores: list[float] = []
         token_labels: list[bool] = []
@@ -176,6 +249,7 @@ class _Columns:
                     if math.isfinite(iou):
                         self.iou_sums[line][row] += iou
                         self.iou_counts[line][row] += 1
+                self._add_wrong_object(row, token)
             classes = result.word_classes  # empty unless grounding was measured
             pairs = [
                 (weight, kind == "object")
@@ -200,6 +274,22 @@ class _Columns:
         self.kind_order += sorted(present - set(self.kind_order))
         self.kind_order.append("all")
 
+    def _add_wrong_object(self, row: int, token: TokenGrounding) -> None:
+        """Count the token's wrong-object peak and inversion, where they are defined."""
+        if token.wrong_object_peak is not None:
+            self.wrong_tokens[row] += 1
+            peaks = (
+                float(token.wrong_object_peak),
+                token.other_objects_area,  # the uniform line: the chance of a random point
+                float(bool(token.random_wrong_object_peak)),
+            )
+            for line, peak in zip(LINES, peaks):
+                self.wrong_hits[line][row] += peak
+        if math.isfinite(token.contrast):
+            self.contrast_tokens[row] += 1
+            for line, contrast in zip(INVERTED_LINES, (token.contrast, token.random_contrast)):
+                self.inverted[line][row] += float(contrast < 0)
+
     def numbers(self, rows: npt.NDArray[np.intp]) -> Numbers:
         """Every number of the summary over the items ``rows`` (repeats allowed)."""
         tokens = self.tokens[rows].sum()
@@ -216,10 +306,19 @@ class _Columns:
                     line: _ratio(self.iou_sums[line][rows].sum(), self.iou_counts[line][rows].sum())
                     for line in LINES
                 },
+                "wrong_object_peak": {
+                    line: _ratio(self.wrong_hits[line][rows].sum(), self.wrong_tokens[rows].sum())
+                    for line in LINES
+                },
+                "inverted": {
+                    line: _ratio(self.inverted[line][rows].sum(), self.contrast_tokens[rows].sum())
+                    for line in INVERTED_LINES
+                },
             },
             "delta_auroc": {
                 "auroc": self._pooled_auroc(rows),
                 "auroc_within_answer": _mean(self.within_auroc[rows]),
+                "all_zero_share": _mean(self.all_zero[rows]),
             },
             "perturbation": self._per_line("auc", rows, _mean),
             "perturbation_log_ratio": self._per_line("log_ratio", rows, _mean),
@@ -331,12 +430,12 @@ def _leaves(
     return leaves
 
 
-def _nest(intervals: Mapping[tuple[str, ...], tuple[float, float]]) -> dict[str, Any]:
-    """The inverse of :func:`_leaves`, with ``[low, high]`` leaves."""
+def _nest(leaves: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+    """The inverse of :func:`_leaves`; an interval ``(low, high)`` becomes ``[low, high]``."""
     nested: dict[str, Any] = {}
-    for path, interval in intervals.items():
+    for path, value in leaves.items():
         node = nested
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = list(interval)
+        node[path[-1]] = list(value) if isinstance(value, tuple) else value
     return nested

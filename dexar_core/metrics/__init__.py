@@ -5,9 +5,11 @@ Plain numpy arrays in, floats out. The chance lines live beside the scores they 
 
 from dexar_core.metrics.grounding import (
     auroc,
+    object_contrast,
     object_iou,
     pointing_game,
     uniform_pointing_chance,
+    wrong_object_peak,
 )
 from dexar_core.metrics.segmentation import (
     BEST_IOU_THRESHOLDS,
@@ -29,6 +31,7 @@ __all__ = [
     "chance_scores",
     "epg",
     "normalised_map",
+    "object_contrast",
     "object_iou",
     "pointing_game",
     "random_smooth_map",
@@ -37,4 +40,5 @@ __all__ = [
     "soft_iou",
     "uniform_map",
     "uniform_pointing_chance",
+    "wrong_object_peak",
 ]

@@ -1,8 +1,10 @@
 """Token grounding: does a token's map land on the object the token names? (docs/method.md §11).
 
 For each answer token naming an object with its own mask: the pointing game (is the
-map's maximum inside the object?) and the IoU with the object's mask. Across tokens:
-how well ``delta^t`` separates object words from function words, as an AUROC.
+map's maximum inside the object?), the IoU with the object's mask, the wrong-object
+peak (is the maximum inside *another* object?) and the object contrast (the map's mean
+on the object minus its mean on the background; below 0 the map is inverted). Across
+tokens: how well ``delta^t`` separates object words from function words, as an AUROC.
 
 Maps are brought to the mask's size and normalised exactly as the segmentation scores
 do (:func:`dexar_core.metrics.segmentation.normalised_map`), so a constant map behaves
@@ -17,7 +19,14 @@ import numpy.typing as npt
 from dexar_core.errors import InputError
 from dexar_core.metrics.segmentation import as_boolean_mask, best_iou, normalised_map
 
-__all__ = ["auroc", "object_iou", "pointing_game", "uniform_pointing_chance"]
+__all__ = [
+    "auroc",
+    "object_contrast",
+    "object_iou",
+    "pointing_game",
+    "uniform_pointing_chance",
+    "wrong_object_peak",
+]
 
 
 def pointing_game(
@@ -52,6 +61,65 @@ def pointing_game(
         )
     map_pixels = normalised_map(saliency_map, object_pixels.shape)[valid_pixels]
     return bool(object_pixels[valid_pixels][int(np.argmax(map_pixels))])
+
+
+def wrong_object_peak(
+    saliency_map: npt.ArrayLike,
+    other_objects_mask: npt.ArrayLike,
+    valid: npt.ArrayLike | None = None,
+) -> bool:
+    """Whether the map's maximum lies inside an object the token does not name.
+
+    The pointing game played against the other objects' union: a hit here is a map that
+    singles out the wrong object. Its uniform chance is the other objects' area fraction
+    (:func:`uniform_pointing_chance` of ``other_objects_mask``).
+
+    Args:
+        saliency_map: a finite 2-D map of any size and scale.
+        other_objects_mask: the union of the masks of the item's other objects.
+        valid: pixels that count (boolean, the mask's shape); all when None.
+
+    Raises:
+        InputError: as :func:`pointing_game`; an item without another visible object has
+            no wrong object to peak on.
+    """
+    return pointing_game(saliency_map, other_objects_mask, valid)
+
+
+def object_contrast(
+    saliency_map: npt.ArrayLike,
+    object_mask: npt.ArrayLike,
+    background_mask: npt.ArrayLike,
+    valid: npt.ArrayLike | None = None,
+) -> float:
+    """The normalised map's mean on the object minus its mean on the background.
+
+    Below 0 the map is *inverted*: darker on the object it names than on the pixels no
+    object covers. A constant map scores exactly 0 (it is scored as the uniform map).
+
+    Args:
+        saliency_map: a finite 2-D map of any size and scale.
+        object_mask: the named object's mask (boolean, or 0/1 values).
+        background_mask: the pixels of no object, the same shape.
+        valid: pixels that count (boolean, the mask's shape); all when None.
+
+    Returns:
+        A value in ``[-1, 1]``; NaN when the object or the background has no valid pixel.
+    """
+    object_pixels = as_boolean_mask(object_mask, "object_mask", "object_contrast")
+    background_pixels = as_boolean_mask(background_mask, "background_mask", "object_contrast")
+    if background_pixels.shape != object_pixels.shape:
+        raise InputError(
+            f"object_contrast: background_mask has shape {background_pixels.shape} but "
+            f"object_mask has {object_pixels.shape}; give both at the evaluation size."
+        )
+    valid_pixels = _valid_pixels(valid, object_pixels.shape, "object_contrast")
+    map_pixels = normalised_map(saliency_map, object_pixels.shape).astype(np.float64)
+    on_object = map_pixels[object_pixels & valid_pixels]
+    on_background = map_pixels[background_pixels & valid_pixels]
+    if not (on_object.size and on_background.size):
+        return float("nan")
+    return float(on_object.mean() - on_background.mean())
 
 
 def object_iou(
