@@ -206,7 +206,11 @@ def _paired_differences(
     }
     against = {
         method: paired_differences(
-            results[reference], results[method], seed=seed, resamples=resamples
+            results[reference],
+            results[method],
+            seed=seed,
+            resamples=resamples,
+            perturbation_measure=summaries[reference].perturbation_measure,
         )
         for method in methods
         if method != reference

@@ -137,6 +137,7 @@ def paired_differences(
     *,
     seed: int = 0,
     resamples: int = RESAMPLES,
+    perturbation_measure: str = "perplexity",
 ) -> dict[str, Any]:
     """``first - second`` on every method number of the summary, paired over items.
 
@@ -151,6 +152,8 @@ def paired_differences(
         second: the other method's results on the same items (matched by ``index``).
         seed: the bootstrap's seed.
         resamples: bootstrap resamples (0: every interval NaN).
+        perturbation_measure: what the perturbation numbers measure, as in
+            :func:`summarise` (it orients the win rates inside the numbers).
 
     Returns:
         ``{"difference": numbers, "confidence": intervals, "items": n}``: ``numbers``
@@ -169,7 +172,8 @@ def paired_differences(
             "methods on the same dataset, split, seed and --limit."
         )
     order = sorted(by_index[0])
-    columns = [_Columns([results[index] for index in order]) for results in by_index]
+    better = PERTURBATION_BETTER[perturbation_measure]
+    columns = [_Columns([results[index] for index in order], better) for results in by_index]
 
     def differences(rows: npt.NDArray[np.intp]) -> dict[tuple[str, ...], float]:
         one, other = (_leaves(column.numbers(rows)) for column in columns)
