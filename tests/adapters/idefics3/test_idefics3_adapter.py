@@ -1,6 +1,6 @@
-"""Idefics3 / SmolVLM: the tile grid and the global view where the processor put them, the
-one-pass engine against the definition, and the refusals (the end-to-end runs:
-tests/adapters/test_tiled_families.py)."""
+"""Idefics3 / SmolVLM: the tile grid and the global view where the processor put them, and
+the refusals (the one pass against the definition: tests/adapters/test_family_one_pass.py;
+explain() and the CLI: tests/adapters/test_family_explain.py)."""
 
 from __future__ import annotations
 
