@@ -6,7 +6,7 @@ the families that explain images only refuse a video, naming what is missing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -14,31 +14,20 @@ import numpy as np
 import pytest
 from noise_images import noise_image
 from PIL import Image
-from tiny_families import tiny_model, video
+from tiny_families import TINY_MODELS, tiny_model, video
 
 from dexar_core.api import explain, load
 from dexar_core.cli.main import main
 from dexar_core.errors import InputError, UnsupportedModelError
-from dexar_gemma3.adapter import Gemma3Adapter
-from dexar_gemma3.tiny import build_tiny_gemma3
-from dexar_idefics3.adapter import Idefics3Adapter
-from dexar_idefics3.tiny import build_tiny_idefics3
-from dexar_internvl.adapter import InternVLAdapter
-from dexar_internvl.tiny import build_tiny_internvl
-from dexar_llava.next import LlavaNextAdapter
-from dexar_llava.onevision import LlavaOnevisionAdapter
-from dexar_llava.tiny_next import build_tiny_llava_next
-from dexar_llava.tiny_onevision import build_tiny_llava_onevision
-from dexar_mistral3.adapter import Mistral3Adapter
-from dexar_mistral3.tiny import build_tiny_mistral3
+from dexar_core.explanation import Explanation
 
 QUESTION = "what color is the circle?"
 Grids = tuple[tuple[str, tuple[int, int]], ...]  # (name, shape) of each grid, in prompt order
 
 
 class Family(NamedTuple):
-    builder: Callable[..., Any]
-    adapter: type
+    """What a family's saved checkpoint (its builder's defaults, seed 2) gives."""
+
     free: Grids  # the free run's, on the saved 90 x 40 image (seed 5)
     given_images: tuple[tuple[int, int, int], ...]  # (width, height, seed) of the given run
     given: Grids
@@ -51,29 +40,21 @@ class Family(NamedTuple):
 SAVED_IMAGE = (90, 40, 5)
 BASE_AND_TILES: Grids = (("image 0, base", (4, 4)), ("image 0, tiles", (4, 8)))
 FAMILIES = {
-    "llava_next": Family(
-        build_tiny_llava_next, LlavaNextAdapter, BASE_AND_TILES, (SAVED_IMAGE,), BASE_AND_TILES
-    ),
+    "llava_next": Family(BASE_AND_TILES, (SAVED_IMAGE,), BASE_AND_TILES),
     # several images are base views only
     "llava_onevision": Family(
-        build_tiny_llava_onevision,
-        LlavaOnevisionAdapter,
         BASE_AND_TILES,
         (SAVED_IMAGE, (30, 60, 0)),
         (("image 0", (4, 4)), ("image 1", (4, 4))),
     ),
     # native resolution: a 90 x 40 image is 2 x 4 cells of 28 px, a 40 x 70 one 3 x 2
     "mistral3": Family(
-        build_tiny_mistral3,
-        Mistral3Adapter,
         (("image 0", (2, 4)),),
         (SAVED_IMAGE, (40, 70, 0)),
         (("image 0", (2, 4)), ("image 1", (3, 2))),
     ),
     # the CLI reads a checkpoint saved with pan-and-scan on: a grid per crop
     "gemma3": Family(
-        build_tiny_gemma3,
-        Gemma3Adapter,
         (("image 0", (4, 4)),),
         (SAVED_IMAGE, (30, 60, 0)),
         (("image 0", (4, 4)), ("image 1", (4, 4))),
@@ -82,15 +63,11 @@ FAMILIES = {
     ),
     # the tiling families: a tile grid and the whole-image view; a large image, more tiles
     "idefics3": Family(
-        build_tiny_idefics3,
-        Idefics3Adapter,
         (("image 0, 2x4 tiles", (4, 8)), ("image 0, global", (2, 2))),
         ((1280, 720, 3),),
         (("image 0, 3x4 tiles", (6, 8)), ("image 0, global", (2, 2))),
     ),
     "internvl": Family(
-        build_tiny_internvl,
-        InternVLAdapter,
         (("image 0, 1x2 tiles", (2, 4)), ("image 0, thumbnail", (2, 2))),
         ((1280, 720, 3),),
         (("image 0, 2x4 tiles", (4, 8)), ("image 0, thumbnail", (2, 2))),
@@ -98,15 +75,15 @@ FAMILIES = {
 }
 
 
-def grids_of(explanation) -> Grids:
+def grids_of(explanation: Explanation) -> Grids:
     return tuple((grid.name, grid.shape) for grid in explanation.grids)
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def saved(request, tmp_path_factory):
-    family = FAMILIES[request.param]
+    builder, _, _ = TINY_MODELS[request.param]
     folder = tmp_path_factory.mktemp(f"tiny-{request.param}")
-    model, processor = family.builder(seed=2)
+    model, processor = builder(seed=2)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     noise_image(*SAVED_IMAGE).save(folder / "image.png")
@@ -117,7 +94,8 @@ def test_explain_free_run_and_given_answer_on_a_saved_checkpoint(saved):
     name, folder = saved
     family = FAMILIES[name]
     loaded = load(str(folder))
-    assert isinstance(loaded.adapter, family.adapter)
+    _, adapter_class, _ = TINY_MODELS[name]
+    assert isinstance(loaded.adapter, adapter_class)
     free = explain(loaded, Image.open(folder / "image.png"), QUESTION, max_new_tokens=3)
     assert free.generated and 1 <= len(free.token_ids) <= 3
     assert free.adapter == name

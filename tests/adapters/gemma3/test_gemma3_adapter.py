@@ -10,18 +10,12 @@ import pytest
 import torch
 from noise_images import noise_image
 from painted_spots import assert_spot_found_in_each_grid
-from tiny_families import processor_settings, tiny_model
+from tiny_families import processor_settings
 
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel
 from dexar_gemma3.adapter import pan_and_scan_crops, pan_and_scan_settings
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("gemma3")
 
 
 @pytest.fixture

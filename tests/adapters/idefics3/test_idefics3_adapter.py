@@ -7,19 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from noise_images import noise_image
-from tiny_families import processor_settings, tiny_model
+from tiny_families import processor_settings
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.facts import assembled_tiles
-from dexar_core.records import LoadedModel
 from dexar_idefics3.adapter import Idefics3Adapter
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("idefics3")
 
 
 # --- where the views lie ----------------------------------------------------------------

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 import torch
 from noise_images import noise_image
-from tiny_families import processor_settings, tiny_model
+from tiny_families import processor_settings
 
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel
 from dexar_internvl.adapter import tile_arrangement
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("internvl")
 
 
 # --- where the views lie ----------------------------------------------------------------

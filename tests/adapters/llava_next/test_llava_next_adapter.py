@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from noise_images import noise_image
-from tiny_families import tiny_model
 
 from dexar_core.api import load
 from dexar_core.errors import UnsupportedModelError
@@ -15,11 +14,6 @@ from dexar_llava.next import LlavaNextAdapter
 from dexar_llava.tiny_next import build_tiny_llava_next
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("llava_next")
 
 
 def test_two_images_give_a_base_and_a_tile_grid_each_in_prompt_order(tiny):

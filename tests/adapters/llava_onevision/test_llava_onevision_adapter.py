@@ -8,17 +8,10 @@ from __future__ import annotations
 import pytest
 from noise_images import noise_image
 from painted_spots import assert_spot_found_in_each_grid
-from tiny_families import tiny_model
 
-from dexar_core.records import LoadedModel
 from dexar_llava.onevision import shrunk_grid
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("llava_onevision")
 
 
 def test_grids_of_one_image_and_of_several(tiny):

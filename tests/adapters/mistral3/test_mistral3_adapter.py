@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 from noise_images import noise_image
-from tiny_families import tiny_model
 
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel
 
 QUESTION = "what color is the circle?"
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    return tiny_model("mistral3")
 
 
 def test_grids_follow_the_native_resolution_and_row_ends_are_neither_set(tiny):

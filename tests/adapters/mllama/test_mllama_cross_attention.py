@@ -11,33 +11,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from noise_images import noise_image
-from tiny_families import tiny_model
 
 from dexar_core.api import explain
-from dexar_core.records import LoadedModel
 
 QUESTION = "what color is the circle?"
 
 
-@pytest.fixture(scope="module")
-def loaded() -> LoadedModel:
-    return tiny_model("mllama")
-
-
-def test_the_explained_layers_are_the_cross_attention_layers(loaded):
-    parts = loaded.adapter.decoder_parts(loaded.model)
-    decoder = loaded.adapter.language_model(loaded.model)
+def test_the_explained_layers_are_the_cross_attention_layers(tiny):
+    parts = tiny.adapter.decoder_parts(tiny.model)
+    decoder = tiny.adapter.language_model(tiny.model)
     assert [list(decoder.layers).index(layer) for layer in parts.layers] == [3, 8]
     assert all(
         type(attention).__name__ == "MllamaTextCrossAttention" for attention in parts.attentions
     )
 
 
-def test_v_is_the_real_tiles_patches_and_t_set_is_empty(loaded):
-    prepared = loaded.adapter.prepare(loaded, [noise_image(130, 48)], QUESTION)
-    layout = loaded.adapter.locator.locate(prepared)
+def test_v_is_the_real_tiles_patches_and_t_set_is_empty(tiny):
+    prepared = tiny.adapter.prepare(tiny, [noise_image(130, 48)], QUESTION)
+    layout = tiny.adapter.locator.locate(prepared)
     (grid,) = layout.grids
-    per_tile = loaded.model.model.vision_model.num_patches  # 1 CLS + 4x4 patches
+    per_tile = tiny.model.model.vision_model.num_patches  # 1 CLS + 4x4 patches
     # 1 x 3 tiles of 4x4 patches; the image (130 x 48) leaves the last column and the
     # bottom of the canvas in padding
     assert layout.sequence_length == 4 * per_tile
@@ -51,11 +44,9 @@ def test_v_is_the_real_tiles_patches_and_t_set_is_empty(loaded):
 
 
 @pytest.mark.slow
-def test_explain_free_run_and_given_answer_with_zero_text_sensitivity(loaded):
-    given = explain(loaded, [noise_image(320, 200)], QUESTION, answer="a red circle")
-    free = explain(
-        loaded, [noise_image(90, 90), noise_image(150, 60, 2)], QUESTION, max_new_tokens=2
-    )
+def test_explain_free_run_and_given_answer_with_zero_text_sensitivity(tiny):
+    given = explain(tiny, [noise_image(320, 200)], QUESTION, answer="a red circle")
+    free = explain(tiny, [noise_image(90, 90), noise_image(150, 60, 2)], QUESTION, max_new_tokens=2)
     assert free.generated and [grid.name for grid in free.grids] == ["image 0", "image 1"]
     for result in (given, free):
         assert result.layers == (0, 1)
