@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from command_errors import command_error, refuse_model_loads
 
 import dexar_core.api
 from dexar_core.cli import main as cli
@@ -10,20 +11,9 @@ from dexar_core.compare.on_image import example_inputs
 from dexar_core.errors import InputError
 
 
-def error_of(capsys, *argv):
-    code = cli.main(list(argv))
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and "internal error" not in err, err
-    return err
-
-
 @pytest.fixture
 def no_model_load(monkeypatch):
-    def refuse(*args, **kwargs):
-        pytest.fail("the model was loaded before the mistake was reported")
-
-    monkeypatch.setattr(dexar_core.api, "load", refuse)
+    refuse_model_loads(monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +25,7 @@ def no_model_load(monkeypatch):
     ],
 )
 def test_blank_texts_are_refused_before_the_load(no_model_load, capsys, arguments, message):
-    err = error_of(capsys, "explain", *arguments)
+    err = command_error(capsys, "explain", *arguments)
     assert message in err and "None" not in err, err
 
 
@@ -50,7 +40,7 @@ def test_blank_texts_are_refused_before_the_load(no_model_load, capsys, argument
 )
 def test_a_single_value_flag_given_twice_is_refused(no_model_load, capsys, argv):
     flag = argv[3] if argv[0] == "compare" and argv[3] == "--image" else argv[1]
-    err = error_of(capsys, *argv)
+    err = command_error(capsys, *argv)
     assert f"{flag} is given twice" in err, err
 
 
@@ -59,7 +49,7 @@ def test_an_open_clip_folder_without_its_prefix_exits_2_naming_the_prefix(capsys
 
     folder = default_catalog().embedded_model("shapes-clip").path
     image, _ = example_inputs("shapes-clip")
-    err = error_of(
+    err = command_error(
         capsys, "explain", "--model", str(folder), "--image", str(image), "--prompt", "a circle",
         "--out", str(tmp_path / "o"),
     )  # fmt: skip
@@ -67,7 +57,7 @@ def test_an_open_clip_folder_without_its_prefix_exits_2_naming_the_prefix(capsys
 
 
 def test_a_prompt_past_the_context_exits_2_naming_the_limit(capsys, tmp_path):
-    err = error_of(
+    err = command_error(
         capsys, "explain", "--model", "shapes-llava", "--prompt", " ".join(["red"] * 3000),
         "--out", str(tmp_path / "o"),
     )  # fmt: skip

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from command_errors import command_error, refuse_model_loads
 from PIL import Image
 
-import dexar_core.api
 from dexar_core.cli import main as cli
 from dexar_core.errors import MethodError
 from dexar_core.validation import check_device, check_method_options, check_output_folder
@@ -15,19 +15,12 @@ from dexar_core.validation import check_device, check_method_options, check_outp
 @pytest.fixture(autouse=True)
 def no_model_load(monkeypatch):
     """Every case here must be refused before a model is loaded."""
-
-    def refuse(*args, **kwargs):
-        pytest.fail("the model was loaded before the mistake was reported")
-
-    monkeypatch.setattr(dexar_core.api, "load", refuse)
+    refuse_model_loads(monkeypatch)
 
 
 def error_of(capsys, *argv):
-    code = cli.main(list(argv))
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("dexar: error: "), err
-    assert "Traceback" not in err
+    err = command_error(capsys, *argv)
+    assert err.startswith("dexar: error: "), err  # the one line, nothing before it
     return err
 
 
@@ -121,12 +114,18 @@ def test_an_unreadable_image_and_a_gif_without_frame_are_refused(capsys, tmp_pat
         (["--option", "dexar.topk=2", "--option", "dexar.topk=3"], "given twice"),
         (["--max-new-tokens", "0"], "at least 1, got 0"),
         (["--device", "mps"], "MPS is not available"),
+        (["--dataset", "voc"], "cannot read dataset 'voc'"),
+        (["--dataset", "coco:/data"], "cannot read dataset 'coco:/data'"),
+        (["--metrics", "segmentation,saliency"], "unknown metric 'saliency'"),
+        (["--methods", "dexar,gradcam"], "No method named 'gradcam'"),
+        (["--split", "dev"], "no split 'dev'"),
+        (["--limit", "0"], "--limit must be a positive number"),
     ],
 )
 def test_evaluate_refuses_before_loading(capsys, tmp_path, arguments, message):
     if "mps" in arguments and torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
-    err = error_of(capsys, "evaluate", "--limit", "1", "--out", str(tmp_path / "o"), *arguments)
+    err = error_of(capsys, "evaluate", "--out", str(tmp_path / "o"), *arguments)
 
     assert message in err
 

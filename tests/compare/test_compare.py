@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from command_errors import command_error
 from PIL import Image
 from voc_folders import write_voc
 
@@ -17,6 +18,11 @@ from dexar_core.viz.comparison import comparison_figure, row_caption, token_figu
 MODELS = ("shapes-llava", "shapes-clip")
 METHODS = ("dexar", "rollout")
 """rollout runs on shapes-llava; shapes-clip's pooled pass has no whole attention matrices."""
+
+
+def prompt_flags(prompts: list[str]) -> list[str]:
+    """``--prompt`` and the prompt, for each prompt."""
+    return [item for prompt in prompts for item in ("--prompt", prompt)]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +111,7 @@ def test_cli_writes_the_grid_the_token_figures_and_the_explanations(tmp_path, ca
 def test_cli_compares_several_prompts_of_a_contrastive_model(tmp_path, capsys):
     prompts = ["a red circle", "a blue square"]
     args = ["compare", "--models", "shapes-clip", "--methods", "dexar,legrad"]
-    args += [item for prompt in prompts for item in ("--prompt", prompt)]
+    args += prompt_flags(prompts)
     code = main([*args, "--out", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -115,21 +121,10 @@ def test_cli_compares_several_prompts_of_a_contrastive_model(tmp_path, capsys):
 
 
 def test_several_prompts_for_a_generative_model_are_refused(tmp_path, capsys):
-    code = main(
-        [
-            "compare",
-            "--models",
-            "shapes-llava",
-            "--prompt",
-            "what color is the circle?",
-            "--prompt",
-            "where is the circle?",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2
+    prompts = ["what color is the circle?", "where is the circle?"]
+    args = ["compare", "--models", "shapes-llava"]
+    args += prompt_flags(prompts)
+    err = command_error(capsys, *args, "--out", str(tmp_path))
     assert "'shapes-llava' is a generative model" in err and "got 2" in err
 
 

@@ -21,24 +21,26 @@ def refused(monkeypatch):
     monkeypatch.setattr(dexar_core.explaining, "batch_explanations", batch_explanations)
 
 
-def _item():
-    return as_benchmark_item(ShapesDataset("test", 4)[2])
-
-
-def test_a_generative_item_keeps_its_question_reference_and_error(refused):
-    item = _item()
-    [(explanation, result)] = evaluate_items(
+def _evaluated(units: str, metrics: tuple[str, ...]):
+    """A shapes item, and its one (explanation, result) pair from ``evaluate_items``."""
+    item = as_benchmark_item(ShapesDataset("test", 4)[2])
+    [evaluated] = evaluate_items(
         None,
         [item],
-        units="answer tokens",
+        units=units,
         method="dexar",
-        metrics=("segmentation", "grounding"),
+        metrics=metrics,
         seed=0,
         max_new_tokens=8,
         replacement="mean",
         catalog=None,
         options={},
     )
+    return item, evaluated
+
+
+def test_a_generative_item_keeps_its_question_reference_and_error(refused):
+    item, (explanation, result) = _evaluated("answer tokens", ("segmentation", "grounding"))
     assert explanation is None
     assert (result.index, result.item_id, result.kind) == (item.index, item.item_id, item.kind)
     assert (result.question, result.expected, result.answer) == (item.question, item.answer, "")
@@ -49,19 +51,7 @@ def test_a_generative_item_keeps_its_question_reference_and_error(refused):
 
 
 def test_a_contrastive_item_keeps_its_prompt_and_error(refused):
-    item = _item()
-    [(explanation, result)] = evaluate_items(
-        None,
-        [item],
-        units="prompts",
-        method="dexar",
-        metrics=("segmentation",),
-        seed=0,
-        max_new_tokens=8,
-        replacement="mean",
-        catalog=None,
-        options={},
-    )
+    item, (explanation, result) = _evaluated("prompts", ("segmentation",))
     assert explanation is None
     assert result.question == item.description and result.expected == ""
     assert result.correct is None  # a similarity has no right answer

@@ -29,6 +29,8 @@ torch.set_num_threads(1)
 MODELS = ("shapes-llava", "shapes-qwen2vl", "shapes-blip2", "shapes-florence2", "shapes-clip")
 FRACTIONS = (0.0, 0.3, 0.6)
 RTOL = 1e-5  # float32: a batch changes how the kernels block their sums, nothing else
+# how the curves fill the removed patches by default
+LEVELS = {"replacement": "mean", "blur_radius": 8.0}
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +67,9 @@ def test_batched_curves_equal_each_set_scored_alone(name, item):
         assert curve.fractions == alone.fractions and curve.order == order
         np.testing.assert_allclose(curve.scores, alone.scores, rtol=RTOL)
         # ... and equal every set scored in a call of its own, the one-by-one path
+        clean = [item.image.convert("RGB")]
         sets = level_images(
-            loaded,
-            [item.image.convert("RGB")],
-            maps,
-            explanation.grids,
-            FRACTIONS,
-            order=order,
-            replacement="mean",
-            blur_radius=8.0,
+            loaded, clean, maps, explanation.grids, FRACTIONS, order=order, **LEVELS
         )
         one_by_one = [loaded.adapter.unit_scores(loaded, [s], prompt, units)[0] for s in sets]
         np.testing.assert_allclose(curve.scores, one_by_one, rtol=RTOL)

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+import dexar_plugins
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.values import AdapterSpec, EmbeddedModelSpec, MethodSpec
 from dexar_plugins import (
@@ -13,14 +14,6 @@ from dexar_plugins import (
     LoadedPlugin,
     PluginWarning,
     Registration,
-    adapter_overlaps,
-    get_adapter,
-    get_embedded_model,
-    get_method,
-    list_adapters,
-    list_embedded_models,
-    list_methods,
-    plugin_inventory,
     resolve_adapter,
 )
 
@@ -148,18 +141,20 @@ def test_lookups_and_listings_by_name():
     model = EmbeddedModelSpec(name="shapes-llava", path="ckpt", adapter="llava")
     catalog = catalog_of(QWEN, LLAVA, methods=(method,), models=(model,))
 
-    assert get_adapter("qwen", catalog) is QWEN
-    assert get_method("rollout", catalog) is method
-    assert get_embedded_model("shapes-llava", catalog) is model
-    assert [reg.name for reg in list_adapters(catalog)] == ["llava", "qwen"]
-    assert [reg.spec for reg in list_methods(catalog)] == [method]
-    assert [reg.distribution for reg in list_embedded_models(catalog)] == ["dexar-test"]
+    assert dexar_plugins.get_adapter("qwen", catalog) is QWEN
+    assert dexar_plugins.get_method("rollout", catalog) is method
+    assert dexar_plugins.get_embedded_model("shapes-llava", catalog) is model
+    assert [reg.name for reg in dexar_plugins.list_adapters(catalog)] == ["llava", "qwen"]
+    assert [reg.spec for reg in dexar_plugins.list_methods(catalog)] == [method]
+    models = dexar_plugins.list_embedded_models(catalog)
+    assert [reg.distribution for reg in models] == ["dexar-test"]
     with pytest.raises(InputError, match="installed methods are: rollout"):
-        get_method("dexar_typo", catalog)
+        dexar_plugins.get_method("dexar_typo", catalog)
 
 
 def test_inventory_lists_the_plugin_then_what_it_registered():
-    rows = plugin_inventory(catalog_of(LLAVA, methods=(MethodSpec(name="m", factory=dict),)))
+    catalog = catalog_of(LLAVA, methods=(MethodSpec(name="m", factory=dict),))
+    rows = dexar_plugins.plugin_inventory(catalog)
 
     assert [(row.name, row.kind, row.status) for row in rows] == [
         ("test", "plugin", "ok"),
@@ -188,8 +183,8 @@ def test_overlapping_adapters_are_listed_with_both_distributions_and_the_reason(
         },
     )
 
-    rows = {(row.kind, row.name): row for row in plugin_inventory(catalog)}
-    (overlap,) = adapter_overlaps(catalog)
+    rows = {(row.kind, row.name): row for row in dexar_plugins.plugin_inventory(catalog)}
+    (overlap,) = dexar_plugins.adapter_overlaps(catalog)
 
     assert overlap.served == "model type 'llava'"
     assert [claim.name for claim in overlap.claims] == ["greedy", "llava"]

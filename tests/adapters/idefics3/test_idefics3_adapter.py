@@ -1,30 +1,19 @@
-"""Idefics3 / SmolVLM: the tile grid and the global view where the processor put them, the
-one-pass engine against the definition, and the refusals (the end-to-end runs:
-tests/adapters/test_tiled_families.py)."""
+"""Idefics3 / SmolVLM: the tile grid and the global view where the processor put them, and
+the refusals (the one pass against the definition: tests/adapters/test_family_one_pass.py;
+explain() and the CLI: tests/adapters/test_family_explain.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from naive_maps import one_pass_error
 from noise_images import noise_image
+from tiny_families import processor_settings
 
 from dexar_core.errors import InputError, UnsupportedModelError
 from dexar_core.hf.facts import assembled_tiles
-from dexar_core.records import LoadedModel
 from dexar_idefics3.adapter import Idefics3Adapter
-from dexar_idefics3.tiny import build_tiny_idefics3
 
 QUESTION = "what color is the circle?"
-TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    torch.set_num_threads(2)
-    model, processor = build_tiny_idefics3(seed=1)
-    return LoadedModel(model=model, processor=processor, adapter=Idefics3Adapter(), model_id="t")
 
 
 # --- where the views lie ----------------------------------------------------------------
@@ -69,11 +58,8 @@ def test_markers_and_separators_are_never_visual(tiny):
 
 
 def test_an_unsplit_image_is_one_global_view(tiny):
-    tiny.processor.image_processor.do_image_splitting = False
-    try:
+    with processor_settings(tiny, do_image_splitting=False):
         prepared = tiny.adapter.prepare(tiny, [noise_image(90, 40)], QUESTION)
-    finally:
-        tiny.processor.image_processor.do_image_splitting = True
     (grid,) = prepared.facts.grids
     assert (grid.name, grid.shape, grid.pixel_box) == ("image 0", (2, 2), (0.0, 0.0, 90.0, 40.0))
 
@@ -89,20 +75,6 @@ def test_two_images_give_their_tiles_and_global_views_in_prompt_order(tiny):
     ]
     starts = [int(grid.positions.min()) for grid in grids]
     assert starts == sorted(starts)
-
-
-# --- the one pass equals the definition --------------------------------------------------
-
-CASES = {
-    "square": lambda: [noise_image(50, 50)],
-    "wide": lambda: [noise_image(150, 50)],
-    "two images": lambda: [noise_image(90, 40), noise_image(40, 70, 1)],
-}
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_one_pass_matches_the_definition(tiny, case):
-    assert one_pass_error(tiny, CASES[case](), QUESTION, "red circle") <= TOLERANCE
 
 
 # --- refusals -----------------------------------------------------------------------------

@@ -1,29 +1,20 @@
 """InternVL: the flat image block split into tiles and the thumbnail as the processor tiles,
-the one-pass engine against the definition, perturbed pixels as a full prepare gives them,
-and the refusals (the end-to-end runs: tests/adapters/test_tiled_families.py)."""
+perturbed pixels as a full prepare gives them, and the refusals (the one pass against the
+definition: tests/adapters/test_family_one_pass.py; explain() and the CLI:
+tests/adapters/test_family_explain.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from naive_maps import one_pass_error
 from noise_images import noise_image
+from tiny_families import processor_settings
 
 from dexar_core.errors import InputError
-from dexar_core.records import LoadedModel
-from dexar_internvl.adapter import InternVLAdapter, tile_arrangement
-from dexar_internvl.tiny import build_tiny_internvl
+from dexar_internvl.adapter import tile_arrangement
 
 QUESTION = "what color is the circle?"
-TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LoadedModel:
-    torch.set_num_threads(2)
-    model, processor = build_tiny_internvl(seed=1)
-    return LoadedModel(model=model, processor=processor, adapter=InternVLAdapter(), model_id="t")
 
 
 # --- where the views lie ----------------------------------------------------------------
@@ -84,20 +75,6 @@ def test_perturbed_pixels_are_tiled_as_a_full_prepare_tiles_them(tiny):
     assert torch.equal(perturbed.inputs["pixel_values"], full.inputs["pixel_values"])
 
 
-# --- the one pass equals the definition --------------------------------------------------
-
-CASES = {
-    "one view": lambda: [noise_image(32, 32)],
-    "tall": lambda: [noise_image(40, 90)],
-    "two images": lambda: [noise_image(150, 50), noise_image(60, 60, 1)],
-}
-
-
-@pytest.mark.parametrize("case", list(CASES))
-def test_one_pass_matches_the_definition(tiny, case):
-    assert one_pass_error(tiny, CASES[case](), QUESTION, "red circle") <= TOLERANCE
-
-
 # --- refusals -----------------------------------------------------------------------------
 
 
@@ -105,9 +82,7 @@ def test_a_block_at_odds_with_the_tiling_is_refused(tiny):
     image = noise_image(90, 40)
     text = tiny.adapter.format_prompt(tiny, QUESTION, 1)
     inputs = tiny.processor(text=text, images=[image], return_tensors="pt")
-    tiny.processor.image_processor.max_patches = 1  # as a processor saved with other settings
-    try:
-        with pytest.raises(InputError, match="block holds 12 image tokens but its 1x1 tiles"):
-            tiny.adapter.image_tokens.image_facts(tiny, inputs, [image])
-    finally:
-        tiny.processor.image_processor.max_patches = 12
+    # as a processor saved with other settings
+    refused = pytest.raises(InputError, match="block holds 12 image tokens but its 1x1 tiles")
+    with processor_settings(tiny, max_patches=1), refused:
+        tiny.adapter.image_tokens.image_facts(tiny, inputs, [image])

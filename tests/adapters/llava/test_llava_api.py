@@ -121,18 +121,11 @@ def test_bad_prompts_answers_and_options(loaded):
         explain(loaded, image, "what", answer="red", head_agg="median")
 
 
-def test_a_text_only_model_has_no_adapter(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_a_text_only_model_has_no_adapter(loaded, tmp_path):
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    # the tiny LLaVA's own language model, saved alone: a Llama checkpoint
+    LlamaForCausalLM(loaded.model.config.text_config).save_pretrained(tmp_path)
     with pytest.raises(errors.UnsupportedModelError, match="llava"):
         load(str(tmp_path))
 
