@@ -35,10 +35,10 @@ import attrs
 import numpy as np
 import torch
 
-from dexar_core.engine.layers import frozen_parameters
+from dexar_core.engine.layers import frozen_parameters, record_layer_outputs
 from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import DexarError, MethodError
-from dexar_core.hf.capture import _original_function, explicit_attention
+from dexar_core.hf.capture import delegated_attention, explicit_attention, interpose_attention
 from dexar_core.records import AttentionGradients, ExplainedUnits, LoadedModel, PreparedPrompt
 from dexar_core.values import RelevanceProjection, VisualLayout
 
@@ -184,29 +184,21 @@ def _recording_attention(
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    scaling: float | None = None,
-    dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, Any]:
-    state = _RECORDING.get()
-    if state is None or id(module.config) not in state.original:
-        raise DexarError(
-            "dexar's encoder recording ran outside a recording; a previous one was not "
-            "restored. Reload the model."
-        )
-    original = _original_function(module, state.original[id(module.config)])
+    state, original = delegated_attention(module, _RECORDING.get())
     call = (module, query, key, value, attention_mask)
     layer = state.layer_of.get(id(module))
     if layer is None or (layer in state.probabilities and not state.differentiable):
-        return original(*call, scaling=scaling, dropout=dropout, **kwargs)
+        return original(*call, **kwargs)
     if not state.differentiable:
         # the model's own output, so the explanation's numbers stay exactly today's
-        output, weights = original(*call, scaling=scaling, dropout=dropout, **kwargs)
+        output, weights = original(*call, **kwargs)
         with torch.no_grad():
-            _, probabilities = explicit_attention(*call, scaling=scaling, **kwargs)
+            _, probabilities = explicit_attention(*call, **kwargs)
         state.probabilities[layer] = probabilities
         return output, weights
-    _, probabilities = explicit_attention(*call, scaling=scaling, **kwargs)
+    _, probabilities = explicit_attention(*call, **kwargs)
     # A zero leaf puts the probabilities in the graph although no parameter requires
     # grad; the output is computed from them, so dS/dA is the total derivative.
     probabilities = probabilities + torch.zeros_like(probabilities, requires_grad=True)
@@ -214,23 +206,6 @@ def _recording_attention(
     output = torch.matmul(probabilities.to(values.dtype), values)
     state.probabilities[layer] = probabilities  # the tensor the output is computed from
     return output.transpose(1, 2).contiguous(), probabilities
-
-
-def _recording_name(original: str) -> str:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    name = _PREFIX + original
-    if name not in ALL_ATTENTION_FUNCTIONS:
-        if original not in ALL_MASK_ATTENTION_FUNCTIONS:
-            raise MethodError(
-                f"dexar cannot record the encoder attention of a model loaded with "
-                f"attn_implementation={original!r}; load it with 'sdpa' or 'eager'."
-            )
-        AttentionInterface.register(name, _recording_attention)
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
-    return name
 
 
 @contextmanager
@@ -248,47 +223,11 @@ def recorded_encoder_attention(
     with ExitStack() as restore:
         token = _RECORDING.set(state)
         restore.callback(_RECORDING.reset, token)
-        for config in {id(module.config): module.config for module in modules}.values():
-            previous = config._attn_implementation
-            state.original[id(config)] = previous or "eager"
-            restore.callback(setattr, config, "_attn_implementation", previous)
-            config._attn_implementation = _recording_name(previous or "eager")
+        interpose_attention(restore, modules, state, _PREFIX, _recording_attention)
         yield state
 
 
 # --- the gradient extractor that adds the projection -------------------------------------
-
-
-def _target_gradients(
-    loaded: LoadedModel, forced: TeacherForcedPass, modules: Sequence[Any]
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One forward and backward: the encoder probabilities and dS/dA, S the answer's logits."""
-    if not modules:  # an encoder without self-attention mixes nothing: R is the identity
-        return [], []
-    inputs = dict(forced.inputs)
-    if "logits_to_keep" in inputs:
-        inputs["logits_to_keep"] = 0
-    model = loaded.model
-    with (
-        torch.enable_grad(),
-        frozen_parameters(model),
-        recorded_encoder_attention(modules, differentiable=True) as recording,
-    ):
-        logits = model(**inputs).logits[0]
-        rows = torch.tensor(forced.query_rows, device=logits.device)
-        tokens = torch.tensor(forced.answer_ids, device=logits.device)
-        target = logits[rows, tokens].float().sum()
-        attentions = recording.attentions()
-        gradients = torch.autograd.grad(target, attentions, allow_unused=True)
-    return (
-        [attention[0].detach().double().cpu().numpy() for attention in attentions],
-        [
-            np.zeros(attention.shape[1:])
-            if gradient is None
-            else gradient[0].double().cpu().numpy()
-            for attention, gradient in zip(attentions, gradients, strict=True)
-        ],
-    )
 
 
 class ThroughEncoderGradients(LogitLensGradients):
@@ -329,7 +268,7 @@ class ThroughEncoderGradients(LogitLensGradients):
             details: dict[str, Any] = {"rule": "R = prod_l (I + mean_h A_l) / 2, rows sum to 1"}
         else:
             forced = adapter.teacher_forced(loaded, prepared, units.ids)
-            attentions, gradients = _target_gradients(loaded, forced, modules)
+            attentions, gradients = self._target_gradients(loaded, forced, modules)
             relevance = gradient_relevance(attentions, gradients, length)
             details = {
                 "rule": "I + N(R - I), R = prod_l (I + mean_h ReLU(A_l * dS/dA_l))",
@@ -340,3 +279,38 @@ class ThroughEncoderGradients(LogitLensGradients):
             details["heads"] = int(attentions[0].shape[0])
         projection = encoder_projection(record.layout, relevance, kind=self.route, details=details)
         return attrs.evolve(record, layout=attrs.evolve(record.layout, projection=projection))
+
+    def _target_gradients(
+        self, loaded: LoadedModel, forced: TeacherForcedPass, modules: Sequence[Any]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """One forward and backward: the encoder's probabilities and dS/dA.
+
+        S is the sum of the answer tokens' final logits, read as the last decoder
+        layer's logit-lens targets (the head's rows of the answer tokens only).
+        """
+        if not modules:  # an encoder without self-attention mixes nothing: R is the identity
+            return [], []
+        model = loaded.model
+        parts = loaded.adapter.decoder_parts(model)
+        last = parts.num_layers - 1
+        outputs: dict[int, torch.Tensor] = {}
+        with (
+            torch.enable_grad(),
+            frozen_parameters(model),
+            recorded_encoder_attention(modules, differentiable=True) as recording,
+            record_layer_outputs(parts, [last], torch.tensor(forced.query_rows), outputs),
+        ):
+            model(**forced.inputs)
+            token_ids = torch.tensor(forced.answer_ids, dtype=torch.long)
+            target = self.logit_lens_targets(parts, outputs[last][None], token_ids).sum()
+            attentions = recording.attentions()
+            gradients = torch.autograd.grad(target, attentions, allow_unused=True)
+        return (
+            [attention[0].detach().double().cpu().numpy() for attention in attentions],
+            [
+                np.zeros(attention.shape[1:])
+                if gradient is None
+                else gradient[0].double().cpu().numpy()
+                for attention, gradient in zip(attentions, gradients, strict=True)
+            ],
+        )

@@ -142,6 +142,12 @@ def reference_gradient(attentions, gradients):
     return np.eye(length) + np.where(sums > 0, mixed / np.where(sums > 0, sums, 1), 0)
 
 
+def visual_positions(loaded: LoadedModel) -> np.ndarray:
+    """V: the encoder positions of the grid's image tokens."""
+    prepared = loaded.adapter.prepare(loaded, [noise_image()], PROMPT)
+    return loaded.adapter.locator.locate(prepared).visual_positions
+
+
 def explained(loaded: LoadedModel, route: str):
     return explain(routed(loaded, route), noise_image(), PROMPT, answer=ANSWER)
 
@@ -149,9 +155,7 @@ def explained(loaded: LoadedModel, route: str):
 def test_rollout_maps_equal_the_straightforward_reference(loaded):
     today, rolled = explained(loaded, "none"), explained(loaded, "rollout")
     attentions, _ = encoder_record(loaded, with_gradients=False)
-    visual = loaded.adapter.locator.locate(
-        loaded.adapter.prepare(loaded, [noise_image()], PROMPT)
-    ).visual_positions
+    visual = visual_positions(loaded)
     length = attentions[0].shape[-1]
     # today's raw relevance lies on V in grid order: embed it in the encoder sequence
     tokens = np.zeros((len(today.tokens), length))
@@ -167,9 +171,7 @@ def test_rollout_maps_equal_the_straightforward_reference(loaded):
 def test_gradient_maps_equal_the_straightforward_reference(loaded):
     today, weighted = explained(loaded, "none"), explained(loaded, "gradient")
     attentions, gradients = encoder_record(loaded, with_gradients=True)
-    visual = loaded.adapter.locator.locate(
-        loaded.adapter.prepare(loaded, [noise_image()], PROMPT)
-    ).visual_positions
+    visual = visual_positions(loaded)
     relevance = reference_gradient(attentions, gradients)[np.ix_(visual, visual)]
     expected = today.raw_sequence_maps[0].reshape(-1) @ relevance
     assert_float32_close(weighted.raw_sequence_maps[0].reshape(-1), expected, terms=64)
