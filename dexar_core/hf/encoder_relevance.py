@@ -26,7 +26,7 @@ raw relevance of every method and records in the Explanation's metadata.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,8 @@ from dexar_core.engine.layers import frozen_parameters, record_layer_outputs
 from dexar_core.engine.logit_lens import LogitLensGradients
 from dexar_core.errors import DexarError, MethodError
 from dexar_core.hf.capture import delegated_attention, explicit_attention, interpose_attention
-from dexar_core.records import AttentionGradients, ExplainedUnits, LoadedModel, PreparedPrompt
+from dexar_core.interfaces import GradientRequest
+from dexar_core.records import AttentionGradients, LoadedModel
 from dexar_core.values import RelevanceProjection, VisualLayout
 
 if TYPE_CHECKING:
@@ -240,34 +241,23 @@ class ThroughEncoderGradients(LogitLensGradients):
     def __init__(self, route: str) -> None:
         self.route = route
 
-    def attention_gradients(
-        self,
-        loaded: LoadedModel,
-        prepared: PreparedPrompt,
-        layout: VisualLayout,
-        units: ExplainedUnits,
-        layers: Sequence[int],
-        *,
-        chunk_size: int | None = None,
-        needs: Collection[str] = (),
-    ) -> AttentionGradients:
+    def attention_gradients(self, request: GradientRequest) -> AttentionGradients:
         """See :meth:`LogitLensGradients.attention_gradients`; the layout gains the projection."""
+        loaded, prepared = request.loaded, request.prepared
         adapter = loaded.adapter
         modules = adapter.encoder_self_attentions(loaded.model)
         rollout = self.route == "rollout"
         with (
             recorded_encoder_attention(modules, differentiable=False) if rollout else nullcontext()
         ) as recording:
-            record = super().attention_gradients(
-                loaded, prepared, layout, units, layers, chunk_size=chunk_size, needs=needs
-            )
+            record = super().attention_gradients(request)
         length = record.layout.sequence_length
         if recording is not None:
             attentions = [a[0].double().cpu().numpy() for a in recording.attentions()]
             relevance = rollout_relevance(attentions, length)
             details: dict[str, Any] = {"rule": "R = prod_l (I + mean_h A_l) / 2, rows sum to 1"}
         else:
-            forced = adapter.teacher_forced(loaded, prepared, units.ids)
+            forced = adapter.teacher_forced(loaded, prepared, request.units.ids)
             attentions, gradients = self._target_gradients(loaded, forced, modules)
             relevance = gradient_relevance(attentions, gradients, length)
             details = {
