@@ -19,6 +19,10 @@ generates the answer from ``decoder_start_token_id`` (``</s>``). What dexar expl
   ``final_logits_bias`` is added when the model class has one (the original remote-code
   Florence-2 registered one, all zeros; the transformers 5 class has none).
 
+With ``Florence2Adapter(through_encoder="rollout")`` (or ``"gradient"``) the relevance
+over V is carried back through the BART encoder's self-attention to the encoder's input
+image tokens, the DaViT grid cells (docs/method.md §8.1, docs/encoder_decoder.md).
+
 Task prompts (``<CAPTION>``, ``<DETAILED_CAPTION>``, ...) pass through to the processor,
 which expands them into its instruction text; free text passes through unchanged. A
 task token the processor does not know is refused with the list of known ones.
@@ -114,6 +118,10 @@ class Florence2Adapter(HFEncoderDecoderAdapter):
             lm_head_weight=head.weight,
             lm_head_bias=bias,
         )
+
+    def encoder_self_attentions(self, model: Any) -> list[Any]:
+        """The BART encoder layers' self-attention, for ``through_encoder``."""
+        return [layer.self_attn for layer in model.model.language_model.encoder.layers]
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in each Explanation's metadata."""

@@ -12,10 +12,10 @@ decoder layer's input, so the gradient of layer l's target reaches only layer l'
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -38,8 +38,17 @@ class _CaptureState:
         self.original: dict[int, str] = {}  # by id(config): the implementation replaced
 
 
-def _registered_name(original: str) -> str:
-    """Register (once) the capturing function under a name derived from ``original``.
+class InterposedState(Protocol):
+    """What an interposing context keeps: the implementation it replaced, per config."""
+
+    original: dict[int, str]
+
+
+StateT = TypeVar("StateT", bound=InterposedState)
+
+
+def _registered_name(prefix: str, function: Any, original: str) -> str:
+    """Register (once) ``function`` under the name ``prefix + original``.
 
     The mask builder must see the original implementation's mask format, so each
     original (``sdpa``, ``eager``) gets its own registered name.
@@ -48,16 +57,54 @@ def _registered_name(original: str) -> str:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    name = _PREFIX + original
+    name = prefix + original
     if name not in ALL_ATTENTION_FUNCTIONS:
         if original not in ALL_MASK_ATTENTION_FUNCTIONS:
             raise MethodError(
                 f"dexar cannot capture attention of a model loaded with "
                 f"attn_implementation={original!r}; load it with 'sdpa' or 'eager'."
             )
-        AttentionInterface.register(name, _capturing_attention)
+        AttentionInterface.register(name, function)
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
     return name
+
+
+def interpose_attention(
+    restore: ExitStack, modules: Iterable[Any], state: InterposedState, prefix: str, function: Any
+) -> None:
+    """Route the attention of ``modules``' configs through ``function`` until ``restore`` closes.
+
+    Each config's implementation is kept in ``state.original`` and replaced by a name
+    registered for ``function``, which hands the calls on (:func:`delegated_attention`).
+
+    Raises:
+        DexarError: a config is already routed through ``prefix`` (no nesting).
+    """
+    for config in {id(module.config): module.config for module in modules}.values():
+        original = config._attn_implementation or "eager"
+        if original.startswith(prefix):
+            raise DexarError(
+                "dexar found an attention capture still installed on this model; "
+                "captures cannot be nested."
+            )
+        state.original[id(config)] = original
+        name = _registered_name(prefix, function, original)
+        restore.callback(_set_implementation, config, config._attn_implementation)
+        _set_implementation(config, name)
+
+
+def delegated_attention(module: Any, state: StateT | None) -> tuple[StateT, Any]:
+    """The interposing context's state and the attention function ``module``'s call goes to.
+
+    Raises:
+        DexarError: the call came outside the context that interposed it.
+    """
+    if state is None or id(module.config) not in state.original:
+        raise DexarError(
+            "dexar's capturing attention ran outside a capture; a previous capture was "
+            "not restored. Reload the model."
+        )
+    return state, _original_function(module, state.original[id(module.config)])
 
 
 def _original_function(module: Any, original: str) -> Any:
@@ -156,13 +203,7 @@ def _capturing_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, Any]:
-    state = _ACTIVE.get()
-    if state is None or id(module.config) not in state.original:
-        raise DexarError(
-            "dexar's capturing attention ran outside a capture; a previous capture was "
-            "not restored. Reload the model."
-        )
-    original = _original_function(module, state.original[id(module.config)])
+    state, original = delegated_attention(module, _ACTIVE.get())
     output, weights = original(
         module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
     )
@@ -280,18 +321,7 @@ class TransformersAttentionCapture(AttentionCapture):
         with ExitStack() as restore:
             token = _ACTIVE.set(state)
             restore.callback(_ACTIVE.reset, token)
-            configs = {id(attention.config): attention.config for attention in parts.attentions}
-            for config in configs.values():
-                original = config._attn_implementation or "eager"
-                if original.startswith(_PREFIX):
-                    raise DexarError(
-                        "dexar found an attention capture still installed on this model; "
-                        "captures cannot be nested."
-                    )
-                state.original[id(config)] = original
-                captured_name = _registered_name(original)
-                restore.callback(_set_implementation, config, config._attn_implementation)
-                _set_implementation(config, captured_name)
+            interpose_attention(restore, parts.attentions, state, _PREFIX, _capturing_attention)
             for index in wanted:
                 state.layer_of[id(parts.attentions[index])] = index
             for layer in parts.layers if detach_layer_inputs else ():

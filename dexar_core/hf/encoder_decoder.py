@@ -13,6 +13,9 @@ positions to the encoder sequence (docs/method.md §8), so:
 A concrete adapter states where the decoder lives (:meth:`decoder_parts`), formats the
 prompt and states how its image tokens lie as data (:mod:`dexar_core.hf.facts`);
 generation and teacher forcing are shared here and in :mod:`dexar_core.hf.generative`.
+An adapter that also names its encoder's self-attention modules
+(:meth:`encoder_self_attentions`) offers ``through_encoder``: relevance carried back to
+the encoder's input positions (:mod:`dexar_core.hf.encoder_relevance`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 
 import torch
 
-from dexar_core.errors import CheckpointError, InputError
+from dexar_core.errors import CheckpointError, InputError, UnsupportedModelError
+from dexar_core.hf.encoder_relevance import ThroughEncoderGradients, check_through_encoder
 from dexar_core.hf.generative import HFGenerativeAdapter
 from dexar_core.records import DecoderParts, LoadedModel, PreparedPrompt, TeacherForcedPass
 
@@ -36,12 +40,41 @@ class HFEncoderDecoderAdapter(HFGenerativeAdapter):
     (``image_tokens``, see :mod:`dexar_core.hf.facts`). Image tokens on no grid
     (Florence-2's pooled global token) and padding are in neither V nor the text set.
 
+    Args:
+        through_encoder: ``"none"`` (default: V's relevance stays on the encoder outputs),
+            ``"rollout"`` or ``"gradient"`` (carried back through the encoder's
+            self-attention, docs/method.md §8.1). Choose it on a loaded model with
+            ``attrs.evolve(loaded, adapter=Florence2Adapter(through_encoder="rollout"))``.
+
     Attributes:
         passes_logits_to_keep: whether the model's forward accepts ``logits_to_keep``
             (the explanation pass needs no logits; T5's forward does not accept it).
+
+    Raises:
+        MethodError: an unknown ``through_encoder``.
     """
 
     passes_logits_to_keep: bool = True
+
+    def __init__(self, through_encoder: str = "none") -> None:
+        super().__init__()
+        self.through_encoder = check_through_encoder(through_encoder, type(self).__name__)
+        if self.through_encoder != "none":
+            self.gradients = ThroughEncoderGradients(self.through_encoder)
+
+    def encoder_self_attentions(self, model: Any) -> list[Any]:
+        """The encoder layers' self-attention modules, first layer first.
+
+        Only ``through_encoder`` reads them; an adapter that offers it names them.
+
+        Raises:
+            UnsupportedModelError: the adapter does not name them.
+        """
+        raise UnsupportedModelError(
+            f"the {self.name} adapter does not name its encoder's self-attention modules, "
+            "so through_encoder cannot carry relevance through the encoder; use "
+            "through_encoder='none' or implement encoder_self_attentions()."
+        )
 
     def context_length(self, model: Any) -> int | None:
         """The longest encoder or decoder sequence the language model takes, if bounded."""
