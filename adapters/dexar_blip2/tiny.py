@@ -130,10 +130,7 @@ def build_tiny_blip2(
     )
     qformer_config = Blip2QFormerConfig(
         vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=qformer_layers,
-        num_attention_heads=heads,
-        intermediate_size=size.intermediate_size,
+        **size.layer_fields(qformer_layers),
         encoder_hidden_size=hidden_size,
         cross_attention_frequency=1,
         max_position_embeddings=64,
