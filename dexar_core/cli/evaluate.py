@@ -48,7 +48,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from dexar_core.evaluation.distributed import current_processes
     from dexar_core.evaluation.records import json_ready
     from dexar_core.evaluation.report import format_paired, format_report
-    from dexar_core.evaluation.run import check_metrics, evaluate
+    from dexar_core.evaluation.run import check_answers, check_metrics, evaluate
     from dexar_core.evaluation.run_log import check_unlocked, write_atomically
     from dexar_core.explaining import check_batch_size
     from dexar_core.validation import (
@@ -72,9 +72,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"--pictures must be 0 or more, got {args.pictures}.")
     if args.resamples < 0:
         raise InputError(f"--resamples must be 0 (no intervals) or more, got {args.resamples}.")
-    methods = _names(args.methods, "--methods")
+    labelled = method_labels(args.methods)
+    methods = list(labelled)
     metrics = None if args.metrics is None else _names(args.metrics, "--metrics")
     options = _method_options(args.option, methods)
+    if args.paired_with is not None and args.paired_with not in labelled:
+        raise InputError(
+            f"--paired-with {args.paired_with!r} is not in --methods ({', '.join(methods)}); "
+            "give one of those labels."
+        )
     model_name = args.model or default_model()
     out = Path(args.out)
 
@@ -89,9 +95,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
 
     check_metrics(metrics, dataset())  # bad names and datasets fail before loading
+    check_answers(args.answers, dataset())
     catalog = default_catalog()
     for method in methods:
-        check_method_options(method, options[method], catalog)
+        check_method_options(labelled[method], options[method], catalog)
     check_max_new_tokens(args.max_new_tokens)
     check_output_folder(out)
     for method in methods:
@@ -135,7 +142,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             summaries[method] = evaluate(
                 loaded,
                 benchmark,
-                method=method,
+                method=labelled[method],
                 metrics=metrics,
                 limit=args.limit,
                 out=folder,
@@ -146,6 +153,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 on_item=on_item,
                 processes=team,
                 batch_size=args.batch_size,
+                answers=args.answers,
                 **options[method],
             )
         except (MethodError, UnsupportedModelError) as error:  # the architecture, not input
@@ -170,7 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     write_atomically(out / SUMMARIES_FILE, json.dumps(by_method, indent=2) + "\n")
     tables = format_report(summaries, not_supported)
-    paired = _paired_differences(out, summaries, args.seed, args.resamples)
+    paired = _paired_differences(out, summaries, args.seed, args.resamples, args.paired_with)
     if paired["against"]:
         write_atomically(out / PAIRED_FILE, json.dumps(json_ready(paired), indent=2) + "\n")
         tables += "\n\n" + format_paired(paired["reference"], paired["against"])
@@ -184,9 +192,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _paired_differences(
-    out: Path, summaries: dict[str, Summary], seed: int, resamples: int
+    out: Path, summaries: dict[str, Summary], seed: int, resamples: int, reference: str | None
 ) -> dict[str, Any]:
-    """``dexar`` (else the first method) minus every other method, paired over the items.
+    """``reference`` (default ``dexar``, else the first method) minus every other method,
+    paired over the items; ``reference`` may be a method that was not supported.
 
     Read from the run folders, so a resumed run pairs exactly the items it summarised.
     """
@@ -195,7 +204,10 @@ def _paired_differences(
     from dexar_core.evaluation.summary import paired_differences
 
     methods = list(summaries)
-    reference = "dexar" if "dexar" in summaries else methods[0]
+    if reference is None:
+        reference = "dexar" if "dexar" in summaries else methods[0]
+    if reference not in summaries:
+        return {"reference": reference, "against": {}}
     results = {
         method: [
             ItemResult.from_dict(record)
@@ -238,6 +250,35 @@ def _refuse_all_unexplained(summaries: dict[str, Summary], out: Path) -> None:
         f"reasons: {'; '.join(reasons[:3]) or 'unknown'}. Check the model on one item with "
         "`dexar explain` first."
     )
+
+
+def method_labels(text: str) -> dict[str, str]:
+    """``--methods``: each entry a method, or ``LABEL=METHOD`` for a second option set.
+
+    ``dexar,scores=dexar`` runs dexar twice, into ``OUT/dexar/`` and ``OUT/scores/``,
+    with ``--option scores.relevance=score_gradient`` for the second; the label names
+    the run folder, the tables' rows and the ``--option`` prefix.
+
+    Raises:
+        InputError: no entry, a label given twice, or a label that is not a plain name
+            (letters, digits, ``_`` and ``-``: it becomes a folder name).
+    """
+    labelled: dict[str, str] = {}
+    for entry in _names(text, "--methods"):
+        label, equals, method = (part.strip() for part in entry.partition("="))
+        method = method if equals else label
+        if not label or not method or not all(c.isalnum() or c == "_" for c in label):
+            raise InputError(
+                f"--methods entry {entry!r} is not METHOD or LABEL=METHOD with a plain label "
+                "(letters, digits and _), e.g. --methods dexar,scores=dexar."
+            )
+        if label in labelled:
+            raise InputError(
+                f"--methods names {label!r} twice; give a second option set its own label, "
+                f"e.g. {label}2={method}."
+            )
+        labelled[label] = method
+    return labelled
 
 
 def _names(text: str, flag: str) -> list[str]:

@@ -154,12 +154,27 @@ EVALUATE_ARGUMENTS = (
         "--methods",
         "--method",
         default="dexar",
-        help="explanation methods, comma-separated, e.g. dexar,attention,rollout (default: dexar)",
+        help="explanation methods, comma-separated, e.g. dexar,attention,rollout (default: "
+        "dexar); LABEL=METHOD runs a method again under its own label, e.g. "
+        "dexar,scores=dexar with --option scores.relevance=score_gradient",
     ),
     argument(
         "--metrics",
         help="segmentation,grounding,perturbation (default: segmentation,grounding "
         "where the dataset has masks, else perturbation)",
+    ),
+    argument(
+        "--paired-with",
+        metavar="LABEL",
+        help="the method (or LABEL) whose paired differences against every other one "
+        "are tabled and written to OUT/paired.json (default: dexar, else the first)",
+    ),
+    argument(
+        "--answers",
+        choices=("generated", "reference"),
+        default="generated",
+        help="explain the model's own answer (generated, default; its accuracy is "
+        "reported) or the item's reference answer, teacher-forced (reference)",
     ),
     argument("--limit", type=int, help="evaluate only the first N items"),
     argument(

@@ -53,11 +53,15 @@ def evaluate_items(
     replacement: str,
     catalog: Catalog,
     options: dict[str, Any],
+    answers: str = "generated",
 ) -> list[tuple[Explanation | None, ItemResult]]:
     """Explain the model on a batch of items and score each; a failed item is recorded.
 
     ``units`` is the adapter's: a contrastive model's prompt is the item's caption, it
-    has no reference answer and no accuracy.
+    has no reference answer and no accuracy. ``answers`` is ``"generated"`` (the model's
+    own greedy answer is explained and judged) or ``"reference"`` (the item's first
+    reference answer is explained, teacher-forced; nothing is judged, ``correct`` is
+    None).
     """
     from dexar_core.explaining import BatchItem, batch_explanations
 
@@ -69,7 +73,8 @@ def evaluate_items(
     for item in items:
         try:
             questions.append(explained_prompt(item, units))
-            requests.append(BatchItem(image=item.image, prompt=questions[-1]))
+            forced = item.answer if answers == "reference" else None
+            requests.append(BatchItem(image=item.image, prompt=questions[-1], answer=forced))
             refused.append(None)
         except InputError as error:
             questions.append(item.description if prompts else item.question)
@@ -85,6 +90,7 @@ def evaluate_items(
         options=options,
     )
     ordered = [next(explained) if error is None else error for error in refused]
+    judged = not prompts and answers != "reference"  # a given answer is not the model's
     share = (time.perf_counter() - start) / len(items)
     results: list[tuple[Explanation | None, ItemResult]] = []
     for item, question, outcome in zip(items, questions, ordered, strict=True):
@@ -99,13 +105,15 @@ def evaluate_items(
                         share,
                         question=question,
                         expected="" if prompts else item.answer,
-                        correct=False if item.references and not prompts else None,
+                        correct=False if judged and item.references else None,
                     ),
                 )
             )
             continue
         scoring = time.perf_counter()
         result = score_item(item, outcome, seed=seed, metrics=metrics)
+        if not judged:
+            result = attrs.evolve(result, correct=None)
         if "perturbation" in metrics:
             result = attrs.evolve(
                 result, **perturbation_scores(loaded, item, outcome, seed, replacement)

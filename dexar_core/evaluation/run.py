@@ -132,6 +132,9 @@ OBJECT_WORDS: frozenset[str] = frozenset((*COLORS, *SHAPES))
 
 NEEDS = {"segmentation": "has_masks", "grounding": "has_object_words"}
 
+ANSWERS = ("generated", "reference")
+"""Which answer :func:`evaluate` explains: the model's own, or the item's reference."""
+
 
 def open_dataset(
     name: str, split: str = "test", *, seed: int = 0, image_size: int = 64
@@ -183,6 +186,29 @@ def check_metrics(metrics: Sequence[str] | None, benchmark: Benchmark) -> tuple[
     return chosen
 
 
+def check_answers(answers: str, benchmark: Any) -> None:
+    """Refuse an unknown ``answers`` mode, or reference answers a dataset does not have.
+
+    ``benchmark`` is a :class:`Benchmark` or a reader's dataset.
+
+    Raises:
+        InputError: ``answers`` is not one of :data:`ANSWERS`, or it is ``"reference"``
+            and the dataset's first item has no reference answer (VOC).
+    """
+    if answers not in ANSWERS:
+        raise InputError(
+            f"evaluate: answers must be one of {', '.join(ANSWERS)}, got {answers!r}: "
+            "generated explains the model's own answer, reference the item's."
+        )
+    if answers == "reference" and len(benchmark):
+        if as_benchmark_item(benchmark[0], 0).references:
+            return
+        raise InputError(
+            f"evaluate: {getattr(benchmark, 'name', repr(benchmark))} has no reference answers to teacher-force; use "
+            "--answers generated (the default) on it."
+        )
+
+
 def evaluate(
     loaded: LoadedModel,
     dataset: Any,
@@ -199,6 +225,7 @@ def evaluate(
     catalog: Catalog | None = None,
     processes: Processes | None = None,
     batch_size: int = 1,
+    answers: str = "generated",
     **options: Any,
 ) -> Summary:
     """Explain the model's answer on each item and score the maps.
@@ -225,6 +252,11 @@ def evaluate(
         batch_size: how many of this process's items are explained together
             (:func:`dexar_core.api.explain_batch`); the records are those of a batch of
             one, but for their ``seconds``.
+        answers: ``"generated"`` (default): explain the model's own greedy answer and
+            judge it; ``"reference"``: explain the item's first reference answer,
+            teacher-forced, so every method maps the same, correct words (the
+            protocol of docs/evaluation.md); no answer is judged then (``correct`` is
+            None, the summary has no accuracy).
         **options: the method's options, as for :func:`dexar_core.api.explain`.
 
     Returns:
@@ -255,7 +287,13 @@ def evaluate(
     count = len(benchmark) if limit is None else min(limit, len(benchmark))
     if count == 0:
         raise InputError("evaluate: the dataset has no item; give a non-empty split.")
+    check_answers(answers, benchmark)
     units = loaded.adapter.units
+    if answers == "reference" and units == PROMPTS:
+        raise InputError(
+            f"evaluate: {loaded.model_id} is contrastive: it explains prompts and gives no "
+            "answer to teacher-force; leave out --answers reference for it."
+        )
     if units == PROMPTS:  # no answer: no word has a map of its own to point with
         chosen = tuple(metric for metric in chosen if metric != "grounding")
         if not chosen:
@@ -281,6 +319,7 @@ def evaluate(
         "seed": seed,
         "max_new_tokens": max_new_tokens,
         "replacement": replacement,
+        "answers": answers,
     }
     with nullcontext() if out is None else run_lock(out, team):
         records: dict[int, dict[str, Any]] = {}
@@ -309,6 +348,7 @@ def evaluate(
                     replacement=replacement,
                     catalog=plugins,
                     options=options,
+                    answers=answers,
                 )
                 for position, item, (explanation, result) in zip(
                     positions, items, evaluated, strict=True
