@@ -10,8 +10,8 @@ Usage::
 method into ``OUT/ROUTE/METHOD``, on one thread, on the first items of the shapes test
 split at the model's training size, seed 0, as ``dexar evaluate --limit N`` does. By
 default the model answers freely (:func:`dexar_core.evaluation.evaluate`); with
-``--teacher-forced`` each item's reference answer is explained instead, and scored
-with the same :func:`dexar_core.evaluation.score_item` and summary.
+``--teacher-forced`` each item's reference answer is explained instead
+(``answers="reference"``, as ``dexar evaluate --answers reference``).
 ``python docs/results/tables.py OUT/ROUTE`` prints a route's table.
 
 ``paired``: the paired differences, on the same items, of each route against ``none``
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import attrs
 import numpy as np
@@ -33,38 +32,13 @@ import torch
 
 import dexar_core as dexar
 from dexar_core.datasets.benchmark import open_benchmark
-from dexar_core.evaluation import evaluate, score_item
-from dexar_core.evaluation.run_log import write_items
-from dexar_core.evaluation.summary import summarise
+from dexar_core.evaluation import evaluate
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
 from dexar_core.zoo import training_image_size
 from dexar_florence2.adapter import Florence2Adapter
 
 ROUTES = ("none", "rollout", "gradient")
 METHODS = ("dexar", "dexar_nohead", "attention", "attn_grad", "legrad")
-
-
-def teacher_forced(loaded: Any, benchmark: Any, method: str, limit: int, folder: Path) -> None:
-    """Explain each item's reference answer; write items.jsonl and summary.json."""
-    results = []
-    for position in range(min(limit, len(benchmark))):
-        item = benchmark[position]
-        explanation = dexar.explain(
-            loaded, item.image, item.question, answer=item.answer, method=method
-        )
-        results.append(score_item(item, explanation, seed=0))
-    summary = summarise(
-        results,
-        dataset=repr(benchmark),
-        split=benchmark.split,
-        model_id=loaded.model_id,
-        method=method,
-        options={"answer": "teacher-forced reference"},
-        seed=0,
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    write_items(folder, [result.to_dict() for result in results])
-    (folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
 
 
 def run(out: Path, limit: int, forced: bool) -> None:
@@ -76,10 +50,8 @@ def run(out: Path, limit: int, forced: bool) -> None:
         routed = attrs.evolve(loaded, adapter=Florence2Adapter(through_encoder=route))
         for method in METHODS:
             folder = out / route / method
-            if forced:
-                teacher_forced(routed, benchmark, method, limit, folder)
-            else:
-                evaluate(routed, benchmark, method=method, limit=limit, out=folder)
+            answers = "reference" if forced else "generated"
+            evaluate(routed, benchmark, method=method, limit=limit, out=folder, answers=answers)
             print(route, method, flush=True)
 
 
