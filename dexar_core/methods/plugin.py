@@ -28,6 +28,22 @@ def _ablation(name: str, **options: Any) -> Method:
     return method
 
 
+PRESETS: dict[str, dict[str, Any]] = {
+    "dexar_weighted": {"relevance": "weighted_gradient", "text_set": "prompt_only"},
+}
+"""Registered option sets of DEX-AR, by name: chosen on the validation splits by the
+protocol of docs/results.md (docs/results/protocol.py), reported on the test splits."""
+
+
+def _preset(name: str, **options: Any) -> Method:
+    """The preset's DexarMethod; an option given explicitly overrides the preset's."""
+    from dexar_core.methods.dexar import DexarMethod
+
+    method = DexarMethod(**{**PRESETS[name], **options})
+    method.name = name
+    return method
+
+
 # name -> (module, class, needs the backward pass, description): imported only when used
 BASELINES = {
     "attention": (
@@ -80,7 +96,8 @@ def _baseline(name: str, **options: Any) -> Method:
 
 @hookimpl
 def dexar_methods() -> Iterable[MethodSpec]:
-    """DEX-AR, its two ablations (w = 1, delta = 1) and the baselines of docs/method.md §10."""
+    """DEX-AR, its preset, its two ablations (w = 1, delta = 1) and the baselines of
+    docs/method.md §10."""
     baselines = tuple(
         MethodSpec(
             name=name,
@@ -96,6 +113,12 @@ def dexar_methods() -> Iterable[MethodSpec]:
             name="dexar",
             factory=_dexar,
             description="DEX-AR: layer-wise attention gradients, head and token filtering",
+        ),
+        MethodSpec(
+            name="dexar_weighted",
+            factory=partial(_preset, "dexar_weighted"),
+            description="DEX-AR on the attention-weighted gradient A*G with the prompt-only "
+            "text set: the recommended preset (docs/results.md)",
         ),
         MethodSpec(
             name="dexar_nohead",
