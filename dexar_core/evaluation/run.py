@@ -203,8 +203,9 @@ def check_answers(answers: str, benchmark: Any) -> None:
     if answers == "reference" and len(benchmark):
         if as_benchmark_item(benchmark[0], 0).references:
             return
+        name = getattr(benchmark, "name", repr(benchmark))
         raise InputError(
-            f"evaluate: {getattr(benchmark, 'name', repr(benchmark))} has no reference answers to teacher-force; use "
+            f"evaluate: {name} has no reference answers to teacher-force; use "
             "--answers generated (the default) on it."
         )
 
