@@ -99,4 +99,6 @@ def fallback_note(explanation: Explanation) -> str | None:
 
 
 def _weighs_by_delta(explanation: Explanation) -> bool:
-    return explanation.method == "dexar" and explanation.options.get("token_weighting", True)
+    """Whether the weights are DEX-AR's delta: any method built on DexarMethod (``dexar``,
+    its preset and ablations, a third party's) records ``token_weighting``."""
+    return bool(explanation.options.get("token_weighting", False))

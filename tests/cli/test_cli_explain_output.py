@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from llava_fixtures import explain_argv
 
 from dexar_core.cli.main import main
@@ -58,3 +59,24 @@ def test_quiet_prints_nothing_and_still_writes(tiny_dir, tmp_path, capsys):
     assert code == 0
     assert captured.out == "" and captured.err == ""
     assert (tmp_path / "report.html").is_file() and (tmp_path / "sequence.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("method", "weighs_by_delta"),
+    [
+        ("dexar", True),
+        ("dexar_weighted", True),
+        ("dexar_nohead", True),
+        ("dexar_nodelta", False),
+        ("attn_grad", False),
+    ],
+)
+def test_the_weight_is_named_delta_for_every_method_that_weighs_by_it(
+    tiny_dir, tmp_path, capsys, method, weighs_by_delta
+):
+    code = _explain(tiny_dir, tmp_path / method, "--method", method, "--json", "--no-html")
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert (summary["weight"] == "token weight (delta)") is weighs_by_delta, summary["weight"]
