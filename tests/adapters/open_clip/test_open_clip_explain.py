@@ -25,7 +25,15 @@ torch.set_num_threads(2)
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle at the top"]
 
-ROW_METHODS = ("dexar", "dexar_nohead", "dexar_nodelta", "legrad", "attn_grad", "attention")
+ROW_METHODS = (
+    "dexar",
+    "dexar_weighted",
+    "dexar_nohead",
+    "dexar_nodelta",
+    "legrad",
+    "attn_grad",
+    "attention",
+)
 """The catalog's methods that read the explained rows: they run on the pooled pass."""
 
 NOT_ON_PROMPTS = {
