@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DELTA_RESULTS",
+    "PROTOCOL_RESULTS",
     "Units",
     "fallback_note",
     "units_of",
@@ -26,6 +27,8 @@ __all__ = [
 #: The page (and section) that measures how well delta separates object words from
 #: function words on each embedded model.
 DELTA_RESULTS = "docs/results.md, section 'Delta: object words against function words'"
+#: Where the delta of the relevance variants (the dexar_weighted preset) is measured.
+PROTOCOL_RESULTS = "docs/results.md, section 'Faithfulness protocol (issue 21)'"
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +80,8 @@ def weight_meaning(explanation: Explanation) -> str:
         )
         if units is PROMPTS:
             return meaning
+        if explanation.options.get("relevance", "attention_gradient") != "attention_gradient":
+            return f"{meaning} How well it finds the visual words: see {PROTOCOL_RESULTS}."
         return (
             f"{meaning} It separates object words from function words poorly on the "
             f"embedded models: see {DELTA_RESULTS}."
@@ -100,5 +105,7 @@ def fallback_note(explanation: Explanation) -> str | None:
 
 def _weighs_by_delta(explanation: Explanation) -> bool:
     """Whether the weights are DEX-AR's delta: any method built on DexarMethod (``dexar``,
-    its preset and ablations, a third party's) records ``token_weighting``."""
-    return bool(explanation.options.get("token_weighting", False))
+    its preset and ablations, a third party's) records ``token_weighting``; a ``dexar``
+    explanation whose options were not recorded weighs by delta, the method's default."""
+    default = explanation.method == "dexar"
+    return bool(explanation.options.get("token_weighting", default))

@@ -80,3 +80,15 @@ def test_the_weight_is_named_delta_for_every_method_that_weighs_by_it(
     assert code == 0, captured.err
     summary = json.loads(captured.out)
     assert (summary["weight"] == "token weight (delta)") is weighs_by_delta, summary["weight"]
+
+
+def test_the_presets_delta_points_at_the_protocol_not_at_the_papers_poor_separation(
+    tiny_dir, tmp_path, capsys
+):
+    code = _explain(tiny_dir, tmp_path / "out", "--method", "dexar_weighted", "--no-html")
+
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    printed = " ".join(captured.out.split())
+    assert "section 'Faithfulness protocol (issue 21)'" in printed
+    assert "separates object words from function words poorly" not in printed
