@@ -94,8 +94,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             class_index=args.class_index,
         )
 
-    check_metrics(metrics, dataset())  # bad names and datasets fail before loading
-    check_answers(args.answers, dataset())
+    unloaded = dataset()  # bad names, datasets and answers fail before loading
+    check_metrics(metrics, unloaded)
+    check_answers(args.answers, unloaded)
     catalog = default_catalog()
     for method in methods:
         check_method_options(labelled[method], options[method], catalog)
@@ -261,7 +262,8 @@ def method_labels(text: str) -> dict[str, str]:
 
     Raises:
         InputError: no entry, a label given twice, or a label that is not a plain name
-            (letters, digits, ``_`` and ``-``: it becomes a folder name).
+            (letters, digits and ``_``: it becomes a folder name and an ``--option``
+            prefix, where ``-`` would read as ``_``).
     """
     labelled: dict[str, str] = {}
     for entry in _names(text, "--methods"):
