@@ -59,6 +59,7 @@ def cell(summary: dict[str, Any], path: tuple[str, ...]) -> str:
 
 ORDER = (
     "dexar",
+    "dexar_weighted",
     "dexar_nohead",
     "dexar_nodelta",
     "attention",
@@ -78,13 +79,27 @@ def methods_of(runs: list[Path]) -> dict[str, dict[str, Any]]:
         summary_file = folder / "summary.json"
         if summary_file.is_file():
             found[folder.name] = json.loads(summary_file.read_text())
+            found[folder.name]["weighs_tokens"] = weighs_tokens(folder)
     return found
 
 
 PERTURBATION_TESTS = ("positive", "negative")
 
-DELTA_METHODS = ("dexar", "dexar_nohead")
-"""Methods with a token weight delta; the others weigh every token 1 (AUROC 0.5 by design)."""
+def weighs_tokens(method_folder: Path) -> bool:
+    """Whether the run's method gave some answer token a weight other than 1 (a delta).
+
+    Methods without a token weight give every token 1, so their delta AUROC is 0.5 by
+    design and is shown as n/a. Read from the records, not from the method's name, so
+    a preset or a labelled option set is classified by what it did.
+    """
+    records = method_folder / "items.jsonl"
+    if not records.is_file():
+        return False
+    with records.open() as lines:
+        for line in lines:
+            if any(weight != 1.0 for weight in json.loads(line).get("token_weights") or ()):
+                return True
+    return False
 
 
 def robust_perturbation(summaries: dict[str, dict[str, Any]]) -> list[str]:
@@ -140,7 +155,7 @@ def table(argument: str) -> str:
     ]
     for method, summary in summaries.items():
         cells = [
-            "n/a" if name == "delta AUROC" and method not in DELTA_METHODS else cell(summary, path)
+            "n/a" if name == "delta AUROC" and not summary["weighs_tokens"] else cell(summary, path)
             for name, path in used
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
