@@ -85,6 +85,7 @@ def methods_of(runs: list[Path]) -> dict[str, dict[str, Any]]:
 
 PERTURBATION_TESTS = ("positive", "negative")
 
+
 def weighs_tokens(method_folder: Path) -> bool:
     """Whether the run's method gave some answer token a weight other than 1 (a delta).
 
