@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dexar_core.adapter_options import make_adapter
 from dexar_core.errors import CheckpointError, InputError
 from dexar_core.explaining import BatchItem, check_item_texts
 from dexar_core.explanation import Explanation
@@ -52,6 +53,7 @@ def load(
     trust_remote_code: bool = False,
     download: bool = False,
     generation: str = "greedy",
+    adapter_options: Mapping[str, Any] | None = None,
     catalog: Catalog | None = None,
 ) -> LoadedModel:
     """Load a model, its processor and the adapter that serves it.
@@ -79,13 +81,17 @@ def load(
             ``HF_HUB_OFFLINE=1``).
         generation: ``"greedy"`` free runs (one beam, no sampling, no penalty) or
             ``"checkpoint"`` to decode with the checkpoint's generation config.
+        adapter_options: keyword arguments of the adapter itself, e.g.
+            ``{"through_encoder": "rollout"}`` for an encoder-decoder or
+            ``{"projection": "gradient"}`` for BLIP-2 (docs/models.md, "Adapter options").
         catalog: the plugin catalog to use; the process-wide one by default.
 
     Raises:
         UnsupportedModelError: no installed adapter serves the model.
         CheckpointError: the folder is missing or its files cannot be loaded.
         InputError: an unknown name (with the nearest embedded model), a device that is
-            not there, or options that cannot be honoured here.
+            not there, options that cannot be honoured here, or an adapter option the
+            model's adapter does not take (before the weights load).
     """
     from dexar_core.hf import load_options as checks
     from dexar_core.hf.checkpoints import resolve_checkpoint
@@ -137,8 +143,9 @@ def load(
     if dtype is None and stored_config is not None:
         dtype = checks.default_dtype(where, stored)
     checks.warn_slow_dtype(where, stored if dtype == "auto" else dtype)
-    adapter = adapter_spec.factory()
-    _check_adapter_options(adapter, options)
+    adapter_options = dict(adapter_options or {})
+    adapter = make_adapter(adapter_spec.name, adapter_spec.factory, adapter_options)
+    _check_loading_options(adapter, options)
     loaded = adapter.load(
         path, device=device, dtype=_torch_dtype(dtype), device_map=device_map, **options
     )
@@ -147,7 +154,11 @@ def load(
     if hasattr(loaded.model, "modules"):
         apply_generation(loaded.model, generation)
     return LoadedModel(
-        model=loaded.model, processor=loaded.processor, adapter=adapter, model_id=name
+        model=loaded.model,
+        processor=loaded.processor,
+        adapter=adapter,
+        model_id=name,
+        adapter_options=adapter_options,
     )
 
 
@@ -159,7 +170,7 @@ def _stored_config(path: str, config: Any) -> Mapping[str, Any] | None:
     return None if config is None else dict(config.to_dict())
 
 
-def _check_adapter_options(adapter: Any, options: Mapping[str, Any]) -> None:
+def _check_loading_options(adapter: Any, options: Mapping[str, Any]) -> None:
     """Refuse loading options an adapter's ``load`` does not take, naming them."""
     parameters = inspect.signature(adapter.load).parameters.values()
     if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):

@@ -266,6 +266,8 @@ def explanation_of(
 
     maps_layout = record.layout
     metadata = {**adapter.describe(), **runtime_facts(loaded.model), **record.metadata}
+    if loaded.adapter_options:
+        metadata["adapter_options"] = dict(loaded.adapter_options)
     if units.generated:
         metadata["decoding"] = decoding_facts(loaded.model)
     if maps_layout.projection is not None:

@@ -33,12 +33,15 @@ class LoadedModel:
         processor: its processor (tokenizer + image processor).
         adapter: the ``ModelAdapter`` chosen by the registry.
         model_id: what the user passed to ``load`` (path, hub id or embedded name).
+        adapter_options: the keyword arguments the adapter was built with (``load``'s
+            ``adapter_options``); empty for its defaults.
     """
 
     model: Any
     processor: Any
     adapter: Any
     model_id: str
+    adapter_options: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
 
     @property
     def tokenizer(self) -> Any:

@@ -133,5 +133,13 @@ LOADING_ARGUMENTS = (
         default="greedy",
         help="free-run decoding: greedy (default) or the checkpoint's generation config",
     ),
+    argument(
+        "--adapter-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model's adapter itself, e.g. through_encoder=rollout for an "
+        "encoder-decoder (docs/models.md, 'Adapter options')",
+    ),
 )
 """The flags of every subcommand that loads a model (see docs/models.md)."""

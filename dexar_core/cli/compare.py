@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from dexar_core.cli.explain import parse_option
+from dexar_core.cli.key_values import parse_option
 from dexar_core.cli.loading import load_options
 from dexar_core.compare.on_image import Comparison, ModelRow, file_stem, split_names
 from dexar_core.errors import InputError

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.cli.explain import default_model, parse_option
+from dexar_core.cli.explain import default_model
+from dexar_core.cli.key_values import parse_option
 from dexar_core.cli.loading import load_options
 from dexar_core.errors import CheckpointError, InputError, MethodError, UnsupportedModelError
 from dexar_core.zoo import DEFAULT_IMAGE_SIZE, training_image_size

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dexar_core.cli.key_values import parse_option, parse_options
 from dexar_core.errors import InputError
 from dexar_core.interfaces import PROMPTS
 from dexar_core.viz.wording import fallback_note, units_of, weight_meaning, weight_name
@@ -31,42 +32,6 @@ def default_model() -> str:
     from dexar_plugins import default_catalog
 
     return default_catalog().default_embedded_model().name
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as an int, float, bool, list or string."""
-    if "=" not in text:
-        raise InputError(f"--option expects key=value, got {text!r}.")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise InputError(f"--option {text!r} has no key; give key=value, e.g. topk=3.")
-    value: Any
-    if raw.lower() in ("true", "false"):
-        value = raw.lower() == "true"
-    elif "," in raw:
-        value = [parse_option(f"x={item}")[1] for item in raw.split(",") if item]
-    else:
-        try:
-            value = int(raw)
-        except ValueError:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = raw
-    return key.strip().replace("-", "_"), value
-
-
-def parse_options(texts: list[str]) -> dict[str, Any]:
-    """Every ``--option key=value``; a key given twice is refused, not silently overridden."""
-    options: dict[str, Any] = {}
-    for text in texts:
-        key, value = parse_option(text)
-        if key in options:
-            raise InputError(
-                f"--option {key} is given twice ({options[key]!r} and {value!r}); give it once."
-            )
-        options[key] = value
-    return options
 
 
 def _progress(message: str) -> None:

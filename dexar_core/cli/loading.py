@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dexar_core.cli.key_values import parse_options
 from dexar_core.hf.load_options import parse_max_memory
 
 
@@ -26,4 +27,6 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.max_memory is not None:
         options["max_memory"] = parse_max_memory(args.max_memory)
+    if args.adapter_option:
+        options["adapter_options"] = parse_options(args.adapter_option, "--adapter-option")
     return options

@@ -322,6 +322,8 @@ def evaluate(
         "replacement": replacement,
         "answers": answers,
     }
+    if loaded.adapter_options:  # absent when empty, so older run folders still resume
+        config["adapter_options"] = dict(loaded.adapter_options)
     with nullcontext() if out is None else run_lock(out, team):
         records: dict[int, dict[str, Any]] = {}
         if out is not None:

@@ -7,7 +7,7 @@ import json
 from command_errors import command_error
 from llava_fixtures import explain_argv
 
-from dexar_core.cli.explain import parse_option
+from dexar_core.cli.key_values import parse_option
 from dexar_core.cli.main import main
 
 
