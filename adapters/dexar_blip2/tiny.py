@@ -40,6 +40,9 @@ PROMPT_WORDS: tuple[str, ...] = ("question", "answer")
 LANGUAGE_MODELS = ("opt", "t5")
 """The language-model families a tiny BLIP-2 can have."""
 
+POSITION_INITS = ("normal", "sincos")
+"""How the vision tower's learned position embeddings start (see :func:`build_tiny_blip2`)."""
+
 
 def format_prompt(question: str) -> str:
     """Return the tiny BLIP-2 prompt for one question: ``"Question: {question} Answer:"``."""
@@ -60,6 +63,7 @@ def build_tiny_blip2(
     num_query_tokens: int = 32,
     qformer_layers: int = 2,
     attn_implementation: str = "sdpa",
+    position_init: str = "normal",
     **sizes: Any,
 ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
     """Build a randomly initialised tiny BLIP-2 and its processor, offline.
@@ -74,6 +78,10 @@ def build_tiny_blip2(
         num_query_tokens: Learned query tokens of the Q-Former (32 in released models).
         qformer_layers: Q-Former layers, each with cross-attention to the patches.
         attn_implementation: ``"sdpa"`` or ``"eager"`` (any name transformers accepts).
+        position_init: ``"normal"`` (transformers' truncated normal, std 0.02) or
+            ``"sincos"``: the patches' learned position embeddings start from the 2D
+            sine-cosine table of :func:`sincos_positions` (the class token's at zero).
+            They stay learned parameters; only their starting point differs.
         **sizes: Over :data:`SIZES`: ``image_size`` (the square input's side),
             ``patch_size`` (divides it), ``text_layers`` (language-model layers; T5:
             encoder and decoder each), ``vision_layers``, ``hidden_size`` (the width of
@@ -85,9 +93,15 @@ def build_tiny_blip2(
         ``Blip2Processor`` writing ``num_query_tokens`` image tokens before the prompt.
 
     Raises:
-        InputError: For an unknown language model, sizes that are not positive, a patch
-            size that does not divide the image size, or heads that do not divide the width.
+        InputError: For an unknown language model or position initialisation, sizes that
+            are not positive, a patch size that does not divide the image size, or heads
+            that do not divide the width.
     """
+    if position_init not in POSITION_INITS:
+        raise InputError(
+            f"build_tiny_blip2: expected position_init to be one of {POSITION_INITS}, "
+            f"found {position_init!r}."
+        )
     if language_model not in LANGUAGE_MODELS:
         raise InputError(
             f"build_tiny_blip2: expected language_model to be one of {LANGUAGE_MODELS}, "
@@ -180,14 +194,17 @@ def build_tiny_blip2(
     )
     config._attn_implementation = attn_implementation
 
-    # BLIP-2's query tokens start at zero (all queries alike): give them a spread, as
-    # training would.
-    model = instantiate(
-        Blip2ForConditionalGeneration,
-        config,
-        seed=seed,
-        initialise=lambda model: model.query_tokens.normal_(std=qformer_config.initializer_range),
-    )
+    def initialise(model: Blip2ForConditionalGeneration) -> None:
+        # BLIP-2's query tokens start at zero (all queries alike): give them a spread, as
+        # training would.
+        model.query_tokens.normal_(std=qformer_config.initializer_range)
+        if position_init == "sincos":
+            table = model.vision_model.embeddings.position_embedding
+            grid = size.image_size // size.patch_size
+            table[0, 0] = 0.0
+            table[0, 1:] = sincos_positions(grid, hidden_size)
+
+    model = instantiate(Blip2ForConditionalGeneration, config, seed=seed, initialise=initialise)
     for generation_config in (model.generation_config, model.language_model.generation_config):
         generation_config.pad_token_id = tokenizer.pad_token_id
         generation_config.bos_token_id = tokenizer.bos_token_id
@@ -203,12 +220,50 @@ def build_tiny_blip2(
     return model, processor
 
 
+def sincos_positions(grid: int, width: int) -> Any:
+    """The 2D sine-cosine position table of a ``grid x grid`` patch grid, row-major.
+
+    Half of the ``width`` channels encode the patch's row and half its column, each as
+    sines and cosines at ``width / 4`` frequencies ``10000^(-i / (width / 4))`` (the
+    fixed table of MAE and MoCo v3 ViTs); every entry lies in ``[-1, 1]``.
+
+    Args:
+        grid: patches per side.
+        width: the embedding width, a multiple of 4.
+
+    Returns:
+        A ``(grid * grid, width)`` float tensor.
+
+    Raises:
+        InputError: if ``width`` is not a multiple of 4.
+    """
+    import torch
+
+    if width % 4:
+        raise InputError(f"sincos_positions: expected a width divisible by 4, found {width}.")
+    quarter = width // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    rows, columns = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+
+    def encode(coordinate: Any) -> Any:
+        angles = coordinate.flatten()[:, None].float() * frequencies[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(columns)], dim=1)
+
+
 def build_shapes_blip2(
     *, seed: int = 0, image_size: int = 64
 ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
     """The architecture of the embedded ``shapes-blip2`` checkpoint (OPT), untrained.
 
     Width 64 everywhere and the released models' 32 query tokens: small enough to train
-    on a shared CPU (width 128 costs about four times as much per step).
+    on a shared CPU (width 128 costs about four times as much per step). The vision
+    tower's position embeddings start from the sine-cosine table: the Q-Former reads
+    the patches as a set, so where an object is reaches the language model only through
+    what the position embeddings add to each patch, and from transformers' std-0.02
+    start they never grew enough to carry it (see the model card).
     """
-    return build_tiny_blip2(seed=seed, image_size=image_size, hidden_size=64)
+    return build_tiny_blip2(
+        seed=seed, image_size=image_size, hidden_size=64, position_init="sincos"
+    )
