@@ -12,7 +12,7 @@ from dexar_plugins import default_catalog
 EMBEDDED = sorted(default_catalog().embedded_models)
 
 EXAMPLE_ANSWERS = {
-    "shapes-blip2": "green",
+    "shapes-blip2": "purple",
     "shapes-florence2": "a blue circle at the left",
     "shapes-llava": "a red circle at the top right and a green triangle at the bottom left",
     "shapes-qwen2vl": "a purple circle at the top left and a green square at the top right",
