@@ -17,9 +17,13 @@ from dexar_core.errors import InputError
 from dexar_core.values import ImportReference
 
 
-def adapter_option_names(factory: Callable[..., Any]) -> frozenset[str] | None:
-    """The keyword arguments an adapter factory takes; None when it takes any (``**kw``)."""
-    target = factory.resolve() if isinstance(factory, ImportReference) else factory
+def keyword_names(function: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments ``function`` takes; None when it takes any (``**kw``).
+
+    An :class:`~dexar_core.values.ImportReference` is resolved first, so a manifest's
+    ``"module:Class"`` factory is read as the class it names.
+    """
+    target = function.resolve() if isinstance(function, ImportReference) else function
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: no options known
@@ -44,7 +48,7 @@ def make_adapter(name: str, factory: Callable[..., Any], options: Mapping[str, A
     """
     if not options:
         return factory()
-    accepted = adapter_option_names(factory)
+    accepted = keyword_names(factory)
     unknown = sorted(set(options) - accepted) if accepted is not None else []
     if unknown:
         offered = (

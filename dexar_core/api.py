@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dexar_core.adapter_options import make_adapter
+from dexar_core.adapter_options import keyword_names, make_adapter
 from dexar_core.errors import CheckpointError, InputError
 from dexar_core.explaining import BatchItem, check_item_texts
 from dexar_core.explanation import Explanation
@@ -172,10 +171,9 @@ def _stored_config(path: str, config: Any) -> Mapping[str, Any] | None:
 
 def _check_loading_options(adapter: Any, options: Mapping[str, Any]) -> None:
     """Refuse loading options an adapter's ``load`` does not take, naming them."""
-    parameters = inspect.signature(adapter.load).parameters.values()
-    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+    names = keyword_names(adapter.load)
+    if names is None:
         return
-    names = {parameter.name for parameter in parameters}
     refused = sorted(set(options) - names)
     if refused:
         raise InputError(

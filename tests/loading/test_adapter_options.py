@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import transformers
 
-from dexar_core.adapter_options import adapter_option_names, make_adapter
+from dexar_core.adapter_options import keyword_names, make_adapter
 from dexar_core.api import load
 from dexar_core.errors import InputError, MethodError
 from dexar_core.values import ImportReference
@@ -26,11 +26,11 @@ class Open:
 
 
 def test_the_names_are_read_from_the_factory_and_through_an_import_reference() -> None:
-    assert adapter_option_names(Routed) == {"through_encoder", "scale"}
-    assert adapter_option_names(Plain) == frozenset()
-    assert adapter_option_names(Open) is None
+    assert keyword_names(Routed) == {"through_encoder", "scale"}
+    assert keyword_names(Plain) == frozenset()
+    assert keyword_names(Open) is None
     reference = ImportReference(path="dexar_florence2.adapter:Florence2Adapter")
-    assert "through_encoder" in adapter_option_names(reference)
+    assert "through_encoder" in keyword_names(reference)
 
 
 def test_options_reach_the_adapter_and_no_options_build_the_default() -> None:
@@ -83,3 +83,24 @@ def test_the_loaded_model_carries_its_adapter_and_options() -> None:
     assert loaded.adapter.through_encoder == "rollout"
     assert loaded.adapter_options == {"through_encoder": "rollout"}
     assert load("shapes-florence2").adapter_options == {}
+
+
+class StrictLoader:
+    name = "strict"
+
+    def load(self, path, *, device=None, dtype=None, device_map=None):
+        raise AssertionError("not called")
+
+
+class OpenLoader(StrictLoader):
+    def load(self, path, **options):
+        raise AssertionError("not called")
+
+
+def test_loading_options_an_adapters_load_does_not_take_are_refused_by_name() -> None:
+    from dexar_core.api import _check_loading_options
+
+    with pytest.raises(InputError, match=r"the strict adapter does not take .* \['revision'\]"):
+        _check_loading_options(StrictLoader(), {"revision": "main", "device_map": None})
+    _check_loading_options(StrictLoader(), {"device_map": "auto"})
+    _check_loading_options(OpenLoader(), {"revision": "main"})
