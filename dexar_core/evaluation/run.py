@@ -62,6 +62,7 @@ from dexar_core.datasets.scenes import ScenesDataset
 from dexar_core.datasets.shapes import COLORS, SHAPES, ShapesDataset
 from dexar_core.errors import DatasetError, DexarError, InputError
 from dexar_core.evaluation.distributed import Processes, current_processes
+from dexar_core.evaluation.fingerprint import weights_fingerprint
 from dexar_core.evaluation.items import evaluate_items, explained_prompt, score_item
 from dexar_core.evaluation.perturbation import chance_seed, perturbation_scores
 from dexar_core.evaluation.records import (
@@ -312,6 +313,7 @@ def evaluate(
         )
     config = {
         "model": loaded.model_id,
+        "weights": weights_fingerprint(loaded.model),
         "dataset": repr(benchmark),
         "split": benchmark.split,
         "method": method,

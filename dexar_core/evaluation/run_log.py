@@ -84,9 +84,16 @@ def prepare_run(folder: str | Path, config: Mapping[str, Any], processes: Proces
         details = "; ".join(
             f"{key}: {recorded.get(key)!r} before, {wanted.get(key)!r} now" for key in changed
         )
+        weights = (
+            " The model's weights differ from the ones its items were made with (a "
+            "checkpoint retrained or replaced under the same name, or a folder written "
+            "before dexar recorded weights): its items cannot be resumed."
+            if "weights" in changed
+            else ""
+        )
         raise InputError(
-            f"evaluate: {str(root)!r} holds a run that measured something else ({details}). "
-            "Resume it with the same arguments, or give a new --out folder."
+            f"evaluate: {str(root)!r} holds a run that measured something else ({details})."
+            f"{weights} Resume it with the same arguments, or give a new --out folder."
         )
     processes.barrier()
     if processes.is_main:

@@ -23,6 +23,7 @@ from PIL import Image
 from dexar_core.cli.main import main
 from dexar_core.datasets.benchmark import open_benchmark
 from dexar_core.errors import InputError
+from dexar_core.evaluation.fingerprint import weights_fingerprint
 from dexar_core.evaluation.run import check_metrics, evaluate
 from dexar_core.evaluation.run_log import ITEMS_FILE, LOG_FOLDER, SUMMARY_FILE
 from dexar_core.metrics.bootstrap import percentile_interval, resample_indices
@@ -142,6 +143,31 @@ def test_a_run_folder_refuses_a_run_that_measures_something_else(loaded, shapes,
         evaluate(loaded, shapes, limit=4, out=out, head_agg="mean", **RUN)
     with pytest.raises(InputError, match="seed: 0 before, 4 now"):
         evaluate(loaded, shapes, limit=4, out=out, **{**RUN, "seed": 4})
+
+
+def test_a_run_folder_refuses_items_made_by_other_weights_under_the_same_name(
+    loaded, shapes, uninterrupted
+):
+    # A checkpoint retrained in place keeps its name: only its weights tell the runs apart.
+    _, out = uninterrupted
+    parameter = next(loaded.model.parameters())
+    kept = parameter.detach().clone()
+    try:
+        with torch.no_grad():
+            parameter.mul_(1.0 + 1e-6)
+        with pytest.raises(InputError, match=r"weights: '[0-9a-f]{16}' before, '[0-9a-f]{16}' now"):
+            evaluate(loaded, shapes, limit=4, out=out, **RUN)
+    finally:
+        with torch.no_grad():
+            parameter.copy_(kept)
+    assert evaluate(loaded, shapes, limit=4, out=out, **RUN).items == 4  # resumes again
+
+
+def test_the_weights_fingerprint_is_the_same_for_the_same_weights_loaded_twice(tiny_dir, loaded):
+    from dexar_core.api import load
+
+    assert weights_fingerprint(load(str(tiny_dir)).model) == weights_fingerprint(loaded.model)
+    assert weights_fingerprint(object()) is None  # nothing to read: no digest, no error
 
 
 def test_every_interval_brackets_its_number(uninterrupted):
