@@ -78,8 +78,18 @@ def map_values(
     return tokens, sequence, _span(tokens), _span(sequence)
 
 
-def title_of(explanation: Explanation) -> str:
-    """Model, method, prompt and answer (or prompts), as one wrapped title."""
+def characters_across(inches: float, fontsize: float) -> int:
+    """About how many characters of text at ``fontsize`` fit across ``inches``.
+
+    Matplotlib's default sans-serif averages a little over half an em per character;
+    0.6 em leaves a margin, so text wrapped to this width stays inside the figure.
+    """
+    return max(20, int(inches * 72 / (0.6 * fontsize)))
+
+
+def title_of(explanation: Explanation, width: int = 110) -> str:
+    """Model, method, prompt and answer (or prompts), each shortened to 110 characters
+    and wrapped to ``width``."""
     units = units_of(explanation)
     said = (
         f"answer: {explanation.answer!r}"
@@ -89,7 +99,8 @@ def title_of(explanation: Explanation) -> str:
     head = f"{explanation.model_id}, method {explanation.method}"
     lines = [head, f"prompt: {explanation.prompt!r}", said]
     # Cut before shortening: textwrap on a 3000-word prompt is slow, and a title is one line.
-    return "\n".join(textwrap.shorten(line[:400], 110, placeholder=" ...") for line in lines)
+    shortened = (textwrap.shorten(line[:400], 110, placeholder=" ...") for line in lines)
+    return "\n".join(textwrap.fill(line, width) for line in shortened)
 
 
 def sequence_figure(
@@ -129,12 +140,13 @@ def sequence_figure(
     _show(heat_ax, heat, f"{units.whole_map} (all {units.many}, weighted)")
     _colour_bar(bar_ax, cmap, value_range, raw=raw)
     _unseen_legend(explanation, picture, grid, heat_ax)
-    figure.suptitle(title_of(explanation), fontsize=11)
+    inches = figure.get_figwidth()
+    figure.suptitle(title_of(explanation, characters_across(inches, 11)), fontsize=11)
     notes = [weight_meaning(explanation)]
     note = fallback_note(explanation)
     if note:
         notes.insert(0, note)
-    figure.supxlabel(textwrap.fill(" ".join(notes), 150), fontsize=8)
+    figure.supxlabel(textwrap.fill(" ".join(notes), characters_across(inches, 8)), fontsize=8)
     return figure
 
 
@@ -172,17 +184,21 @@ def tokens_figure(
     shown_columns = max(1, min(columns, count))
     rows = math.ceil(count / shown_columns)
     aspect = picture.height / picture.width
-    figure = Figure(
-        figsize=(
-            TOKEN_INCHES * shown_columns + 1.2,
-            2.6 + rows * (TOKEN_INCHES * aspect + 0.5),
-        ),
-        dpi=DPI,
-        layout="constrained",
+    inches = TOKEN_INCHES * shown_columns + 1.2
+    scale = (
+        "one shared raw range" if raw else f"each {units_of(explanation).one} min-max normalised"
     )
-    heights = [2.2, rows * (TOKEN_INCHES * aspect + 0.5)]
+    across = characters_across(inches, 11)
+    maps_line = textwrap.fill(f"per-{units_of(explanation).one} maps ({scale})", across)
+    title = f"{title_of(explanation, across)}\n{maps_line}"
+    note = textwrap.fill(weight_meaning(explanation), characters_across(inches, 8))
+    # A narrow figure wraps the title and the note onto more lines: make room for them.
+    extra = 0.2 * max(0, title.count("\n") - 3) + 0.14 * max(0, note.count("\n") - 1)
+    maps_height = rows * (TOKEN_INCHES * aspect + 0.5)
+    figure = Figure(figsize=(inches, 2.6 + extra + maps_height), dpi=DPI, layout="constrained")
+    heights = [2.2 + extra, maps_height]
     top, bottom = figure.subfigures(2, 1, squeeze=False, height_ratios=heights)[:, 0]
-    _weight_bars(top.subplots(), explanation)
+    _weight_bars(top.subplots(), explanation, note)
     grid_axes = bottom.subplots(
         rows, shown_columns + 1, squeeze=False, width_ratios=[1] * shown_columns + [0.05]
     )
@@ -219,12 +235,7 @@ def tokens_figure(
         else:
             bar_ax.set_axis_off()
     _unseen_legend(explanation, picture, grid, grid_axes[0, 0])
-    scale = (
-        "one shared raw range" if raw else f"each {units_of(explanation).one} min-max normalised"
-    )
-    figure.suptitle(
-        f"{title_of(explanation)}\nper-{units_of(explanation).one} maps ({scale})", fontsize=11
-    )
+    figure.suptitle(title, fontsize=11)
     return figure
 
 
@@ -288,8 +299,9 @@ def _colour_bar(ax: Axes, cmap: str, value_range: tuple[float, float], *, raw: b
     bar.set_label("relevance (raw)" if raw else "relevance (min-max normalised)", fontsize=9)
 
 
-def _weight_bars(ax: Axes, explanation: Explanation) -> None:
-    """One bar per unit, its weight; zeros marked so they are not read as missing."""
+def _weight_bars(ax: Axes, explanation: Explanation, note: str) -> None:
+    """One bar per unit, its weight; zeros marked so they are not read as missing; the
+    note (what the weight means, wrapped to the figure) above."""
     weights = np.asarray(explanation.token_weights, dtype=np.float64)
     positions = np.arange(len(weights))
     zero = weights == 0
@@ -305,7 +317,7 @@ def _weight_bars(ax: Axes, explanation: Explanation) -> None:
     )
     ax.set_ylabel(weight_name(explanation), fontsize=9)
     ax.set_xlim(-0.6, max(len(weights), 1) - 0.4)
-    ax.set_title(textwrap.fill(weight_meaning(explanation), 170), fontsize=8)
+    ax.set_title(note, fontsize=8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 from viz_fixtures import IMAGE_SIZE, PIXEL_BOX, known_explanation, picture
 
@@ -103,6 +106,38 @@ def test_tokens_figure_marks_the_tokens_of_weight_zero() -> None:
     assert texts.count("weight 0: not in the sequence map") == 1
     bars = figure.axes[0].patches
     assert [round(bar.get_height(), 3) for bar in bars] == [0.8, 0.2, 0.0]
+
+
+def _texts_outside(figure: Figure) -> list[str]:
+    """The texts drawn (partly) outside the saved picture, so a reader sees them cut."""
+    canvas = FigureCanvasAgg(figure)  # what savefig draws with
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    inside = figure.bbox
+    return [
+        text.get_text()[:40]
+        for text in figure.findobj(Text)
+        if text.get_visible()
+        and text.get_text().strip()
+        and not (
+            inside.x0 - 1 <= text.get_window_extent(renderer).x0
+            and text.get_window_extent(renderer).x1 <= inside.x1 + 1
+        )
+    ]
+
+
+@pytest.mark.parametrize("columns", [1, 2, 4])
+def test_no_text_of_the_tokens_figure_is_cut_at_its_edges(columns: int) -> None:
+    # One column is the figure of a one-word answer: as narrow as the figure gets.
+    explanation = attrs.evolve(known_explanation(), prompt="which shape is red? " * 8)
+
+    assert _texts_outside(tokens_figure(explanation, columns=columns)) == []
+
+
+def test_no_text_of_the_sequence_figure_is_cut_at_its_edges() -> None:
+    explanation = attrs.evolve(known_explanation(), prompt="which shape is red? " * 8)
+
+    assert _texts_outside(sequence_figure(explanation)) == []
 
 
 def test_raw_maps_share_one_range_so_weak_tokens_look_weak() -> None:
